@@ -1,0 +1,110 @@
+"""Instruction templates for baseline / SIT / multitask records, and the parser of SIT outputs.
+
+Templates are plain `str.format` strings over the fields {question}, {caption} and {answer}.
+The defaults follow Hu et al. (NAACL 2025): the baseline asks for the answer alone, SIT asks the
+model to describe the image first and then answer, with the target
+"Description: <caption>\\nAnswer: <answer>".
+
+`parse_sit_output` is the one place where a generated text is split back into (description,
+answer); evaluation uses it too, so training targets and scoring can never disagree on the markers.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+BASELINE_TASK = "Answer the input question based on the image"
+SIT_TASK = "First describe the image, then answer the input question based on the image"
+DESCRIBE_TASK = "Describe the image"
+
+DESCRIPTION_MARKER = "Description:"
+ANSWER_MARKER = "Answer:"
+
+TEMPLATE_FIELDS = ("question", "caption", "answer")
+
+
+@dataclass(frozen=True)
+class Templates:
+    """The instruction/target pair for each record kind. Fields: {question} {caption} {answer}."""
+
+    baseline_instruction: str = BASELINE_TASK + ".\nQuestion: {question}"
+    baseline_target: str = "{answer}"
+    sit_instruction: str = SIT_TASK + ".\nQuestion: {question}"
+    sit_target: str = DESCRIPTION_MARKER + " {caption}\n" + ANSWER_MARKER + " {answer}"
+    describe_instruction: str = DESCRIBE_TASK + "."
+    describe_target: str = "{caption}"
+
+    def __post_init__(self):
+        for name, template in vars(self).items():
+            _check_template(name, template)
+
+    def render(self, kind: str, *, question: str = "", caption: str = "", answer: str = "") -> tuple[str, str]:
+        """Return (instruction, target) for kind in {"baseline", "sit", "describe"}."""
+        if kind not in ("baseline", "sit", "describe"):
+            raise ValueError(f"unknown record kind {kind!r}; expected baseline, sit or describe")
+        fields = {"question": question, "caption": caption, "answer": answer}
+        return (
+            getattr(self, f"{kind}_instruction").format(**fields),
+            getattr(self, f"{kind}_target").format(**fields),
+        )
+
+
+def _check_template(name: str, template: str) -> None:
+    if not isinstance(template, str):
+        raise TypeError(f"template {name} must be a string, got {type(template).__name__}")
+    try:
+        used = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError as error:  # unbalanced braces
+        raise ValueError(f"template {name}={template!r} is not a valid format string: {error}") from None
+    unknown = used - set(TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"template {name}={template!r} uses unknown field(s) {sorted(unknown)}; "
+            f"allowed: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)} (write literal braces as '{{' '}}')"
+        )
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    description: str | None  # None when the text has no "Description:" marker
+    answer: str
+    has_answer_marker: bool
+
+
+_DESCRIPTION_RE = re.compile(r"description\s*:", re.IGNORECASE)
+_ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
+
+
+def parse_sit_output(text: str) -> ParsedOutput:
+    """Split a generated text into (description, answer).
+
+    Tolerant of case ("ANSWER:"), of spaces before the colon, of text around the markers and of
+    missing markers:
+    - the answer is the first line after the last "Answer:" marker (trailing lines are dropped:
+      models often continue with another "Question: ..." after answering);
+    - without an "Answer:" marker, the answer is the last non-empty line that is not the
+      description line, or the whole text if that is all there is (a baseline-style output);
+    - the description is the text after "Description:" up to the "Answer:" marker or the end of
+      its line, or None without a marker.
+    """
+    text = text.strip()
+    answers = list(_ANSWER_RE.finditer(text))
+    description_match = _DESCRIPTION_RE.search(text)
+
+    description = None
+    if description_match:
+        end = answers[-1].start() if answers and answers[-1].start() > description_match.end() else None
+        rest = text[description_match.end() : end]
+        description = rest.strip() if end is not None else rest.strip().split("\n", 1)[0].strip()
+
+    if answers:
+        answer = text[answers[-1].end() :].strip().split("\n", 1)[0].strip()
+        return ParsedOutput(description, answer, True)
+
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if description_match:
+        lines = [line for line in lines if not _DESCRIPTION_RE.match(line)]
+    answer = lines[-1] if lines else ""
+    return ParsedOutput(description, answer, False)

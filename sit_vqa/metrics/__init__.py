@@ -1,0 +1,1 @@
+"""Metrics: the official VQAv2 accuracy."""
