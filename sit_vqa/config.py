@@ -1,0 +1,315 @@
+"""The run configuration: three dataclasses read from one flat YAML file plus command-line overrides.
+
+    python train.py --config vqa_sit.yaml --learning_rate 2e-5 --output_dir runs/try
+
+`ModelArguments` and `DataArguments` are ours; the third is `transformers.TrainingArguments` (with the
+paper's defaults), so every Trainer option (batch size, accumulation, bf16, logging, saving,
+gradient checkpointing, DDP) is a config key with the name users already know. Parsing is done by
+`transformers.HfArgumentParser`; this module adds what it lacks for YAML files: unknown keys and
+values of the wrong type are errors that name the file and the key, and data paths must exist.
+A parsed `RunConfig` is never mutated afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+class ConfigError(ValueError):
+    """A config file or command-line setting is wrong; the message names the file, the key and the fix."""
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class ModelArguments:
+    model_type: Literal["instructblip", "causal_lm"] = field(
+        default="instructblip",
+        metadata={"help": "instructblip: image QA with a frozen ViT and LLM; causal_lm: the text-only path."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id (e.g. Salesforce/instructblip-vicuna-7b) or a local directory. "
+                  "Leave empty and set tiny_model to build a small offline model in code."},
+    )
+    tiny_model: Literal["decoder", "t5"] | None = field(
+        default=None,
+        metadata={"help": "Build a tiny random model offline instead of loading one: 'decoder' (LLaMA-style LM) "
+                  "or 't5' (encoder-decoder LM). For causal_lm any value builds the tiny causal LM."},
+    )
+    tiny_model_seed: int = field(default=0, metadata={"help": "Seed of the tiny model's random weights."})
+    train_vision_post_layernorm: bool = field(
+        default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
+    )
+    train_all: bool = field(default=False, metadata={"help": "Train every weight (tiny-model experiments)."})
+    model_dtype: Literal["auto", "bfloat16", "float32"] = field(
+        default="auto",
+        metadata={"help": "Dtype of the frozen weights. auto: bfloat16 on a CUDA GPU that supports it, else float32. "
+                  "Trainable weights stay float32; use bf16: true for mixed-precision compute."},
+    )
+    local_files_only: bool = field(default=False, metadata={"help": "Never contact the hub."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from the model repo to run."})
+    max_instruction_length: int = field(default=128, metadata={"help": "Instruction tokens (truncated from the left)."})
+    max_target_length: int = field(default=256, metadata={"help": "Target tokens (truncated from the right)."})
+    use_lora: bool = field(default=False, metadata={"help": "causal_lm only: train LoRA adapters (peft)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
+    )
+
+    def __post_init__(self):
+        if self.model_name_or_path is None and self.tiny_model is None:
+            raise ConfigError("set model_name_or_path (a hub id or local directory) or tiny_model (decoder or t5)")
+        for name in ("max_instruction_length", "max_target_length", "lora_r"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+RAW_SPLIT_KEYS = ("questions", "annotations", "captions", "image_dir")
+
+
+@dataclass
+class DataArguments:
+    train_questions: str | None = field(default=None, metadata={"help": "v2_OpenEnded_mscoco_train2014_questions.json"})
+    train_annotations: str | None = field(default=None, metadata={"help": "v2_mscoco_train2014_annotations.json"})
+    train_captions: str | None = field(default=None, metadata={"help": "COCO captions_train2014.json"})
+    train_image_dir: str | None = field(default=None, metadata={"help": "Directory of the COCO train2014 images."})
+    train_dataset_dir: str | None = field(
+        default=None, metadata={"help": "A dataset prepared by `python -m sit_vqa.prepare` (instead of raw files)."}
+    )
+    eval_questions: str | None = field(default=None, metadata={"help": "Validation questions (VQA scoring)."})
+    eval_annotations: str | None = field(default=None, metadata={"help": "Validation annotations."})
+    eval_captions: str | None = field(default=None, metadata={"help": "Validation COCO captions."})
+    eval_image_dir: str | None = field(default=None, metadata={"help": "Directory of the validation images."})
+    eval_dataset_dir: str | None = field(default=None, metadata={"help": "A prepared validation dataset."})
+    mode: Literal["sit", "baseline", "mixed", "multitask"] = field(
+        default="sit", metadata={"help": "Training targets: SIT, plain instruction tuning, both, or the multitask control."}
+    )
+    caption_policy: Literal["first", "random", "longest", "all"] = field(
+        default="random", metadata={"help": "Which COCO caption goes with a question."}
+    )
+    answer_policy: Literal["multiple_choice_answer", "most_frequent"] = field(
+        default="multiple_choice_answer", metadata={"help": "Which of the 10 answers is the target."}
+    )
+    subset_questions: int | None = field(default=None, metadata={"help": "Train on a seeded subset of N questions."})
+    subset_images: int | None = field(default=None, metadata={"help": "Train on all questions of N seeded images."})
+    subset_seed: int = field(default=42, metadata={"help": "Seed of the subset and caption choices."})
+    mixed_sit_fraction: float = field(
+        default=1.0, metadata={"help": "mode=mixed: fraction of questions that also get the SIT form."}
+    )
+    check_images: bool = field(default=False, metadata={"help": "Drop (and count) questions whose image file is missing."})
+    eval_subset_questions: int | None = field(
+        default=200, metadata={"help": "Questions of the eval split scored during training (None: all)."}
+    )
+    prepared_cache_dir: str = field(default="cache/prepared", metadata={"help": "Where joined datasets are cached."})
+    templates: dict[str, str] | None = field(
+        default=None, metadata={"help": "YAML only: override instruction/target templates (see sit_vqa.data.templates)."}
+    )
+    text_data: str | None = field(default=None, metadata={"help": "causal_lm: Alpaca-format JSON file."})
+    text_data_translated: str | None = field(
+        default=None, metadata={"help": "causal_lm, text_mode=translate: the same records in another language."}
+    )
+    text_mode: Literal["plain", "repeat", "translate"] = field(
+        default="repeat", metadata={"help": "causal_lm: plain Alpaca, 'First repeat the input, then ...', or translate."}
+    )
+
+    def __post_init__(self):
+        if self.subset_questions is not None and self.subset_images is not None:
+            raise ConfigError("set subset_questions or subset_images, not both")
+        if not 0.0 <= self.mixed_sit_fraction <= 1.0:
+            raise ConfigError(f"mixed_sit_fraction must be in [0, 1], got {self.mixed_sit_fraction}")
+
+    def raw_split(self, split: Literal["train", "eval"]) -> dict[str, str] | None:
+        """The raw files of a split as {questions, annotations, captions, image_dir}, or None if unset."""
+        values = {key: getattr(self, f"{split}_{key}") for key in RAW_SPLIT_KEYS}
+        return values if all(values.values()) else None
+
+
+@dataclass
+class SitTrainingArguments(TrainingArguments):
+    """TrainingArguments with the paper's recipe as defaults (LAVIS InstructBLIP fine-tuning)."""
+
+    output_dir: str | None = field(default="runs/sit", metadata={"help": "Where checkpoints and logs go."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate."})
+    weight_decay: float = field(default=0.05, metadata={"help": "Not applied to biases and norms (Trainer default)."})
+    warmup_steps: float = field(default=1000, metadata={"help": "Linear warm-up steps."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Cosine decay to 0 after warm-up."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Generation batch size per device."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs."})
+    seed: int = field(default=42, metadata={"help": "Training seed."})
+    logging_steps: float = field(default=10, metadata={"help": "Log loss/lr/throughput every N steps."})
+    save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=3, metadata={"help": "Keep the newest N checkpoints."})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay false: samples are built lazily."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the latest complete checkpoint in output_dir."})
+    eval_vqa_steps: int = field(default=0, metadata={"help": "Score VQA accuracy on the eval split every N steps (0: off)."})
+    generation_max_new_tokens: int = field(default=64, metadata={"help": "Generation length for VQA scoring."})
+    generation_num_beams: int = field(default=1, metadata={"help": "Beams for VQA scoring."})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelArguments
+    data: DataArguments
+    training: SitTrainingArguments
+    source: str  # the YAML file it came from ("<defaults>" without one)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, flat, as in the YAML file (written next to checkpoints)."""
+        flat = {}
+        for section in (self.model, self.data):
+            flat.update(dataclasses.asdict(section))
+        flat.update(self.training.to_dict())
+        return flat
+
+
+SECTIONS = (ModelArguments, DataArguments, SitTrainingArguments)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path as given, or a bare name (with or without .yaml) looked up in configs/."""
+    path = Path(name)
+    if path.exists():
+        return path
+    for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
+        if candidate.exists():
+            return candidate
+    shipped = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {name} not found (looked in the current directory and {CONFIG_DIR}; shipped: {shipped})")
+
+
+def load_config(config: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply `--key value` overrides, validate, and return the frozen RunConfig."""
+    source = "<defaults>"
+    values: dict[str, Any] = {}
+    if config is not None:
+        path = resolve_config_path(config)
+        source = str(path)
+        values = _read_yaml(path)
+    parser = HfArgumentParser(SECTIONS)
+    fields = _field_types()
+    for key, value in values.items():
+        _check_value(source, key, value, fields)
+    parser.set_defaults(**values)
+    try:
+        model, data, training = parser.parse_args_into_dataclasses(args=overrides or [], look_for_args_file=False)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    except ValueError as error:  # TrainingArguments.__post_init__ explains itself
+        raise ConfigError(f"{source}: {error}") from None
+    run = RunConfig(model, data, training, source)
+    _check_paths(run)
+    return run
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of `key: value` settings, got {type(values).__name__}")
+    return values
+
+
+def _field_types() -> dict[str, Any]:
+    types_by_name = {}
+    for section in SECTIONS:
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            if f.init:
+                types_by_name[f.name] = hints[f.name]
+    return types_by_name
+
+
+def _check_value(source: str, key: str, value: Any, fields: dict[str, Any]) -> None:
+    if key not in fields:
+        close = difflib.get_close_matches(key, fields, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"{source}: unknown key {key!r}.{hint} (python train.py --help lists every key)")
+    if not _matches(value, fields[key]):
+        raise ConfigError(
+            f"{source}: key {key!r} must be {_describe(fields[key])}, got {type(value).__name__} {value!r}"
+        )
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a YAML value fits a field annotation (the subset of typing our configs use)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, member) for member in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {member.value for member in annotation} or isinstance(value, annotation)
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation) or (Any, Any)
+        return isinstance(value, dict) and all(_matches(k, key_type) and _matches(v, value_type) for k, v in value.items())
+    if annotation is dict:
+        return isinstance(value, dict)
+    return True  # a TrainingArguments type we do not model: TrainingArguments validates it
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(member) for member in typing.get_args(annotation))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _check_paths(run: RunConfig) -> None:
+    """Every data path that is set must exist; raw split files come as a complete set."""
+    data = run.data
+    for split in ("train", "eval"):
+        given = [key for key in RAW_SPLIT_KEYS if getattr(data, f"{split}_{key}")]
+        if given and len(given) != len(RAW_SPLIT_KEYS):
+            missing = [f"{split}_{key}" for key in RAW_SPLIT_KEYS if key not in given]
+            raise ConfigError(f"{run.source}: raw {split} data needs all four files; missing {', '.join(missing)}")
+    path_keys = [f"{split}_{key}" for split in ("train", "eval") for key in (*RAW_SPLIT_KEYS, "dataset_dir")]
+    path_keys += ["text_data", "text_data_translated"]
+    for key in path_keys:
+        value = getattr(data, key)
+        if value and not Path(value).exists():
+            raise ConfigError(f"{run.source}: {key}: {value} does not exist (fix the path, or see data/README.md)")
+    model = run.model
+    if model.model_name_or_path and model.tiny_model is None and model.local_files_only:
+        if not Path(model.model_name_or_path).is_dir():
+            raise ConfigError(
+                f"{run.source}: model_name_or_path: {model.model_name_or_path} is not a local directory "
+                "(local_files_only is set)"
+            )

@@ -1,0 +1,274 @@
+"""The training run: RunConfig -> model + dataset -> HF Trainer -> trainable-only checkpoints.
+
+The loop, mixed precision, gradient accumulation, DDP, schedulers and checkpoint rotation are the
+Trainer's. `SitTrainer` overrides only what this package needs:
+- saving: trainable weights only (safetensors) + manifest + processor; checkpoints appear atomically
+  (written in a staging directory, then renamed), so a run killed mid-save keeps its previous checkpoint;
+- resuming: loads those trainable weights back (the Trainer itself restores optimizer, scheduler, RNG
+  and the data position, so a resumed run repeats the uninterrupted run's losses);
+- a NaN/inf loss stops the run with a clear message instead of being averaged into the logs;
+- throughput (samples/s) next to loss and lr in every log line, also written to train_log.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from sit_vqa import checkpoint as ckpt
+from sit_vqa import model as model_lib
+from sit_vqa.collate import SampleTransform, SitCollator
+from sit_vqa.config import DataArguments, RunConfig
+from sit_vqa.loading import load_base_model, prepare_for_training
+
+logger = logging.getLogger(__name__)
+
+BASE_MODEL_DIR = "base_model"
+STAGING_DIR = ".checkpoint-staging"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before saving anything from that state."""
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class TransformedDataset(torch.utils.data.Dataset):
+    """Records (a datasets.Dataset or a list of dicts) with the model transform applied on access.
+
+    Images are read lazily here, per sample, in the DataLoader workers — never in the collator.
+    """
+
+    def __init__(self, records, transform):
+        self.records = records
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        return self.transform(self.records[int(index)])
+
+
+def load_training_records(data: DataArguments, model_type: str, output_dir: str | None = None):
+    """The training records (with 'instruction' and 'target'), and a report of how they were made."""
+    if model_type == "causal_lm":
+        from sit_vqa.data.text_sit import build_text_sit, load_alpaca
+
+        if not data.text_data:
+            raise ValueError("causal_lm training needs text_data (an Alpaca-format JSON file)")
+        translated = load_alpaca(data.text_data_translated) if data.text_data_translated else None
+        records = build_text_sit(load_alpaca(data.text_data), data.text_mode, translated=translated)
+        return records, {"text_data": data.text_data, "text_mode": data.text_mode, "records": len(records)}
+
+    from sit_vqa.data import join
+
+    if data.train_dataset_dir:
+        dataset = join.load_prepared(data.train_dataset_dir)
+        return dataset, {"prepared_dataset": data.train_dataset_dir, "records": len(dataset)}
+    raw = data.raw_split("train")
+    if raw is None:
+        raise ValueError("no training data: set train_dataset_dir or train_questions/annotations/captions/image_dir")
+    dataset, report = join.prepare_cached(**raw, cache_root=data.prepared_cache_dir, options=join_options(data))
+    return dataset, report.to_dict() if hasattr(report, "to_dict") else report
+
+
+def join_options(data: DataArguments, split: str = "train"):
+    from sit_vqa.data import join
+    from sit_vqa.data.templates import Templates
+
+    subset_questions = data.subset_questions if split == "train" else data.eval_subset_questions
+    return join.JoinOptions(
+        mode=data.mode if split == "train" else "baseline",
+        caption_policy=data.caption_policy if split == "train" else "first",
+        answer_policy=data.answer_policy,
+        subset_questions=subset_questions,
+        subset_images=data.subset_images if split == "train" else None,
+        seed=data.subset_seed,
+        check_images=data.check_images,
+        mixed_sit_fraction=data.mixed_sit_fraction,
+        templates=Templates(**(data.templates or {})),
+    )
+
+
+# -------------------------------------------------------------------------------------------- trainer
+
+
+class SitTrainer(Trainer):
+    def __init__(self, *args, checkpoint_manifest: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checkpoint_manifest = checkpoint_manifest
+        self._staging_root: str | None = None
+        self._last_log = (time.perf_counter(), 0)
+
+    # Saving: trainable weights only, atomically ------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        manifest = {**self.checkpoint_manifest, "global_step": self.state.global_step}
+        base = manifest.pop("base_model_dir", None)
+        if base is not None:  # a model built in code: point at the copy saved beside the checkpoints
+            manifest["base_model"] = os.path.relpath(base, output_dir)
+            manifest["base_model_is_relative"] = True
+        ckpt.write_checkpoint(output_dir, model, self.processing_class, manifest)
+
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is being written, the Trainer writes it under the staging root.
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self.args.output_dir
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        if self.args.should_save:
+            shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)  # leftovers of a killed save
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):  # the same step saved again after a resume
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            rotate_checkpoints(run_dir, save_total_limit=self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model if model is not None else self.model
+        model_lib.load_trainable_weights(
+            self.accelerator.unwrap_model(model), Path(resume_from_checkpoint) / ckpt.WEIGHTS_NAME
+        )
+
+    # The loss must stay finite -------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if not torch.isfinite(loss.detach()).all():
+            last_good = ckpt.latest_checkpoint(self.args.output_dir)
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {self.state.global_step + 1}; training stopped and nothing was saved "
+                f"from this state. Last good checkpoint: {last_good or 'none yet'}. Try a lower learning_rate, "
+                "bf16 instead of fp16, or check the data; resume with --resume."
+            )
+        return result
+
+    # Throughput in every log line ----------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            now, step = time.perf_counter(), self.state.global_step
+            last_time, last_step = self._last_log
+            samples = (step - last_step) * self.args.train_batch_size * self.args.gradient_accumulation_steps
+            samples *= self.args.world_size
+            if now > last_time and step > last_step:
+                logs["samples_per_second"] = round(samples / (now - last_time), 3)
+            self._last_log = (now, step)
+        super().log(logs, start_time)
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every log record (loss, lr, throughput, eval metrics) to OUTPUT_DIR/train_log.jsonl."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": state.global_step, **logs}, default=_json_number) + "\n")
+
+
+def _json_number(value):
+    return float(value) if isinstance(value, (torch.Tensor,)) else str(value)
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
+    """Train as configured; return the directory of the final checkpoint."""
+    args = config.training
+    output_dir = Path(args.output_dir)
+    resume_from = _resume_checkpoint(config)
+    base_model, processor = load_base_model(config.model)
+    manifest = _manifest(config, base_model, processor, output_dir, args.should_save)
+    model = prepare_for_training(base_model, config.model)
+
+    records, data_report = load_training_records(config.data, config.model.model_type)
+    transform = SampleTransform.for_model(
+        model, processor,
+        max_instruction_length=config.model.max_instruction_length,
+        max_target_length=config.model.max_target_length,
+    )
+    train_dataset = TransformedDataset(records, transform)
+    logger.info("training on %d records from %s", len(train_dataset), config.source)
+    if args.should_save:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "data_report.json").write_text(json.dumps(data_report, indent=2, default=str))
+        (output_dir / "run_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+
+    trainer = SitTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=SitCollator(pad_token_id=transform.pad_token_id),
+        processing_class=processor,
+        callbacks=[JsonlLogCallback(output_dir / "train_log.jsonl"), *(callbacks or [])],
+        checkpoint_manifest=manifest,
+    )
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = output_dir / "final"
+    trainer.save_model(str(final))
+    return final
+
+
+def _resume_checkpoint(config: RunConfig) -> Path | None:
+    if not config.training.resume:
+        return None
+    latest = ckpt.latest_checkpoint(config.training.output_dir)
+    if latest is None:
+        logger.warning("--resume: no complete checkpoint in %s; starting from scratch", config.training.output_dir)
+    else:
+        logger.info("resuming from %s", latest)
+    return latest
+
+
+def _manifest(config: RunConfig, model, processor, output_dir: Path, should_save: bool) -> dict:
+    manifest = {"model_type": config.model.model_type, "config": config.to_dict()}
+    if config.model.tiny_model:
+        # The tiny model is built in code: keep its base weights beside the checkpoints so they can be rebuilt.
+        base_dir = output_dir / BASE_MODEL_DIR
+        if should_save and not base_dir.exists():
+            _save_base_model(model, processor, base_dir)
+        manifest["base_model_dir"] = str(base_dir)
+    else:
+        manifest["base_model"] = config.model.model_name_or_path
+    return manifest
+
+
+def _save_base_model(model, processor, base_dir: Path) -> None:
+    staging = base_dir.with_name(base_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    os.replace(staging, base_dir)

@@ -1,0 +1,51 @@
+"""Fine-tune InstructBLIP's Q-Former with sequential instruction tuning (or a causal LM on text-only SIT).
+
+    python train.py --config quickstart.yaml          # CPU, bundled sample data, tiny model, about a minute
+    python train.py --config vqa_sit.yaml             # the paper's recipe on one GPU (real COCO + VQAv2 files)
+    python train.py --config vqa_sit.yaml --learning_rate 2e-5 --output_dir runs/sit_lr2e-5
+    python train.py --config vqa_sit.yaml --resume    # continue from the latest complete checkpoint
+    accelerate launch --num_processes 8 train.py --config vqa_sit.yaml    # or: torchrun --nproc_per_node 8 train.py ...
+
+A bare config name is looked up in configs/. Every YAML key (model, data and transformers
+TrainingArguments settings) can be overridden as `--key value`; `python train.py --help` lists them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from transformers import HfArgumentParser
+
+from sit_vqa.config import SECTIONS, ConfigError, load_config
+from sit_vqa.training import run_training
+
+
+def make_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(SECTIONS, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file, or the name of one in configs/ (e.g. vqa_sit.yaml)")
+    return parser
+
+
+def main(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        make_parser().print_help()
+        return None
+    config_arg = argparse.ArgumentParser(add_help=False)
+    config_arg.add_argument("--config")
+    known, overrides = config_arg.parse_known_args(argv)
+    config = load_config(known.config, overrides)
+    final = run_training(config)
+    if config.training.should_save:
+        print(f"\ncheckpoint: {final}")
+    return final
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except ConfigError as error:
+        sys.exit(f"config error: {error}")
