@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -155,10 +156,20 @@ class SitTrainingArguments(TrainingArguments):
     save_total_limit: int | None = field(default=3, metadata={"help": "Keep the newest N checkpoints."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay false: samples are built lazily."})
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision. Default: on with a CUDA GPU that supports it, off on CPU. "
+                  "(fp16 is not recommended: NaN with Flan-T5, unstable Q-Former.)"},
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from the latest complete checkpoint in output_dir."})
     eval_vqa_steps: int = field(default=0, metadata={"help": "Score VQA accuracy on the eval split every N steps (0: off)."})
     generation_max_new_tokens: int = field(default=64, metadata={"help": "Generation length for VQA scoring."})
     generation_num_beams: int = field(default=1, metadata={"help": "Beams for VQA scoring."})
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bool(not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,140 @@
+"""The run config: every shipped YAML loads; unknown keys, wrong types and missing files are clear errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sit_vqa.config import CONFIG_DIR, ConfigError, load_config, resolve_config_path
+
+SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
+PATH_KEYS = (
+    "train_questions", "train_annotations", "train_captions", "train_image_dir",
+    "eval_questions", "eval_annotations", "eval_captions", "eval_image_dir",
+    "text_data", "text_data_translated",
+)
+
+
+def _materialise_data_paths(config_file: Path, root: Path) -> None:
+    """Create placeholder files/dirs at the relative data paths a config names, under root."""
+    values = yaml.safe_load(config_file.read_text())
+    for key in PATH_KEYS:
+        if key in values:
+            target = root / values[key]
+            if key.endswith("image_dir"):
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text("{}")
+
+
+def test_there_are_shipped_configs():
+    names = {path.name for path in SHIPPED}
+    assert {"quickstart.yaml", "vqa_sit.yaml", "vqa_baseline.yaml", "vqa_mixed.yaml", "text_sit.yaml"} <= names
+
+
+@pytest.mark.parametrize("config_file", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(config_file, tmp_path, monkeypatch):
+    _materialise_data_paths(config_file, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    run = load_config(config_file)
+    values = yaml.safe_load(config_file.read_text())
+    flat = run.to_dict()
+    for key, value in values.items():  # every key of the file arrived, with its value
+        if key == "report_to":
+            continue
+        assert flat[key] == value or str(flat[key]).lower().endswith(str(value).lower()), key
+
+
+@pytest.mark.parametrize("config_file", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_opens_with_its_launch_command(config_file):
+    assert config_file.read_text().splitlines()[0] == f"# python train.py --config {config_file.name}"
+
+
+def test_quickstart_data_paths_exist_in_the_repo(monkeypatch):
+    monkeypatch.chdir(CONFIG_DIR.parent)
+    run = load_config("quickstart")
+    assert run.model.tiny_model == "decoder"
+    assert run.training.use_cpu
+
+
+def test_paper_recipe_defaults(tmp_path, monkeypatch):
+    _materialise_data_paths(CONFIG_DIR / "vqa_sit.yaml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    training = load_config("vqa_sit.yaml").training
+    assert training.learning_rate == 1e-5
+    assert training.weight_decay == 0.05
+    assert training.warmup_steps == 1000
+    assert training.lr_scheduler_type.value == "cosine"
+    assert training.per_device_train_batch_size == 16
+    assert training.num_train_epochs == 5
+    assert training.seed == 42
+
+
+def _write(tmp_path, text) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_command_line_overrides_the_file(tmp_path):
+    path = _write(tmp_path, "tiny_model: decoder\nlearning_rate: 0.1\n")
+    run = load_config(path, ["--learning_rate", "0.5", "--output_dir", str(tmp_path / "out")])
+    assert run.training.learning_rate == 0.5
+    assert run.training.output_dir == str(tmp_path / "out")
+
+
+def test_unknown_key_is_an_error_naming_file_and_key(tmp_path):
+    path = _write(tmp_path, "tiny_model: decoder\nlearnig_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown key 'learnig_rate'.*learning_rate"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("learning_rate: fast", "learning_rate"),
+        ("per_device_train_batch_size: 2.5", "per_device_train_batch_size"),
+        ("train_all: 'yes'", "train_all"),
+        ("mode: sequential", "mode"),
+        ("lora_target_modules: q_proj", "lora_target_modules"),
+    ],
+)
+def test_wrong_type_is_an_error_naming_the_key(tmp_path, line, key):
+    path = _write(tmp_path, f"tiny_model: decoder\n{line}\n")
+    with pytest.raises(ConfigError, match=rf"run\.yaml: key '{key}' must be"):
+        load_config(path)
+
+
+def test_missing_data_file_is_an_error_naming_key_and_path(tmp_path):
+    missing = tmp_path / "nowhere" / "questions.json"
+    path = _write(tmp_path, f"tiny_model: decoder\ntrain_dataset_dir: {missing}\n")
+    with pytest.raises(ConfigError, match=r"train_dataset_dir: .*nowhere.* does not exist"):
+        load_config(path)
+
+
+def test_incomplete_raw_split_is_an_error(tmp_path):
+    questions = tmp_path / "q.json"
+    questions.write_text("{}")
+    path = _write(tmp_path, f"tiny_model: decoder\ntrain_questions: {questions}\n")
+    with pytest.raises(ConfigError, match="missing train_annotations, train_captions, train_image_dir"):
+        load_config(path)
+
+
+def test_a_model_is_required(tmp_path):
+    with pytest.raises(ConfigError, match="model_name_or_path"):
+        load_config(_write(tmp_path, "mode: sit\n"))
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "a: [unclosed\n"))
+
+
+def test_bare_names_resolve_in_configs_dir():
+    assert resolve_config_path("vqa_sit.yaml") == CONFIG_DIR / "vqa_sit.yaml"
+    assert resolve_config_path("vqa_sit") == CONFIG_DIR / "vqa_sit.yaml"
+    with pytest.raises(ConfigError, match="not found.*shipped: .*quickstart.yaml"):
+        resolve_config_path("no_such_config.yaml")
