@@ -62,7 +62,10 @@ JPEG_SETTINGS = {"format": "JPEG", "quality": 90, "subsampling": 0, "optimize": 
 # Disjoint id ranges keep train and val image ids apart however many images are generated.
 IMAGE_ID_RANGES = {"train2014": (1, 299_999), "val2014": (300_000, 599_999)}
 FIXED_DATE = "2017-01-01 00:00:00"  # a constant, not the clock: the output must be byte-identical
-LICENSE = {"url": "http://creativecommons.org/licenses/by/4.0/", "name": "Creative Commons Attribution 4.0 International License"}
+LICENSE = {
+    "url": "http://creativecommons.org/licenses/by/4.0/",
+    "name": "Creative Commons Attribution 4.0 International License",
+}
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 SHAPE_VARIANTS = {  # what annotators write instead of the canonical shape name
@@ -290,8 +293,15 @@ def _kind(kind: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     return kind, SHAPE_VARIANTS[kind], tuple(k for k in SHAPE_KINDS if k != kind)
 
 
+TOTAL_COUNT_QUESTIONS = (
+    "How many shapes are there?",
+    "How many shapes are in the picture?",
+    "How many shapes can you see?",
+)
+
+
 def _ask_total(scene, rng):
-    text = rng.choice(["How many shapes are there?", "How many shapes are in the picture?", "How many shapes can you see?"])
+    text = rng.choice(TOTAL_COUNT_QUESTIONS)
     return Question(text, "how many", "number", *_number(len(scene.shapes)))
 
 
@@ -379,15 +389,17 @@ def ask_questions(scene: Scene, rng: random.Random) -> list[Question]:
 
 
 def annotate(question: Question, rng: random.Random) -> list[dict]:
-    """Ten answers with realistic disagreement; the canonical answer is always the strict majority
-    among distinct strings (>= 4 of 10 while any other string appears at most 3 times)."""
-    n_wrong = rng.choices((0, 1, 2, 3), weights=(50, 30, 15, 5))[0] if question.wrong else 0
+    """Ten answers with realistic disagreement. The canonical answer always stays the single most
+    frequent string (at least 4 of 10 votes; a variant or wrong string gets at most 3)."""
+    n_wrong = rng.choices((0, 1, 2, 3), weights=(50, 30, 15, 5))[0]
     n_variant = rng.choices((0, 1, 2, 3), weights=(40, 30, 20, 10))[0]
-    given = (
-        [(question.answer, rng.choices(("yes", "maybe"), weights=(85, 15))[0]) for _ in range(10 - n_wrong - n_variant)]
-        + [(rng.choice(question.variants), rng.choices(("yes", "maybe"), weights=(70, 30))[0]) for _ in range(n_variant)]
-        + [(rng.choice(question.wrong), rng.choice(("yes", "maybe", "maybe", "no"))) for _ in range(n_wrong)]
-    )
+    given = []
+    for _ in range(10 - n_wrong - n_variant):
+        given.append((question.answer, rng.choices(("yes", "maybe"), weights=(85, 15))[0]))
+    for _ in range(n_variant):
+        given.append((rng.choice(question.variants), rng.choices(("yes", "maybe"), weights=(70, 30))[0]))
+    for _ in range(n_wrong):
+        given.append((rng.choice(question.wrong), rng.choice(("yes", "maybe", "maybe", "no"))))
     rng.shuffle(given)
     return [
         {"answer": answer, "answer_confidence": confidence, "answer_id": i}
