@@ -1,0 +1,45 @@
+"""Shared fixtures: the tiny offline models (built once per session) and small in-memory images.
+
+Session models are for read-only use (forward, generate, transforms); tests that freeze, train or
+load weights build their own with `build_tiny_instructblip` (a fraction of a second).
+"""
+
+import pytest
+from PIL import Image
+
+from sit_vqa.model import build_tiny_causal_lm, build_tiny_instructblip
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder():
+    """(model, processor) of the tiny InstructBLIP with a LLaMA (decoder-only) language model."""
+    return build_tiny_instructblip("decoder")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5():
+    """(model, processor) of the tiny InstructBLIP with a T5 (encoder-decoder) language model."""
+    return build_tiny_instructblip("t5")
+
+
+@pytest.fixture(scope="session", params=["decoder", "t5"])
+def tiny_instructblip(request):
+    """Both tiny InstructBLIPs in turn: (lm_kind, model, processor)."""
+    model, processor = request.getfixturevalue(f"tiny_{request.param}")
+    return request.param, model, processor
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm():
+    """(model, tokenizer) of the tiny byte-level LLaMA for the text-only path."""
+    return build_tiny_causal_lm()
+
+
+@pytest.fixture
+def red_image():
+    return Image.new("RGB", (48, 40), (220, 40, 40))
+
+
+@pytest.fixture
+def blue_image():
+    return Image.new("RGB", (48, 40), (40, 80, 220))
