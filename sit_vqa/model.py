@@ -257,8 +257,8 @@ def load_instructblip(
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """Load InstructBLIP and its processor from a hub id or a local directory (save_pretrained layout).
 
-    dtype: weights dtype, default float32 (pass `default_dtype(device)` for bf16 on GPU);
-    transformers keeps `query_tokens` in fp32 (`_keep_in_fp32_modules`) whatever dtype is asked.
+    dtype: weights dtype, default float32 (pass `default_dtype(device)` for bf16 on GPU).
+    `query_tokens` stay fp32 whatever the dtype (the Q-Former casts them to its own dtype).
     Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
     """
     source = str(name_or_path)
@@ -269,6 +269,8 @@ def load_instructblip(
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
     _ensure_image_token(model, processor)
+    # transformers upcasts `_keep_in_fp32_modules` (query_tokens) only for fp16 loads, not bf16
+    model.query_tokens.data = model.query_tokens.data.float()
     return model.eval(), processor
 
 
