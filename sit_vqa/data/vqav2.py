@@ -1,0 +1,183 @@
+"""VQAv2 questions and annotations, read from the official JSON files into Arrow tables.
+
+The official formats (https://visualqa.org/download.html):
+
+- `v2_OpenEnded_mscoco_{split}_questions.json`:
+  `{"data_subtype": "train2014", "questions": [{"question_id", "image_id", "question"}, ...], ...}`
+- `v2_mscoco_{split}_annotations.json`:
+  `{"data_subtype": "train2014", "annotations": [{"question_id", "image_id", "multiple_choice_answer",
+  "answers": [{"answer", "answer_confidence", "answer_id"}, ... 10 of them], "answer_type", "question_type"}, ...]}`
+
+The train annotations file is ~330 MB; `json.load` turns it into 2.4 GB of dicts. msgspec decodes it into
+typed Structs that keep only the fields we use (and checks their types on the way), and the Structs are
+turned into pyarrow columns at once, so the millions of small Python objects live only for a moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from sit_vqa.errors import DataError, json_error, read_bytes
+
+ANSWER_POLICIES = ("multiple_choice_answer", "most_frequent")
+
+QUESTIONS_FILE = "VQAv2 questions file (v2_OpenEnded_mscoco_<split>_questions.json)"
+ANNOTATIONS_FILE = "VQAv2 annotations file (v2_mscoco_<split>_annotations.json)"
+
+
+class _Question(msgspec.Struct, gc=False):
+    question_id: int
+    image_id: int
+    question: str
+
+
+class _QuestionsFile(msgspec.Struct):
+    questions: list[_Question]
+    data_subtype: str | None = None
+
+
+class _Answer(msgspec.Struct, gc=False):
+    answer: str
+
+
+class _Annotation(msgspec.Struct, gc=False):
+    question_id: int
+    image_id: int
+    multiple_choice_answer: str
+    answers: list[_Answer]
+    answer_type: str
+    question_type: str
+
+
+class _AnnotationsFile(msgspec.Struct):
+    annotations: list[_Annotation]
+    data_subtype: str | None = None
+
+
+@dataclass(frozen=True)
+class VqaQuestions:
+    """Questions in file order: columns question_id, image_id (int64), question (string)."""
+
+    table: pa.Table
+    split: str | None  # data_subtype, e.g. "train2014"
+    path: Path
+
+
+@dataclass(frozen=True)
+class VqaAnnotations:
+    """Annotations in file order: question_id, image_id, answer (chosen by the answer policy),
+    answers (all annotators' answers, list<string>), answer_type, question_type."""
+
+    table: pa.Table
+    split: str | None
+    path: Path
+
+
+def read_questions(path: str | Path) -> VqaQuestions:
+    """Read and validate a questions file: types, at least one question, unique question ids."""
+    path = Path(path)
+    parsed = _decode(path, _QuestionsFile, QUESTIONS_FILE)
+    questions = parsed.questions
+    if not questions:
+        raise DataError(f"{path}: the questions list is empty; expected the {QUESTIONS_FILE} with its questions")
+    question_ids = np.fromiter((q.question_id for q in questions), dtype=np.int64, count=len(questions))
+    _check_unique(path, "questions", question_ids)
+    table = pa.table({
+        "question_id": question_ids,
+        "image_id": np.fromiter((q.image_id for q in questions), dtype=np.int64, count=len(questions)),
+        "question": pa.array([q.question for q in questions], pa.string()),
+    })
+    return VqaQuestions(table, parsed.data_subtype, path)
+
+
+def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_answer") -> VqaAnnotations:
+    """Read and validate an annotations file; the `answer` column follows `answer_policy`:
+    "multiple_choice_answer" (VQAv2's own consensus) or "most_frequent" (see `most_frequent_answer`)."""
+    if answer_policy not in ANSWER_POLICIES:
+        raise ValueError(f"unknown answer policy {answer_policy!r}; expected one of {ANSWER_POLICIES}")
+    path = Path(path)
+    parsed = _decode(path, _AnnotationsFile, ANNOTATIONS_FILE)
+    annotations = parsed.annotations
+    if not annotations:
+        raise DataError(f"{path}: the annotations list is empty; expected the {ANNOTATIONS_FILE} with its annotations")
+    count = len(annotations)
+    question_ids = np.fromiter((a.question_id for a in annotations), dtype=np.int64, count=count)
+    _check_unique(path, "annotations", question_ids)
+    answer_counts = np.fromiter((len(a.answers) for a in annotations), dtype=np.int64, count=count)
+    if not answer_counts.all():
+        index = int(np.argmin(answer_counts))
+        raise DataError(
+            f"{path}: $.annotations[{index}] (question_id {annotations[index].question_id}) has no answers; "
+            f"every VQAv2 annotation carries the 10 annotators' answers"
+        )
+    if answer_policy == "most_frequent":
+        chosen = [most_frequent_answer([x.answer for x in a.answers]) for a in annotations]
+    else:
+        chosen = [a.multiple_choice_answer for a in annotations]
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(answer_counts, out=offsets[1:])
+    all_answers = pa.array([x.answer for a in annotations for x in a.answers], pa.string())
+    table = pa.table({
+        "question_id": question_ids,
+        "image_id": np.fromiter((a.image_id for a in annotations), dtype=np.int64, count=count),
+        "answer": pa.array(chosen, pa.string()),
+        "answers": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), all_answers),
+        "answer_type": pa.array([a.answer_type for a in annotations], pa.string()),
+        "question_type": pa.array([a.question_type for a in annotations], pa.string()),
+    })
+    return VqaAnnotations(table, parsed.data_subtype, path)
+
+
+def most_frequent_answer(answers: list[str]) -> str:
+    """The answer given most often (exact strings); ties go to the lexicographically smallest, so the
+    result never depends on the annotators' order (unlike taking the first annotator's answer)."""
+    if not answers:
+        raise ValueError("no answers to choose from")
+    return min(set(answers), key=lambda answer: (-answers.count(answer), answer))
+
+
+def _decode(path: Path, file_type: type, what: str):
+    data = read_bytes(path, what)
+    try:
+        return msgspec.json.decode(data, type=file_type)
+    except msgspec.ValidationError as error:
+        swapped = _swap_hint(data, file_type)
+        if swapped:
+            raise DataError(f"{path}: {swapped}") from None
+        raise json_error(path, data, error, "the " + what) from None
+    except msgspec.DecodeError as error:
+        raise json_error(path, data, error, "the " + what) from None
+
+
+def _swap_hint(data: bytes, file_type: type) -> str | None:
+    """A message for the common mix-up of the two VQAv2 files (or a COCO file passed instead)."""
+    try:
+        keys = set(msgspec.json.decode(data, type=dict[str, msgspec.Raw]))
+    except msgspec.MsgspecError:
+        return None
+    if file_type is _AnnotationsFile and "questions" in keys and "annotations" not in keys:
+        return f"this is a questions file, not the {ANNOTATIONS_FILE}; did you swap --questions and --annotations?"
+    if file_type is _QuestionsFile and "annotations" in keys and "questions" not in keys:
+        kind = "a COCO file" if "images" in keys else "an annotations file"
+        return f"this is {kind}, not the {QUESTIONS_FILE}; check the --questions argument"
+    return None
+
+
+def _check_unique(path: Path, key: str, question_ids: np.ndarray) -> None:
+    unique, counts = np.unique(question_ids, return_counts=True)
+    if len(unique) == len(question_ids):
+        return
+    duplicates = unique[counts > 1]
+    shown = []
+    for question_id in duplicates[:5].tolist():
+        where = np.flatnonzero(question_ids == question_id)[:3].tolist()
+        shown.append(f"question_id {question_id} at " + ", ".join(f"$.{key}[{i}]" for i in where))
+    raise DataError(
+        f"{path}: {len(duplicates)} duplicate question id(s): " + "; ".join(shown)
+        + ". Question ids must be unique; the file is corrupt or two files were concatenated."
+    )

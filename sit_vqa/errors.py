@@ -1,0 +1,79 @@
+"""Error types for problems a user can fix, and the translation of JSON decoding errors into them.
+
+Every error raised for bad input names the file, the record and the fix, so the command line can print
+its message instead of a traceback (`python -m sit_vqa.prepare` does exactly that).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+
+
+class SitVqaError(Exception):
+    """Base of the errors a user can act on; the message is the whole story."""
+
+
+class DataError(SitVqaError, ValueError):
+    """An input file (or directory) is missing, malformed or inconsistent with another input."""
+
+
+class ConfigError(SitVqaError, ValueError):
+    """A configuration value is invalid."""
+
+
+_BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
+_JSON_PATH = re.compile(r"at `(\$[^`]*)`")
+_EXCERPT_CHARS = 200
+
+
+def json_error(path: Path, data: bytes, error: msgspec.MsgspecError, expected: str) -> DataError:
+    """Turn a msgspec decode/validation error for `path` into a DataError that names the record.
+
+    `expected` says what the file should be, e.g. "the VQAv2 questions file v2_OpenEnded_mscoco_<split>_questions.json".
+    Malformed JSON gets a line and column; a type error gets msgspec's JSON path (`$.questions[12].image_id`)
+    and an excerpt of the offending record.
+    """
+    message = str(error)
+    if isinstance(error, msgspec.DecodeError) and not isinstance(error, msgspec.ValidationError):
+        offset = _BYTE_OFFSET.search(message)
+        where = ""
+        if offset:
+            byte = int(offset.group(1))
+            line = data.count(b"\n", 0, byte) + 1
+            column = byte - (data.rfind(b"\n", 0, byte) + 1) + 1
+            where = f" at line {line}, column {column}"
+        return DataError(f"{path}: not valid JSON{where}: {message}. Expected {expected}; re-download or regenerate the file.")
+    record = _JSON_PATH.search(message)
+    excerpt = _record_excerpt(data, record.group(1)) if record else None
+    shown = f"\n  offending record: {excerpt}" if excerpt else ""
+    return DataError(f"{path}: {message}.{shown}\n  Expected {expected}.")
+
+
+def _record_excerpt(data: bytes, json_path: str) -> str | None:
+    """The JSON text of the record `$.<key>[<index>]` that json_path points into (None if not of that shape)."""
+    match = re.match(r"\$\.(\w+)\[(\d+)\]", json_path)
+    if not match:
+        return None
+    key, index = match.group(1), int(match.group(2))
+    try:
+        records = msgspec.json.decode(data, type=dict[str, msgspec.Raw])[key]
+        record = bytes(msgspec.json.decode(records, type=list[msgspec.Raw])[index])
+    except (msgspec.MsgspecError, KeyError, IndexError):
+        return None
+    text = record.decode("utf-8", errors="replace")
+    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    """Read a whole input file, with a clear error when it is missing or unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path} is a directory; pass the JSON file inside it") from None
+    except OSError as error:
+        raise DataError(f"cannot read {what} {path}: {error.strerror}") from None
