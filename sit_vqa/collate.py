@@ -36,12 +36,13 @@ from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sit_vqa.errors import DataError
 from sit_vqa.model import is_encoder_decoder
 
 IGNORE_INDEX = -100
 
 
-class SampleError(ValueError):
+class SampleError(DataError):
     """A record cannot be turned into a training or generation sample; the message names it."""
 
 
@@ -49,10 +50,11 @@ class SampleError(ValueError):
 class SitCollator:
     """Pad transformed samples to the longest in the batch and stack them into tensors.
 
-    pad_token_id pads input_ids; qformer_pad_token_id pads qformer_input_ids; label_pad pads
-    labels (padded positions are masked or ignored, so the pad ids only need to be valid ids). padding_side applies to the LM inputs: "right" for
-    training, "left" for batched generation with a decoder-only LM. The Q-Former ids always pad
-    on the right (a BERT encoder with absolute positions; its mask hides the padding).
+    pad_token_id pads input_ids, qformer_pad_token_id qformer_input_ids, label_pad labels (padded
+    positions are masked or ignored, so the pad ids only need to be valid ids). padding_side
+    applies to the LM inputs: "right" for training, "left" for batched generation with a
+    decoder-only LM. The Q-Former ids always pad on the right (a BERT encoder with absolute
+    positions; its mask hides the padding).
     """
 
     pad_token_id: int
@@ -235,7 +237,8 @@ class SampleTransform:
         image = record.get("image")
         if image is not None:
             if not isinstance(image, Image.Image):
-                raise SampleError(f"record {_record_name(record)}: 'image' must be a PIL image, got {type(image).__name__}")
+                name = _record_name(record)
+                raise SampleError(f"record {name}: 'image' must be a PIL image, got {type(image).__name__}")
             return image.convert("RGB")
         path = Path(record["image_path"])
         if self.image_dir is not None and not path.is_absolute():

@@ -11,7 +11,7 @@ Typical use (training)::
 and for evaluation / the demo: load the base model again, then `load_trainable_weights(model, path)`.
 
 Offline tiny models with the same classes as the real ones (`build_tiny_instructblip`,
-`build_tiny_causal_lm`) serve the quickstart and the tests: no download, a few thousand parameters.
+`build_tiny_causal_lm`) serve the quickstart and the tests: no download, about 0.1 M parameters.
 The tiny InstructBLIP tokenizer is a word-level one over `TINY_VOCAB_WORDS` (readable ids in tests);
 words outside it become `<unk>`.
 """
@@ -47,6 +47,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
 )
+
+from sit_vqa.errors import SitVqaError
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +87,11 @@ TINY_VOCAB_WORDS: tuple[str, ...] = tuple(
 _QFORMER_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(SitVqaError, RuntimeError):
     """A model or processor could not be loaded; the message says how to point at a local copy."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SitVqaError, ValueError):
     """A trainable-weights file does not fit the model it is loaded into."""
 
 
@@ -130,10 +132,8 @@ def build_tiny_word_tokenizer(*, lm_kind: str) -> PreTrainedTokenizerFast:
             pre_tokenizers.Split(Regex(r"\n|[^\w\s]"), behavior="isolated"),
         ]
     )
-    if lm_kind == "decoder":
-        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    else:
-        backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    special, template = ("<s>", "<s> $A") if lm_kind == "decoder" else ("</s>", "$A </s>")
+    backend.post_processor = processors.TemplateProcessing(single=template, special_tokens=[(special, vocab[special])])
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # word join + "a ." -> "a." cleanup
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -152,7 +152,7 @@ def build_tiny_qformer_tokenizer() -> BertTokenizer:
 def build_tiny_instructblip(
     lm_kind: str = "decoder", *, seed: int = 0, image_size: int = 32, num_query_tokens: int = 4
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
-    """A randomly initialised InstructBLIP of a few thousand parameters, built offline.
+    """A randomly initialised InstructBLIP of about 0.1 M parameters, built offline.
 
     lm_kind: "decoder" (LLaMA language model, like Vicuna) or "t5" (encoder-decoder, like Flan-T5).
     Same classes as the hub models (config, model, processor with BlipImageProcessorPil), so every
@@ -166,12 +166,12 @@ def build_tiny_instructblip(
         hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         image_size=image_size, patch_size=max(image_size // 4, 1),
         initializer_range=0.02,  # the default (1e-10) would make a random ViT's output ignore the image
-    )  # fmt: skip
+    )
     qformer_config = InstructBlipQFormerConfig(
         vocab_size=len(qformer_tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, cross_attention_frequency=1, max_position_embeddings=512,
         pad_token_id=qformer_tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     text_config = _tiny_text_config(lm_kind, tokenizer, hidden)
     config = InstructBlipConfig(
         vision_config=vision_config,
@@ -192,18 +192,18 @@ def build_tiny_instructblip(
     return model.eval(), processor
 
 
-def _tiny_text_config(lm_kind: str, tokenizer: PreTrainedTokenizerBase, hidden: int):
+def _tiny_text_config(lm_kind: str, tokenizer: PreTrainedTokenizerBase, hidden: int) -> LlamaConfig | T5Config:
     ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     if lm_kind == "decoder":
         return LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
             bos_token_id=tokenizer.bos_token_id, **ids,
-        )  # fmt: skip
+        )
     return T5Config(
         vocab_size=len(tokenizer), d_model=hidden, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
         num_heads=2, decoder_start_token_id=tokenizer.pad_token_id, **ids,
-    )  # fmt: skip
+    )
 
 
 def build_tiny_byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -231,7 +231,7 @@ def build_tiny_causal_lm(*, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrained
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
@@ -321,7 +321,7 @@ def _ensure_image_token(model: InstructBlipForConditionalGeneration, processor: 
     image_token_id = tokenizer.convert_tokens_to_ids(str(processor.image_token))
     configured = model.config.image_token_index
     if configured is None:
-        logger.warning("config.image_token_index is None; setting it to the tokenizer's %s id %d", IMAGE_TOKEN, image_token_id)
+        logger.warning("config.image_token_index is None; using the tokenizer's %s id %d", IMAGE_TOKEN, image_token_id)
         model.config.image_token_index = image_token_id
     elif configured != image_token_id:
         raise ModelLoadError(

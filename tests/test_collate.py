@@ -137,9 +137,8 @@ def test_instruction_truncated_from_the_left_target_from_the_right(tiny_instruct
     else:
         assert sample["input_ids"] == image + kept_instruction + [eos]
         assert sample["labels"] == kept_target
-    assert sample["qformer_input_ids"] == (
-        [qformer_tokenizer.cls_token_id] + ids(qformer_tokenizer, ["the", "circle", "?"]) + [qformer_tokenizer.sep_token_id]
-    )
+    cls, sep = qformer_tokenizer.cls_token_id, qformer_tokenizer.sep_token_id
+    assert sample["qformer_input_ids"] == [cls] + ids(qformer_tokenizer, ["the", "circle", "?"]) + [sep]
     # the processor's own tokenizers keep their settings
     assert tokenizer.truncation_side == "right" and qformer_tokenizer.truncation_side == "right"
 
@@ -186,7 +185,9 @@ def test_left_padding_for_generation(tiny_decoder, record, blue_image):
 def test_t5_labels_pad_to_their_own_length(tiny_t5, record, blue_image):
     model, processor = tiny_t5
     transform = SampleTransform.for_model(model, processor)
-    short_target = transform({"instruction": "Is there a star on the left of the image?", "target": "no", "image": blue_image})
+    short_target = transform(
+        {"instruction": "Is there a star on the left of the image?", "target": "no", "image": blue_image}
+    )
     batch = transform.collator()([transform(record), short_target])
     assert batch["labels"].shape == (2, 11)  # the longest target + EOS, not the encoder length
     assert batch["labels"][1].tolist() == short_target["labels"] + [IGNORE_INDEX] * 9
@@ -330,8 +331,9 @@ def test_collated_batch_gives_a_finite_loss_that_depends_on_the_image(tiny_instr
     transform = SampleTransform.for_model(model, processor)
     collate = transform.collator()
     second = {"instruction": "How many shapes are there?", "target": "Description: a red circle.\nAnswer: one"}
+    red_batch = collate([transform(record), transform({**second, "image": record["image"]})])
+    blue_batch = collate([transform({**record, "image": blue_image}), transform({**second, "image": blue_image})])
     with torch.no_grad():
-        red = model(**collate([transform(record), transform({**second, "image": record["image"]})])).loss
-        blue = model(**collate([transform({**record, "image": blue_image}), transform({**second, "image": blue_image})])).loss
+        red, blue = model(**red_batch).loss, model(**blue_batch).loss
     assert torch.isfinite(red) and torch.isfinite(blue)
     assert abs(red.item() - blue.item()) > 1e-6  # the image reaches the loss

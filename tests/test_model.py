@@ -116,7 +116,7 @@ def test_bundled_sample_words_are_in_the_tiny_vocabulary():
     ("caption", "answer"),
     [("A red circle and a blue square on a white background.", "red"), ("Two green stars.", "2"),
      ("A simple drawing of a yellow triangle.", "yes"), ("Three shapes on a plain gray background.", "three")],
-)  # fmt: skip
+)
 def test_sit_target_survives_tokenize_decode_parse(kind, caption, answer):
     tokenizer = build_tiny_word_tokenizer(lm_kind=kind)
     _, target = Templates().render("sit", question="q", caption=caption, answer=answer)
@@ -173,7 +173,7 @@ def test_freezing_policy_needs_instructblip(tiny_causal_lm):
         configure_trainable(tiny_causal_lm[0], quiet=True)
 
 
-def test_backward_reaches_only_trainable_weights(tiny_decoder, red_image):
+def test_backward_reaches_only_trainable_weights(red_image):
     model, processor = build_tiny_instructblip("decoder")
     configure_trainable(model, quiet=True)
     transform = SampleTransform.for_model(model, processor)
@@ -225,7 +225,7 @@ def test_checkpoint_holds_exactly_the_trainable_weights_and_round_trips(tmp_path
     assert not any(n.startswith("language_model.") for n in saved)
     assert {n for n in saved if n.startswith("vision_model.")} == {
         "vision_model.post_layernorm.weight", "vision_model.post_layernorm.bias"
-    }  # fmt: skip
+    }
     assert [p.name for p in path.parent.iterdir()] == ["trainable.safetensors"]  # no temp file left
 
     fresh, _ = build_tiny_instructblip("decoder", seed=1)
@@ -371,7 +371,8 @@ def test_local_files_only_with_an_uncached_hub_id_says_how_to_use_a_local_copy()
 
 
 def test_incomplete_local_directory_is_named(tmp_path):
-    with pytest.raises(ModelLoadError, match=rf"(?s)the directory '{re.escape(str(tmp_path))}'.*complete save_pretrained"):
+    pattern = rf"(?s)the directory '{re.escape(str(tmp_path))}'.*complete save_pretrained"
+    with pytest.raises(ModelLoadError, match=pattern):
         load_instructblip(tmp_path, local_files_only=True)
 
 
@@ -390,10 +391,11 @@ def test_load_causal_lm_from_a_local_directory(tmp_path):
 def test_decoder_only_generation_on_a_left_padded_batch(tiny_decoder, red_image, blue_image):
     model, processor = tiny_decoder
     transform = SampleTransform.for_model(model, processor)
-    prompts = [
-        transform({"instruction": "What color is the circle?", "image": red_image}, with_target=False),
-        transform({"instruction": "Is there a blue square on the left of the image?", "image": blue_image}, with_target=False),
+    records = [
+        {"instruction": "What color is the circle?", "image": red_image},
+        {"instruction": "Is there a blue square on the left of the image?", "image": blue_image},
     ]
+    prompts = [transform(record, with_target=False) for record in records]
     batch = transform.collator("left")(prompts)
     options = dict(max_new_tokens=3, do_sample=False, output_scores=True, return_dict_in_generate=True)
     out = model.generate(**batch, **options)
@@ -401,7 +403,8 @@ def test_decoder_only_generation_on_a_left_padded_batch(tiny_decoder, red_image,
     width = batch["input_ids"].shape[1]
     assert torch.equal(out.sequences[:, :width], batch["input_ids"])  # decoder-only output repeats the prompt
     texts = decode_generated(model, processor.tokenizer, out.sequences, width)
-    assert texts == [t.strip() for t in processor.tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)]
+    new_tokens = processor.tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
+    assert texts == [text.strip() for text in new_tokens]
     for row, prompt in enumerate(prompts):  # left padding changes nothing: same first-step scores alone
         alone = model.generate(**transform.collator("left")([prompt]), **options)
         assert torch.allclose(out.scores[0][row], alone.scores[0][0], atol=1e-4)
@@ -411,7 +414,8 @@ def test_decoder_only_generation_on_a_left_padded_batch(tiny_decoder, red_image,
 def test_t5_generation_returns_decoder_ids_only(tiny_t5, red_image):
     model, processor = tiny_t5
     transform = SampleTransform.for_model(model, processor)
-    batch = transform.collator()([transform({"instruction": "What color is the circle?", "image": red_image}, with_target=False)])
+    prompt = transform({"instruction": "What color is the circle?", "image": red_image}, with_target=False)
+    batch = transform.collator()([prompt])
     generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert generated[0, 0].item() == model.config.text_config.decoder_start_token_id
     texts = decode_generated(model, processor.tokenizer, generated, batch["input_ids"].shape[1])
