@@ -38,6 +38,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from sit_vqa.errors import DataError
+
 SPLITS = ("train2014", "val2014")
 DEFAULT_SEED = 0
 DEFAULT_TRAIN_IMAGES = 64
@@ -544,7 +546,7 @@ def _refuse_stale_images(out_dir: Path, files: dict[str, bytes]) -> None:
     for split in SPLITS:
         stale = [p for p in sorted((out_dir / split).glob("COCO_*.jpg")) if f"{split}/{p.name}" not in files]
         if stale:
-            raise FileExistsError(
+            raise DataError(
                 f"{out_dir / split} holds {len(stale)} image(s) this generation would not write "
                 f"(e.g. {stale[0].name}, from an earlier run with other settings?); "
                 f"use an empty --out directory or delete those images first"

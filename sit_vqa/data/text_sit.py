@@ -35,6 +35,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sit_vqa.errors import DataError, read_bytes
+
 MODES = ("plain", "repeat", "translate")
 FIELDS = ("instruction", "input", "output")
 
@@ -50,17 +52,16 @@ _FIX = (
 )
 
 
-class TextSitError(ValueError):
+class TextSitError(DataError):
     """Alpaca-format data that cannot be turned into training records; the message says where and how to fix it."""
 
 
 def load_alpaca(path: str | Path) -> list[dict]:
     """Read and validate an Alpaca-format JSON file: a list of {instruction, input, output} string objects."""
     path = Path(path)
+    data = read_bytes(path, "Alpaca-format JSON file")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TextSitError(f"{path}: no such file; give the path of an Alpaca-format JSON file") from None
+        document = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise TextSitError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from None
     except json.JSONDecodeError as error:

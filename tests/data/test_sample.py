@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 
 from sit_vqa.data import sample
 from sit_vqa.data.sample import BACKGROUND_COLORS, SHAPE_COLORS, SHAPE_KINDS, SPLITS
+from sit_vqa.errors import DataError
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
@@ -280,6 +281,6 @@ def test_cli_rejects_an_empty_split(tmp_path, capsys):
 
 def test_refuses_to_leave_stale_images_beside_new_json(tmp_path):
     sample.write_sample(tmp_path, train_images=3, val_images=1)
-    with pytest.raises(FileExistsError, match="empty --out directory"):
+    with pytest.raises(DataError, match="empty --out directory"):
         sample.write_sample(tmp_path, train_images=2, val_images=1)
     sample.write_sample(tmp_path, train_images=3, val_images=1)  # same settings again: fine

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sit_vqa.data.templates import parse_sit_output
+from sit_vqa.errors import DataError
 from sit_vqa.data.text_sit import TextSitError, build_text_sit, continue_sentence, load_alpaca
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "alpaca_sample"
@@ -178,8 +179,12 @@ def test_load_alpaca_rejects_json_lines_with_a_hint(tmp_path):
 
 
 def test_load_alpaca_names_a_missing_file(tmp_path):
-    with pytest.raises(TextSitError, match=r"missing\.json: no such file"):
+    with pytest.raises(DataError, match=r"Alpaca-format JSON file not found: .*missing\.json"):
         load_alpaca(tmp_path / "missing.json")
+
+
+def test_text_sit_errors_are_project_data_errors():
+    assert issubclass(TextSitError, DataError) and issubclass(TextSitError, ValueError)
 
 
 def test_load_alpaca_rejects_non_utf8(tmp_path):
