@@ -69,7 +69,10 @@ def load_training_records(data: DataArguments, model_type: str, output_dir: str 
         if not data.text_data:
             raise ValueError("causal_lm training needs text_data (an Alpaca-format JSON file)")
         translated = load_alpaca(data.text_data_translated) if data.text_data_translated else None
-        records = build_text_sit(load_alpaca(data.text_data), data.text_mode, translated=translated)
+        records = build_text_sit(
+            load_alpaca(data.text_data), data.text_mode, translated=translated,
+            sources=(data.text_data, data.text_data_translated or "translated records"),
+        )
         return records, {"text_data": data.text_data, "text_mode": data.text_mode, "records": len(records)}
 
     from sit_vqa.data import join
