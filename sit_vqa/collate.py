@@ -26,6 +26,7 @@ Training batches pad on the right; batches for `generate()` with a decoder-only 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,14 +210,16 @@ class SampleTransform:
         return sample
 
     def batch_transform(self, *, with_target: bool = True) -> Callable[[dict[str, list]], dict[str, list]]:
-        """A function for `datasets.Dataset.with_transform`: columns of records -> columns of samples."""
+        """A function for `datasets.Dataset.with_transform`: columns of records -> columns of samples.
 
-        def transform(batch: dict[str, list]) -> dict[str, list]:
-            size = len(next(iter(batch.values())))
-            samples = [self({k: v[i] for k, v in batch.items()}, with_target=with_target) for i in range(size)]
-            return {key: [sample[key] for sample in samples] for key in samples[0]} if samples else {}
+        A partial of a method rather than a closure, so DataLoader workers can pickle it.
+        """
+        return functools.partial(self._transform_columns, with_target=with_target)
 
-        return transform
+    def _transform_columns(self, batch: dict[str, list], *, with_target: bool) -> dict[str, list]:
+        size = len(next(iter(batch.values())))
+        samples = [self({key: column[i] for key, column in batch.items()}, with_target=with_target) for i in range(size)]
+        return {key: [sample[key] for sample in samples] for key in samples[0]} if samples else {}
 
     def _target_ids(self, target: str, record: Mapping[str, Any]) -> list[int]:
         if not target.strip():

@@ -320,7 +320,11 @@ def test_batch_transform_with_datasets_and_a_dataloader(tiny_decoder, red_image,
     dataset = Dataset.from_list(records).with_transform(transform.batch_transform())
 
     assert dataset[0]["input_ids"] == transform(records[0])["input_ids"]
-    loaded = next(iter(DataLoader(dataset, batch_size=2, collate_fn=transform.collator())))
+    # a spawned worker pickles the dataset with its transform: the portable worst case
+    loader = DataLoader(
+        dataset, batch_size=2, collate_fn=transform.collator(), num_workers=1, multiprocessing_context="spawn"
+    )
+    loaded = next(iter(loader))
     direct = transform.collator()([transform(r) for r in records])
     assert loaded.keys() == direct.keys()
     assert all(torch.equal(loaded[key], direct[key]) for key in direct)
