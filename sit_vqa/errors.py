@@ -49,7 +49,7 @@ def json_error(path: Path, data: bytes, error: msgspec.MsgspecError, expected: s
     record = _JSON_PATH.search(message)
     excerpt = _record_excerpt(data, record.group(1)) if record else None
     shown = f"\n  offending record: {excerpt}" if excerpt else ""
-    return DataError(f"{path}: {message}.{shown}\n  Expected {expected}.")
+    return DataError(f"{path}: {message}.{shown}\n  Expected {expected}: fix that record or use the official file.")
 
 
 def _record_excerpt(data: bytes, json_path: str) -> str | None:

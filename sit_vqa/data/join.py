@@ -143,6 +143,8 @@ class JoinReport:
 
     @classmethod
     def from_dict(cls, data: dict) -> JoinReport:
+        if not isinstance(data, dict):
+            raise ValueError(f"a join report is a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 
@@ -360,8 +362,12 @@ def _drop_bad_images(joined: pa.Table, images: _ImageBank, report: JoinReport) -
             report.drop_examples[reason] = reason_examples
     kept = joined.filter(pa.array(question_problems == ""))
     if kept.num_rows == 0:
-        raise DataError(f"no questions left after dropping those with bad image files:\n{report.summary()}\n"
-                        f"  e.g. {examples['image_missing'][:1] + examples['image_unreadable'][:1]}; check --image-dir")
+        example = (examples["image_missing"] + examples["image_unreadable"])[0]
+        raise DataError(
+            f"no questions left after dropping those with bad image files (image_missing "
+            f"{report.dropped['image_missing']}, image_unreadable {report.dropped['image_unreadable']} questions), "
+            f"e.g. {example}; check --image-dir: it should hold the images named in the captions file"
+        )
     return kept
 
 
@@ -550,7 +556,7 @@ def load_prepared(directory: str | Path):
     try:
         report = JoinReport.from_dict(json.loads(report_path.read_text()))
         dataset = datasets.load_from_disk(str(directory))
-    except (ValueError, OSError) as error:
+    except (ValueError, TypeError, OSError) as error:
         raise DataError(f"{directory}: the prepared dataset is damaged ({error}); prepare it again") from None
     missing = set(COLUMNS) - set(dataset.column_names)
     if missing:
