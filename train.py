@@ -18,7 +18,8 @@ import sys
 
 from transformers import HfArgumentParser
 
-from sit_vqa.config import SECTIONS, ConfigError, load_config
+from sit_vqa.config import SECTIONS, load_config
+from sit_vqa.errors import SitVqaError
 from sit_vqa.training import run_training
 
 
@@ -47,5 +48,5 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         main()
-    except ConfigError as error:
-        sys.exit(f"config error: {error}")
+    except SitVqaError as error:  # bad config, data or checkpoint: the message says what to fix
+        sys.exit(f"error: {error}")

@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from sit_vqa import model as model_lib
+from sit_vqa.model import CheckpointError
 
 MANIFEST_NAME = "sit_vqa_checkpoint.json"
 WEIGHTS_NAME = "trainable.safetensors"
 FORMAT = "sit-vqa-checkpoint/1"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, incomplete or from another format; the message says which."""
 
 
 def write_checkpoint(directory: str | Path, model, processor, manifest: dict[str, Any]) -> None:

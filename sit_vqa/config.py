@@ -25,9 +25,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-class ConfigError(ValueError):
-    """A config file or command-line setting is wrong; the message names the file, the key and the fix."""
-
+from sit_vqa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

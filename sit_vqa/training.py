@@ -29,6 +29,7 @@ from sit_vqa import checkpoint as ckpt
 from sit_vqa import model as model_lib
 from sit_vqa.collate import SampleTransform, SitCollator
 from sit_vqa.config import DataArguments, RunConfig
+from sit_vqa.errors import ConfigError, SitVqaError
 from sit_vqa.loading import load_base_model, prepare_for_training
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ BASE_MODEL_DIR = "base_model"
 STAGING_DIR = ".checkpoint-staging"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SitVqaError, RuntimeError):
     """The loss became NaN or infinite; training stopped before saving anything from that state."""
 
 
@@ -67,7 +68,7 @@ def load_training_records(data: DataArguments, model_type: str, output_dir: str 
         from sit_vqa.data.text_sit import build_text_sit, load_alpaca
 
         if not data.text_data:
-            raise ValueError("causal_lm training needs text_data (an Alpaca-format JSON file)")
+            raise ConfigError("causal_lm training needs text_data (an Alpaca-format JSON file)")
         translated = load_alpaca(data.text_data_translated) if data.text_data_translated else None
         records = build_text_sit(
             load_alpaca(data.text_data), data.text_mode, translated=translated,
@@ -78,13 +79,16 @@ def load_training_records(data: DataArguments, model_type: str, output_dir: str 
     from sit_vqa.data import join
 
     if data.train_dataset_dir:
-        dataset = join.load_prepared(data.train_dataset_dir)
-        return dataset, {"prepared_dataset": data.train_dataset_dir, "records": len(dataset)}
-    raw = data.raw_split("train")
-    if raw is None:
-        raise ValueError("no training data: set train_dataset_dir or train_questions/annotations/captions/image_dir")
-    dataset, report = join.prepare_cached(**raw, cache_root=data.prepared_cache_dir, options=join_options(data))
-    return dataset, report.to_dict() if hasattr(report, "to_dict") else report
+        dataset, report = join.load_prepared(data.train_dataset_dir)
+    else:
+        raw = data.raw_split("train")
+        if raw is None:
+            raise ConfigError("no training data: set train_dataset_dir or train_questions/annotations/captions/image_dir")
+        dataset, report = join.prepare_cached(
+            raw["questions"], raw["annotations"], raw["captions"], raw["image_dir"],
+            cache_root=data.prepared_cache_dir, options=join_options(data),
+        )
+    return dataset, report.to_dict()
 
 
 def join_options(data: DataArguments, split: str = "train"):
