@@ -95,7 +95,7 @@ def parse_sit_output(text: str) -> ParsedOutput:
 
     description = None
     if description_match:
-        end = answers[-1].start() if answers and answers[-1].start() > description_match.end() else None
+        end = answers[-1].start() if answers and answers[-1].start() >= description_match.end() else None
         rest = text[description_match.end() : end]
         description = rest.strip() if end is not None else rest.strip().split("\n", 1)[0].strip()
 
