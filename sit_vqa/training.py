@@ -127,10 +127,6 @@ class SitTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         manifest = {**self.checkpoint_manifest, "global_step": self.state.global_step}
-        base = manifest.pop("base_model_dir", None)
-        if base is not None:  # a model built in code: point at the copy saved beside the checkpoints
-            manifest["base_model"] = os.path.relpath(base, output_dir)
-            manifest["base_model_is_relative"] = True
         ckpt.write_checkpoint(output_dir, model, self.processing_class, manifest)
 
     def _get_output_dir(self, trial) -> str:
@@ -267,7 +263,9 @@ def _manifest(config: RunConfig, model, processor, output_dir: Path, should_save
         base_dir = output_dir / BASE_MODEL_DIR
         if should_save and not base_dir.exists():
             _save_base_model(model, processor, base_dir)
-        manifest["base_model_dir"] = str(base_dir)
+        # every checkpoint (checkpoint-N, final) lives directly in output_dir, next to base_model/
+        manifest["base_model"] = f"../{BASE_MODEL_DIR}"
+        manifest["base_model_is_relative"] = True
     else:
         manifest["base_model"] = config.model.model_name_or_path
     return manifest

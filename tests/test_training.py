@@ -1,0 +1,221 @@
+"""Training runs on the tiny model and the bundled sample: smoke, checkpoints, exact resume, NaN stop, DDP, text path."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import train
+from sit_vqa import checkpoint as ckpt
+from sit_vqa.config import load_config
+from sit_vqa.loading import load_checkpoint
+from sit_vqa.model import build_tiny_instructblip
+from sit_vqa.training import NonFiniteLossError, run_training
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def quick_config(tmp_path, *overrides, config="quickstart.yaml"):
+    """The quickstart config, shrunk to a few steps on a few questions, writing under tmp_path."""
+    base = [
+        "--output_dir", str(tmp_path / "run"),
+        "--prepared_cache_dir", str(tmp_path / "cache"),
+        "--report_to", "none",
+        "--per_device_train_batch_size", "4",
+        "--logging_steps", "1",
+        "--save_steps", "2",
+        "--save_total_limit", "5",
+    ]
+    if config == "quickstart.yaml":
+        base += ["--subset_questions", "24", "--train_all", "false"]
+    return load_config(REPO / "configs" / config, [*base, *overrides])
+
+
+def logged_losses(run_dir: Path) -> dict[int, float]:
+    lines = (run_dir / "train_log.jsonl").read_text().splitlines()
+    return {record["step"]: record["loss"] for record in map(json.loads, lines) if "loss" in record}
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    monkeypatch.chdir(REPO)  # the configs name data/sample/... relative to the repository
+
+
+def test_smoke_run_trains_only_the_qformer_side(tmp_path):
+    config = quick_config(tmp_path, "--max_steps", "4", "--learning_rate", "1e-2")
+    final = run_training(config)
+
+    losses = logged_losses(tmp_path / "run")
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(list(losses.values()))))
+
+    initial, _ = build_tiny_instructblip("decoder", seed=0)
+    trained, _, manifest = load_checkpoint(final)
+    assert manifest["global_step"] == 4
+    initial_params = dict(initial.named_parameters())
+    changed = {name for name, p in trained.named_parameters() if not torch.equal(p, initial_params[name])}
+    assert changed, "no weight changed"
+    for name in changed:
+        assert name.startswith(("qformer.", "query_tokens", "language_projection.")), name
+    for name, p in trained.named_parameters():
+        if name.startswith(("vision_model.", "language_model.")):
+            assert torch.equal(p, initial_params[name]), f"frozen weight {name} changed"
+    assert any(n.startswith("qformer.") for n in changed) and "query_tokens" in changed
+
+
+def test_checkpoint_holds_only_trainable_weights_and_resume_state(tmp_path):
+    config = quick_config(tmp_path, "--max_steps", "2")
+    run_training(config)
+    checkpoint_dir = tmp_path / "run" / "checkpoint-2"
+    weights = load_file(checkpoint_dir / ckpt.WEIGHTS_NAME)
+    model, _ = build_tiny_instructblip("decoder", seed=0)
+    model_lib_trainable = {
+        name for name, _ in model.named_parameters()
+        if name.startswith(("qformer.", "query_tokens", "language_projection."))
+    }
+    assert set(weights) == model_lib_trainable
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", ckpt.MANIFEST_NAME):
+        assert (checkpoint_dir / name).is_file(), name
+    assert not list(checkpoint_dir.glob("model*.safetensors")), "a full model was saved"
+    manifest = ckpt.read_manifest(checkpoint_dir)
+    assert manifest["config"]["mode"] == "sit"
+
+
+class CrashAtStep(TrainerCallback):
+    """Simulates a crash: raises when step `step` is about to start."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"simulated crash before step {self.step + 1}")
+
+
+def test_resume_repeats_the_uninterrupted_losses(tmp_path):
+    steps = ["--max_steps", "6", "--learning_rate", "5e-3"]
+    full = quick_config(tmp_path / "full", *steps)
+    run_training(full)
+    expected = logged_losses(tmp_path / "full" / "run")
+
+    interrupted = quick_config(tmp_path / "cut", *steps)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(interrupted, callbacks=[CrashAtStep(4)])
+    assert ckpt.latest_checkpoint(tmp_path / "cut" / "run").name == "checkpoint-4"
+
+    resumed = quick_config(tmp_path / "cut", *steps, "--resume")
+    run_training(resumed)
+    losses = logged_losses(tmp_path / "cut" / "run")
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    for step in (5, 6):
+        assert losses[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_a_save_cut_off_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    config = quick_config(tmp_path, "--max_steps", "6")
+    real_write = ckpt.write_checkpoint
+    calls = []
+
+    def write_then_die(directory, *args, **kwargs):  # the process dies after the weights, before the manifest
+        calls.append(directory)
+        if len(calls) == 2:
+            from sit_vqa import model as model_lib
+
+            model_lib.save_trainable_weights(args[0], Path(directory) / ckpt.WEIGHTS_NAME)
+            raise KeyboardInterrupt("killed while saving")
+        return real_write(directory, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "write_checkpoint", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config)
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "checkpoint-4").exists()
+    assert ckpt.latest_checkpoint(run_dir).name == "checkpoint-2"
+    load_checkpoint(run_dir / "checkpoint-2")  # intact and loadable
+
+    monkeypatch.setattr(ckpt, "write_checkpoint", real_write)
+    final = run_training(quick_config(tmp_path, "--max_steps", "6", "--resume"))
+    assert ckpt.read_manifest(final)["global_step"] == 6
+    assert not (run_dir / ".checkpoint-staging" / "checkpoint-4").exists()
+
+
+class PoisonWeightsAtStep(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.query_tokens.fill_(float("nan"))
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = quick_config(tmp_path, "--max_steps", "6")
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 4.*checkpoint-2"):
+        run_training(config, callbacks=[PoisonWeightsAtStep(3)])
+    run_dir = tmp_path / "run"
+    assert ckpt.latest_checkpoint(run_dir).name == "checkpoint-2"
+    assert not (run_dir / "final").exists()
+    weights = load_file(run_dir / "checkpoint-2" / ckpt.WEIGHTS_NAME)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_t5_tiny_model_trains(tmp_path):
+    config = quick_config(tmp_path, "--tiny_model", "t5", "--max_steps", "2")
+    final = run_training(config)
+    losses = logged_losses(tmp_path / "run")
+    assert all(map(torch.isfinite, torch.tensor(list(losses.values()))))
+    model, _, _ = load_checkpoint(final)
+    assert model.config.text_config.is_encoder_decoder
+
+
+def test_text_only_path_trains_lora_through_the_same_trainer(tmp_path):
+    config = quick_config(tmp_path, "--max_steps", "3", config="text_sit.yaml")
+    final = run_training(config)
+    losses = logged_losses(tmp_path / "run")
+    assert len(losses) == 3 and all(map(torch.isfinite, torch.tensor(list(losses.values()))))
+    weights = load_file(final / ckpt.WEIGHTS_NAME)
+    assert weights and all("lora_" in name for name in weights)
+    model, tokenizer, manifest = load_checkpoint(final)
+    assert manifest["model_type"] == "causal_lm"
+    prompt = tokenizer("First repeat the input, then answer.\nInput: hi", return_tensors="pt")
+    output = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] == prompt["input_ids"].shape[1] + 4
+
+
+def test_train_main_runs_the_quickstart_and_logs_to_tensorboard(tmp_path, capsys):
+    final = train.main([
+        "--config", "quickstart.yaml", "--output_dir", str(tmp_path / "qs"), "--max_steps", "3",
+        "--prepared_cache_dir", str(tmp_path / "cache"), "--subset_questions", "16",
+    ])
+    assert f"checkpoint: {final}" in capsys.readouterr().out
+    assert (final / ckpt.MANIFEST_NAME).is_file()
+    assert list((tmp_path / "qs").rglob("events.out.tfevents.*")), "no tensorboard log"
+    load_checkpoint(final)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_on_cpu(tmp_path):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        "train.py", "--config", "quickstart.yaml", "--output_dir", str(tmp_path / "ddp"), "--max_steps", "3",
+        "--save_steps", "2", "--logging_steps", "1", "--subset_questions", "32", "--per_device_train_batch_size", "2",
+        "--prepared_cache_dir", str(tmp_path / "cache"), "--report_to", "none", "--ddp_backend", "gloo",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "ddp"
+    state = json.loads((run_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert (run_dir / "checkpoint-2" / "rng_state_0.pth").is_file()
+    assert (run_dir / "checkpoint-2" / "rng_state_1.pth").is_file()
+    assert ckpt.read_manifest(run_dir / "final")["global_step"] == 3
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in record for record in log)
