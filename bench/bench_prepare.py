@@ -39,6 +39,7 @@ TRAIN_IMAGES = 82_783
 TRAIN_CAPTIONS = 414_113
 SPLIT = "train2014"
 CHUNK = 20_000  # records serialised per write: bounds the generator's memory
+REPO = Path(__file__).resolve().parents[1]
 
 QUESTION_TYPES = [
     ("what is the", "other"), ("is the", "yes/no"), ("how many", "number"), ("what color is the", "other"),
@@ -95,7 +96,7 @@ def _write_questions_and_annotations(paths, rng, image_ids, questions_per_image)
         questions_file.write(json.dumps({**header, "task_type": "Open-Ended"})[:-1] + ', "questions": [')
         annotations_file.write(json.dumps(header)[:-1] + ', "annotations": [')
         questions, annotations, first = [], [], True
-        for image_id, count in zip(image_ids.tolist(), questions_per_image.tolist()):
+        for image_id, count in zip(image_ids.tolist(), questions_per_image.tolist(), strict=True):
             for k in range(count):
                 question, annotation = _question_record(rng, image_id, image_id * 1000 + k)
                 questions.append(question)
@@ -124,8 +125,9 @@ def _question_record(rng, image_id: int, question_id: int) -> tuple[dict, dict]:
     noisy = rng.random(10) < 0.25  # about a quarter of the annotators disagree
     picks = rng.integers(len(choices), size=10)
     answers = [
-        {"answer": choices[p] if flip else consensus, "answer_confidence": "maybe" if flip else "yes", "answer_id": i + 1}
-        for i, (flip, p) in enumerate(zip(noisy.tolist(), picks.tolist()))
+        {"answer": choices[p] if flip else consensus, "answer_confidence": "maybe" if flip else "yes",
+         "answer_id": i + 1}
+        for i, (flip, p) in enumerate(zip(noisy.tolist(), picks.tolist(), strict=True))
     ]
     annotation = {"question_type": question_type, "multiple_choice_answer": consensus, "answers": answers,
                   "image_id": image_id, "answer_type": answer_type, "question_id": question_id}
@@ -145,7 +147,7 @@ def _write_captions(path: Path, rng, image_ids, captions_per_image) -> None:
         file.write(json.dumps(images))
         file.write(', "annotations": [')
         annotations, first, annotation_id = [], True, 1
-        for image_id, count in zip(image_ids.tolist(), captions_per_image.tolist()):
+        for image_id, count in zip(image_ids.tolist(), captions_per_image.tolist(), strict=True):
             for _ in range(count):
                 noun, verb, other = (NOUNS[i] for i in rng.integers(len(NOUNS), size=3))
                 caption = f"A {noun} {VERBS[rng.integers(len(VERBS))]} a {other} next to a {verb}."
@@ -193,8 +195,9 @@ def measure(command: list[str]) -> tuple[float, float, str]:
     """Run command in a subprocess; return (wall seconds, peak RSS in MB, its output)."""
     use_time = Path("/usr/bin/time").exists()
     full = ["/usr/bin/time", "-v", *command] if use_time else command
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    result = subprocess.run(full, capture_output=True, text=True)
+    result = subprocess.run(full, capture_output=True, text=True, cwd=REPO, env=env)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         paths = generate_inputs(workdir, args.scale, args.seed)
         print(f"inputs in {workdir} ({time.perf_counter() - start:.1f} s to generate or reuse); sizes: "
-              + ", ".join(f"{k} {paths[k].stat().st_size / 1e6:.0f} MB" for k in ("questions", "annotations", "captions")))
+              + ", ".join(f"{key} {paths[key].stat().st_size / 1e6:.0f} MB"
+                          for key in ("questions", "annotations", "captions")))
         out_dir = workdir / "prepared"
         prepare = [sys.executable, "-m", "sit_vqa.prepare", "--questions", str(paths["questions"]),
                    "--annotations", str(paths["annotations"]), "--captions", str(paths["captions"]),

@@ -45,7 +45,9 @@ def json_error(path: Path, data: bytes, error: msgspec.MsgspecError, expected: s
             line = data.count(b"\n", 0, byte) + 1
             column = byte - (data.rfind(b"\n", 0, byte) + 1) + 1
             where = f" at line {line}, column {column}"
-        return DataError(f"{path}: not valid JSON{where}: {message}. Expected {expected}; re-download or regenerate the file.")
+        return DataError(
+            f"{path}: not valid JSON{where}: {message}. Expected {expected}; re-download or regenerate the file."
+        )
     record = _JSON_PATH.search(message)
     excerpt = _record_excerpt(data, record.group(1)) if record else None
     shown = f"\n  offending record: {excerpt}" if excerpt else ""

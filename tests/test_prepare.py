@@ -119,9 +119,10 @@ def test_argument_errors_are_argparse_errors(files, tmp_path, capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_readme_prepare_command_parses():
-    readme = (REPO / "README.md").read_text()
-    match = re.search(r"python -m sit_vqa\.prepare ([^&\n]+)", readme)
-    assert match, "the README shows the prepare command"
-    args = make_parser().parse_args(shlex.split(match.group(1)))
-    assert args.mode == "sit" and args.questions.name == "v2_OpenEnded_mscoco_train2014_questions.json"
+def test_readme_prepare_commands_parse():
+    readme = (REPO / "README.md").read_text().replace("\\\n", " ")  # join continued lines
+    commands = re.findall(r"python -m sit_vqa\.prepare ([^&\n`]+)", readme)
+    assert commands, "the README shows the prepare command"
+    for command in commands:
+        args = make_parser().parse_args(shlex.split(command))
+        assert args.questions.name.endswith("_questions.json") and args.out

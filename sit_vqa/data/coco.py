@@ -93,8 +93,8 @@ def normalise_caption(caption: str) -> str:
 
 def _normalised_captions(coco: COCO) -> tuple[dict[int, list[str]], int]:
     by_image, blank = {}, 0
-    for image_id, annotations in coco.imgToAnns.items():
-        captions = [normalise_caption(annotation["caption"]) for annotation in annotations]
+    for image_id, image_annotations in coco.imgToAnns.items():
+        captions = [normalise_caption(annotation["caption"]) for annotation in image_annotations]
         kept = [caption for caption in captions if caption]
         blank += len(captions) - len(kept)
         if kept:

@@ -23,7 +23,10 @@ survived). Steps, each deterministic for a given seed:
      `all`) whose target is the caption -- the same supervision as SIT, but not in sequence.
    Describe records have question_id -1 (`DESCRIBE_QUESTION_ID`), empty question/answer/answer_type/
    question_type and no answers; evaluation filters them out by `mode == "describe"`.
+   Records come grouped by kind (baseline, then sit, then describe); within a kind, questions keep their
+   file order (captions theirs, for `all`) and describe records follow image ids.
 
+Targets keep their markers and punctuation exactly; captions only have their whitespace normalised (`coco`).
 Every record keeps all the annotators' answers, answer_type and question_type for evaluation.
 `prepare_dataset` writes the table (HF `datasets`, Arrow) and `join_report.json` into a directory atomically;
 `prepare_cached` does the same under a cache directory keyed by the inputs' identity and the options.
@@ -92,8 +95,8 @@ class JoinOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer (or None for everything), got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not 0.0 <= self.mixed_sit_fraction <= 1.0:
             raise ConfigError(f"mixed_sit_fraction must be within [0, 1], got {self.mixed_sit_fraction!r}")
         if not isinstance(self.templates, Templates):
@@ -152,7 +155,8 @@ class JoinReport:
         dropped = ", ".join(f"{reason} {count}" for reason, count in self.dropped.items())
         subset = "all joined questions"
         if self.subset:
-            subset = f"{self.subset['requested']} {self.subset['by']} (seed {self.subset['seed']}): {self.selected} questions"
+            subset = (f"{self.subset['requested']} {self.subset['by']} (seed {self.subset['seed']}): "
+                      f"{self.selected} questions")
         images = "off" if self.images_checked is None else f"{self.images_checked} image files checked"
         kinds = ", ".join(f"{kind} {count}" for kind, count in self.records.items())
         return (
@@ -323,11 +327,12 @@ class _ImageBank:
     def of(cls, joined: pa.Table, captions: CocoCaptions, split: str | None, image_dir: Path) -> _ImageBank:
         image_ids, by_question = np.unique(joined["image_id"].to_numpy(), return_inverse=True)
         texts, counts, paths = [], [], []
+        directory = str(image_dir)  # os.path.join: pathlib costs seconds over VQAv2's 82k train images
         for image_id in image_ids.tolist():
             image_captions = captions.by_image[image_id]
             texts.extend(image_captions)
             counts.append(len(image_captions))
-            paths.append(str(image_dir / captions.file_name(image_id, split)))
+            paths.append(os.path.join(directory, captions.file_name(image_id, split)))
         offsets = np.zeros(len(image_ids) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         return cls(image_ids, pa.array(paths, pa.string()), pa.array(texts, pa.string()), offsets, by_question)
@@ -335,8 +340,8 @@ class _ImageBank:
     def longest_captions(self) -> np.ndarray:
         """Per image, the index (in `captions`) of its longest caption; the first one on ties."""
         lengths = pc.utf8_length(self.captions).to_numpy()
-        return np.array([start + int(np.argmax(lengths[start:end]))
-                         for start, end in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())], dtype=np.int64)
+        bounds = zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist(), strict=True)
+        return np.array([start + int(np.argmax(lengths[start:end])) for start, end in bounds], dtype=np.int64)
 
 
 def _drop_bad_images(joined: pa.Table, images: _ImageBank, report: JoinReport) -> pa.Table:
@@ -408,7 +413,7 @@ def _question_records(joined: pa.Table, images: _ImageBank, options: JoinOptions
     """The baseline and/or SIT records of the joined questions, by kind."""
     rng = np.random.default_rng([options.seed, _CAPTION_STREAM])
     owner, caption = _choose_captions(images.by_question, images, options.caption_policy, rng)
-    pairs = joined.take(owner)
+    pairs = joined.take(owner) if options.caption_policy == "all" else joined  # else owner is the identity
     pairs = pairs.append_column("image_path", images.paths.take(images.by_question[owner]))
     pairs = pairs.append_column("caption", images.captions.take(caption))
     if options.mode == "sit":

@@ -25,7 +25,8 @@ SPLIT = "train2014"
 
 # image_id -> captions (file order)
 CAPTIONS = {
-    9: ["A plate of food.", "Broccoli and rice on a white plate next to a silver fork.", "Dinner: rice,\nbroccoli  and a fork."],
+    9: ["A plate of food.", "Broccoli and rice on a white plate next to a silver fork.",
+        "Dinner: rice,\nbroccoli  and a fork."],
     25: ["A giraffe eating leaves.", "A tall giraffe. Answer: it is near trees"],
     30: ["A red bus on a street."],
     42: ["An image with captions but no questions."],

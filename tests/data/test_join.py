@@ -144,8 +144,9 @@ def test_image_path_is_absolute_and_from_the_captions_file(official_data, write_
     files = write_official(official_data)
     records, _ = run_join(files)
     paths = {r["image_id"]: r["image_path"] for r in records}
-    assert paths == {9: str(files.image_dir.resolve() / image_name(9)), 25: str(files.image_dir.resolve() / "giraffe.jpg"),
-                     30: str(files.image_dir.resolve() / image_name(30))}
+    directory = files.image_dir.resolve()
+    assert paths == {9: str(directory / image_name(9)), 25: str(directory / "giraffe.jpg"),
+                     30: str(directory / image_name(30))}
 
 
 # --- modes: exact instruction / target strings ------------------------------------------------------------
@@ -291,7 +292,7 @@ def test_subset_larger_than_available_is_an_error(official_files, option, availa
 @pytest.mark.parametrize("options", [
     {"subset_questions": 0}, {"subset_images": -1}, {"subset_questions": 1, "subset_images": 1},
     {"subset_questions": 2.5}, {"mode": "both"}, {"caption_policy": "shortest"}, {"answer_policy": "first"},
-    {"mixed_sit_fraction": 1.5}, {"seed": "0"}, {"templates": {"sit_target": "x"}},
+    {"mixed_sit_fraction": 1.5}, {"seed": "0"}, {"seed": -1}, {"templates": {"sit_target": "x"}},
 ])
 def test_invalid_options_are_config_errors(options):
     with pytest.raises(ConfigError):
@@ -325,8 +326,9 @@ def test_image_check_drops_missing_and_corrupt_files(official_files):
     records, report = run_join(official_files, check_images=True)
     assert [r["question_id"] for r in records] == [9000, 9001, 9002]
     assert report.dropped == {"no_annotation": 0, "no_caption": 0, "image_missing": 2, "image_unreadable": 1}
-    assert report.drop_examples["image_missing"] == [str(official_files.image_dir.resolve() / image_name(25))]
-    assert report.drop_examples["image_unreadable"][0].startswith(str(official_files.image_dir.resolve() / image_name(30)))
+    directory = official_files.image_dir.resolve()
+    assert report.drop_examples["image_missing"] == [str(directory / image_name(25))]
+    assert report.drop_examples["image_unreadable"][0].startswith(str(directory / image_name(30)))
     assert report.images_checked == 3 and report.images_written == 1
 
 
@@ -485,7 +487,8 @@ def test_prepare_cached_reuses_the_same_inputs_and_options(official_files, tmp_p
     (directory,) = cache.iterdir()
     stamp = (directory / REPORT_FILE).stat().st_mtime_ns
     with caplog.at_level("INFO", logger="sit_vqa.data.join"):
-        second, second_report = prepare_cached(*official_files.args(), cache, JoinOptions(mode="sit", subset_questions=4))
+        second, second_report = prepare_cached(*official_files.args(), cache,
+                                               JoinOptions(mode="sit", subset_questions=4))
     assert "reusing" in caplog.text
     assert (directory / REPORT_FILE).stat().st_mtime_ns == stamp
     assert second.to_list() == first.to_list() and second_report == report

@@ -24,7 +24,7 @@ def test_annotations_keep_every_answer_and_the_types(official_files):
     annotations = read_annotations(official_files.annotations)
     rows = annotations.table.to_pylist()
     assert [row["question_id"] for row in rows] == [q[0] for q in QUESTIONS]
-    for row, (_, image, _, consensus, answers, answer_type, question_type) in zip(rows, QUESTIONS):
+    for row, (_, image, _, consensus, answers, answer_type, question_type) in zip(rows, QUESTIONS, strict=True):
         assert row == {"question_id": row["question_id"], "image_id": image, "answer": consensus,
                        "answers": answers, "answer_type": answer_type, "question_type": question_type}
         assert len(row["answers"]) == 10
