@@ -82,7 +82,7 @@ class JoinOptions:
     subset_images: int | None = None
     seed: int = 0
     check_images: bool = False
-    mixed_sit_fraction: float = 1.0  # mode "mixed": share of questions that also get their SIT record
+    mixed_sit_fraction: float = 1.0  # mode "mixed": share of questions that also get their SIT record (seeded)
     templates: Templates = field(default_factory=Templates)
 
     def __post_init__(self):
@@ -97,7 +97,8 @@ class JoinOptions:
                 raise ConfigError(f"{name} must be a positive integer (or None for everything), got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not 0.0 <= self.mixed_sit_fraction <= 1.0:
+        fraction = self.mixed_sit_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
             raise ConfigError(f"mixed_sit_fraction must be within [0, 1], got {self.mixed_sit_fraction!r}")
         if not isinstance(self.templates, Templates):
             raise ConfigError(f"templates must be a sit_vqa.data.templates.Templates, got {type(self.templates)}")

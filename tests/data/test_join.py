@@ -292,7 +292,7 @@ def test_subset_larger_than_available_is_an_error(official_files, option, availa
 @pytest.mark.parametrize("options", [
     {"subset_questions": 0}, {"subset_images": -1}, {"subset_questions": 1, "subset_images": 1},
     {"subset_questions": 2.5}, {"mode": "both"}, {"caption_policy": "shortest"}, {"answer_policy": "first"},
-    {"mixed_sit_fraction": 1.5}, {"seed": "0"}, {"seed": -1}, {"templates": {"sit_target": "x"}},
+    {"mixed_sit_fraction": 1.5}, {"mixed_sit_fraction": "0.5"}, {"seed": "0"}, {"seed": -1}, {"templates": {"sit_target": "x"}},
 ])
 def test_invalid_options_are_config_errors(options):
     with pytest.raises(ConfigError):
