@@ -181,10 +181,7 @@ def join_records(
     """The join, in memory: an Arrow table with `COLUMNS` (records grouped by kind: baseline, sit,
     describe; questions in file order within a kind, describe records by image id) and the report."""
     _check_same_split(questions, annotations)
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise DataError(f"image directory not found: {image_dir} (pass the folder holding the COCO "
-                        f"{questions.split or '<split>'} images)")
+    image_dir = _require_image_dir(image_dir)
     report = JoinReport(
         mode=options.mode,
         split=questions.split,
@@ -213,6 +210,14 @@ def join_records(
     report.records = {kind: table.num_rows for kind, table in tables.items()}
     report.records_total = sum(report.records.values())
     return pa.concat_tables(tables.values()), report
+
+
+def _require_image_dir(image_dir: str | Path) -> Path:
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise DataError(f"image directory not found: {image_dir} (pass the folder holding the COCO images of "
+                        f"the questions' split, e.g. train2014/)")
+    return image_dir
 
 
 def _check_same_split(questions: VqaQuestions, annotations: VqaAnnotations) -> None:
@@ -489,6 +494,7 @@ def prepare_dataset(
     options = options or JoinOptions()
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
+    _require_image_dir(image_dir)  # before the (long) read
     with _gc_paused():
         questions = read_questions(questions_path)
         annotations = read_annotations(annotations_path, options.answer_policy)
@@ -600,9 +606,7 @@ def prepare_cached(
     """`prepare_dataset` into cache_root/<cache_key>, or reuse that directory when it exists.
     Returns (datasets.Dataset, JoinReport)."""
     options = options or JoinOptions()
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise DataError(f"image directory not found: {image_dir}")
+    image_dir = _require_image_dir(image_dir)
     out_dir = Path(cache_root) / cache_key(questions_path, annotations_path, captions_path, image_dir, options)
     if (out_dir / REPORT_FILE).is_file():
         logger.info("reusing the prepared dataset in %s (same inputs and options)", out_dir)
