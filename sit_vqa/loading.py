@@ -52,7 +52,16 @@ def prepare_for_training(model, args: ModelArguments, quiet: bool = False):
         train_all=args.train_all or args.model_type == "causal_lm",
         quiet=quiet,
     )
+    _keep_trainable_weights_fp32(model)
     return model
+
+
+def _keep_trainable_weights_fp32(model) -> None:
+    """Frozen weights may be bf16 (half the memory); trained ones stay fp32 so that lr-1e-5 updates are
+    not rounded away. Compute then runs under autocast (Trainer's bf16=True)."""
+    low_precision = {p.dtype for p in model.parameters() if p.dtype != torch.float32}
+    if low_precision:
+        model_lib.set_precision(model, low_precision.pop())
 
 
 def _frozen_dtype(args: ModelArguments, device: str | None) -> torch.dtype:
