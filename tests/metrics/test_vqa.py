@@ -278,7 +278,7 @@ def test_nothing_to_score_is_an_error():
 )
 def test_malformed_results_name_the_record_and_the_fix(bad_result, message):
     questions, annotations, results = small_set()
-    with pytest.raises(VQAMetricError, match=message + r".*Fix: write results in the official format"):
+    with pytest.raises(VQAMetricError, match=message + r".*Fix: pass results in the official format"):
         evaluate_vqa(questions, annotations, [bad_result] + results[1:])
 
 
@@ -328,11 +328,11 @@ def test_file_errors_name_the_file(tmp_path):
     questions, annotations, results = small_set()
     paths = write_files(tmp_path, questions, annotations, results)
     files = [paths["questions"], paths["annotations"]]
-    with pytest.raises(VQAMetricError, match=r"cannot read the results file .*nope\.json"):
+    with pytest.raises(VQAMetricError, match=r"results file not found: .*nope\.json"):
         score_files(*files, tmp_path / "nope.json")
     broken = tmp_path / "broken.json"
-    broken.write_text('[{"question_id": 1, "answer": "yes"')
-    with pytest.raises(VQAMetricError, match=r"broken\.json is not valid JSON"):
+    broken.write_text('[{"question_id": 1, "answer": "yes"},\n {"question_id": 2 "answer": "no"}]')
+    with pytest.raises(VQAMetricError, match=r"broken\.json: not valid JSON at line 2, column 20"):
         score_files(*files, broken)
     as_dict = tmp_path / "as_dict.json"
     as_dict.write_text(json.dumps({"results": results}))
