@@ -46,13 +46,13 @@ Input policy (the official `loadRes` asserts that the results cover exactly the 
   ids that is dropping exactly one);
 - questions (optional in the API): every annotated question must be in it, so mismatched files are caught.
   Questions do not change any score; the multiple-choice check of VQA v1 is not done.
-Bad input raises `VQAMetricError` naming the file, the record and the fix.
+Bad input raises `VQAMetricError` (a `sit_vqa.errors.DataError`) naming the file, the record and the fix.
 
-Differences from running the official master (Python 2 only) under Python 2, both at the last digit at most:
-Python 2's round sends exact binary ties away from zero (round(0.125, 2) is 0.13 there, 0.12 here; only
-aggregates can hit one, e.g. 1 right of 800), and its regexes take only ASCII 0-9 as digits where Python 3 (and
-this module) also take other Unicode digits. Against the official code ported minimally to Python 3 (and LAVIS's
-copy in legacy mode) the numbers are identical.
+Against the official code run under Python 3 (and LAVIS's copy, in legacy mode) the numbers are identical.
+The official master is Python 2 code; run under Python 2 it differs in two places: its round sends exact binary
+ties away from zero (round(0.125, 2) is 0.13 there, 0.12 here: only aggregates can hit one, e.g. 1 right of
+800, and then the last digit differs), and its text functions differ on some non-ASCII text (its regexes take
+only 0-9 as digits, Python 3 all Unicode digits; "İ".lower() differs).
 """
 
 from __future__ import annotations
