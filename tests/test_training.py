@@ -219,3 +219,20 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert ckpt.read_manifest(run_dir / "final")["global_step"] == 3
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in record for record in log)
+
+
+def test_training_from_a_prepared_dataset_dir(tmp_path):
+    from sit_vqa.data.join import JoinOptions, prepare_dataset
+
+    sample = REPO / "data" / "sample"
+    prepared = tmp_path / "prepared"
+    prepare_dataset(
+        sample / "v2_OpenEnded_mscoco_train2014_questions.json", sample / "v2_mscoco_train2014_annotations.json",
+        sample / "captions_train2014.json", sample / "train2014", prepared,
+        JoinOptions(mode="baseline", subset_questions=12, seed=3),
+    )
+    config = quick_config(tmp_path, "--max_steps", "2", "--train_dataset_dir", str(prepared))
+    run_training(config)
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["mode"] == "baseline" and report["records_total"] == 12
+    assert not (tmp_path / "cache").exists(), "the raw files were joined although a prepared dataset was given"
