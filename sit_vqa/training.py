@@ -12,10 +12,8 @@ Trainer's. `SitTrainer` overrides only what this package needs:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import time

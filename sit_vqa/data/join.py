@@ -34,8 +34,6 @@ Every record keeps all the annotators' answers, answer_type and question_type fo
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -55,6 +53,7 @@ from sit_vqa.data.coco import CocoCaptions, load_captions
 from sit_vqa.data.templates import TEMPLATE_FIELDS, Templates
 from sit_vqa.data.vqav2 import ANSWER_POLICIES, VqaAnnotations, VqaQuestions, read_annotations, read_questions
 from sit_vqa.errors import ConfigError, DataError
+from sit_vqa.gc_pause import gc_paused
 
 logger = logging.getLogger(__name__)
 
@@ -495,7 +494,7 @@ def prepare_dataset(
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     _require_image_dir(image_dir)  # before the (long) read
-    with _gc_paused():
+    with gc_paused():
         questions = read_questions(questions_path)
         annotations = read_annotations(annotations_path, options.answer_policy)
         captions = load_captions(captions_path)
@@ -504,19 +503,6 @@ def prepare_dataset(
     _save_atomically(table, report, out_dir)
     logger.info("%s\n  saved to %s", report.summary(), out_dir)
     return load_prepared(out_dir)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector: reading builds millions of small containers, none in a cycle,
-    and each collection would walk them all (it doubles the time of a VQAv2-train-sized read)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _check_replaceable(out_dir: Path) -> None:

@@ -58,8 +58,6 @@ only 0-9 as digits, Python 3 all Unicode digits; "İ".lower() differs).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import operator
 import re
 import sys
@@ -69,6 +67,7 @@ from pathlib import Path
 import msgspec
 
 from sit_vqa.errors import DataError, SitVqaError, json_error, read_bytes
+from sit_vqa.gc_pause import gc_paused
 
 PRECISION = 2  # decimals of every reported number, the official default (VQAEval's n=2)
 
@@ -463,26 +462,13 @@ def score_files(
 def _score_files(questions, annotations, results, legacy, allow_missing, precision) -> tuple[dict, int]:
     """The report, and how many questions the annotations hold."""
     sources = {"questions": str(questions), "annotations": str(annotations), "results": str(results)}
-    with _gc_paused():
+    with gc_paused():
         annotation_records = load_annotations(annotations)
         report = _evaluate(
             load_questions(questions), annotation_records, load_results(results),
             sources, legacy, allow_missing, precision,
         )
     return report, len(annotation_records)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector: reading and scoring make millions of small containers, none in a
-    cycle, and each collection walks them all (0.3-0.5 s of the 2.5 s a VQAv2-val-sized file takes)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # --------------------------------------------------------------------------------------------------------------
