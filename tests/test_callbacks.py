@@ -1,0 +1,89 @@
+"""VqaEvalCallback in a real transformers Trainer: VQA accuracy logged every N steps next to the loss."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import Trainer, TrainerCallback
+
+from sit_vqa.callbacks import VqaEvalCallback, metric_logs
+from sit_vqa.collate import SampleTransform
+from sit_vqa.config import load_config
+from sit_vqa.data.templates import SIT_TASK
+from sit_vqa.errors import ConfigError
+from sit_vqa.evaluation import load_eval_records
+from sit_vqa.loading import build_model
+from sit_vqa.training import JsonlLogCallback, TransformedDataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+class TrainModeProbe(TrainerCallback):
+    """Runs after the VQA callback at every step end: was the model handed back in train mode?"""
+
+    def __init__(self):
+        self.modes = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.modes[state.global_step] = model.training
+
+
+def test_vqa_accuracy_is_logged_every_n_steps_next_to_the_loss(tmp_path):
+    config = load_config(REPO / "configs" / "quickstart.yaml", [
+        "--output_dir", str(tmp_path), "--report_to", "none", "--train_all", "false", "--save_strategy", "no",
+        "--max_steps", "4", "--logging_steps", "1", "--per_device_train_batch_size", "2",
+        "--eval_vqa_steps", "2", "--eval_subset_questions", "4", "--generation_max_new_tokens", "8",
+    ])
+    model, processor = build_model(config.model, quiet=True)
+    train_records = load_eval_records(config.data, prompt="sit", limit=6, seed=1).dataset
+    transform = SampleTransform.for_model(model, processor)
+    trainer = Trainer(
+        model=model, args=config.training, train_dataset=TransformedDataset(train_records, transform),
+        data_collator=transform.collator(), processing_class=processor,
+        callbacks=[JsonlLogCallback(tmp_path / "log.jsonl")],
+    )
+    callback = VqaEvalCallback.from_config(trainer, config)
+    probe = TrainModeProbe()
+    trainer.add_callback(callback)
+    trainer.add_callback(probe)
+    assert len(callback.records) == 4
+    assert all(instruction.startswith(SIT_TASK) for instruction in callback.records["instruction"])  # mode sit
+
+    trainer.train()
+
+    history = trainer.state.log_history
+    vqa_logs = {entry["step"]: entry for entry in history if "eval_vqa_accuracy" in entry}
+    assert sorted(vqa_logs) == [2, 4]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3, 4]  # no loss log was swallowed
+    per_type = {"eval_vqa_accuracy_" + kind.replace("/", "_") for kind in callback.records["answer_type"]}
+    for entry in vqa_logs.values():
+        assert 0.0 <= entry["eval_vqa_accuracy"] <= 100.0
+        assert 0.0 <= entry["eval_vqa_answer_marker_rate"] <= 1.0
+        assert per_type <= set(entry)
+    assert probe.modes == {1: True, 2: True, 3: True, 4: True}
+    # the numbers of step 4 are those of the final weights
+    final = callback.evaluate(model)
+    assert {key: vqa_logs[4][key] for key in final} == final
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in logged if "eval_vqa_accuracy" in line] == [2, 4]  # reached the other loggers
+
+
+def test_metric_log_names_are_flat_tags():
+    metrics = {"overall": 50.0, "perAnswerType": {"yes/no": 100.0, "number": 0.0, "other": 25.0}}
+    assert metric_logs(metrics) == {
+        "eval_vqa_accuracy": 50.0, "eval_vqa_accuracy_yes_no": 100.0,
+        "eval_vqa_accuracy_number": 0.0, "eval_vqa_accuracy_other": 25.0,
+    }
+
+
+def test_bad_settings_are_config_errors():
+    records = [{"question_id": 1}]
+    with pytest.raises(ConfigError, match="every_n_steps must be a positive"):
+        VqaEvalCallback(None, records, every_n_steps=0, processor=object())
+    with pytest.raises(ConfigError, match="at least one evaluation record"):
+        VqaEvalCallback(None, [], every_n_steps=5, processor=object())
