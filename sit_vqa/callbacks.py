@@ -60,6 +60,11 @@ class VqaEvalCallback(TrainerCallback):
     def from_config(cls, trainer, config) -> VqaEvalCallback:
         """The callback a RunConfig asks for: eval_vqa_steps, eval_subset_questions, generation_* keys."""
         data, training = config.data, config.training
+        if config.model.model_type != "instructblip":
+            raise ConfigError(
+                f"{config.source}: eval_vqa_steps scores VQA accuracy, which needs an image model "
+                f"(model_type instructblip), not {config.model.model_type}; set eval_vqa_steps: 0"
+            )
         records = load_eval_records(
             data, split="val", prompt=prompt_for_mode(data.mode), templates=Templates(**(data.templates or {})),
             limit=data.eval_subset_questions, seed=data.subset_seed,

@@ -87,3 +87,9 @@ def test_bad_settings_are_config_errors():
         VqaEvalCallback(None, records, every_n_steps=0, processor=object())
     with pytest.raises(ConfigError, match="at least one evaluation record"):
         VqaEvalCallback(None, [], every_n_steps=5, processor=object())
+
+
+def test_a_text_only_run_cannot_score_vqa(tmp_path):
+    config = load_config(REPO / "configs" / "text_sit.yaml", ["--output_dir", str(tmp_path), "--eval_vqa_steps", "5"])
+    with pytest.raises(ConfigError, match="needs an image model"):
+        VqaEvalCallback.from_config(None, config)
