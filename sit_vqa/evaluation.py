@@ -226,8 +226,9 @@ def generate_texts(model, processor, records, settings: GenerationSettings, *, p
 
 
 def _autocast(model, device: torch.device):
-    """Frozen weights may be bf16 while trained ones stay fp32 (sit_vqa.loading): run under autocast then,
-    as training does, so the two meet in one dtype."""
+    """Frozen weights may be bf16 while trained ones stay fp32 (sit_vqa.loading, the GPU default). Without
+    autocast the two meet in one matmul and fail ("mat1 and mat2 must have the same dtype"); training ran
+    under bf16 autocast too."""
     low_precision = {p.dtype for p in model.parameters() if p.dtype != torch.float32}
     if not low_precision:
         return contextlib.nullcontext()

@@ -34,6 +34,7 @@ from sit_vqa.evaluation import (
 )
 from sit_vqa.loading import build_model
 from sit_vqa.metrics.vqa import question_accuracy
+from sit_vqa.model import build_tiny_instructblip, configure_trainable, set_precision
 from tests.data.conftest import build_official_data, write_official_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -217,6 +218,18 @@ def test_generation_leaves_the_model_in_train_mode_when_it_was():
     records = load_eval_records(sample_data(), prompt="sit", limit=2).dataset
     generate_texts(model, processor, records, GenerationSettings(max_new_tokens=3), progress=False)
     assert model.training and model.qformer.training
+
+
+def test_bf16_frozen_weights_generate_under_autocast():
+    """The GPU default: frozen weights bf16, trained ones fp32 (here on CPU, same code path)."""
+    model, processor = build_tiny_instructblip("decoder")
+    configure_trainable(model, quiet=True)
+    set_precision(model, torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16, torch.float32}
+    records = load_eval_records(sample_data(), prompt="sit", limit=3).dataset
+    texts = generate_texts(model, processor, records, GenerationSettings(max_new_tokens=4), progress=False)
+    assert len(texts) == 3 and all(isinstance(text, str) for text in texts)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16, torch.float32}
 
 
 # -------------------------------------------------------------------------------------- scoring and report
