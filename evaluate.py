@@ -94,7 +94,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, overrid
         parser.error("--config is required to evaluate (or pass --compare RUN_DIR ...)")
     if args.zero_shot and args.checkpoint:
         parser.error("--zero-shot evaluates the base model: leave --checkpoint out")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, data_splits=("eval",))  # no training data needed
     options = EvalOptions(
         checkpoint=args.checkpoint, split=args.split, limit=args.limit, out_dir=args.out, prompt=args.prompt,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,

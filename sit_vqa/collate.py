@@ -278,3 +278,20 @@ def _record_name(record: Mapping[str, Any]) -> str:
         if record.get(key) is not None:
             return f"{key}={record[key]}"
     return "<without question_id>"
+
+
+class TransformedDataset(torch.utils.data.Dataset):
+    """Records (a datasets.Dataset or a list of dicts) with the model transform applied on access.
+
+    Images are read lazily here, per sample, in the DataLoader workers — never in the collator.
+    """
+
+    def __init__(self, records, transform):
+        self.records = records
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        return self.transform(self.records[int(index)])

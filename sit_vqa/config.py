@@ -201,8 +201,13 @@ def resolve_config_path(name: str | Path) -> Path:
     raise ConfigError(f"config file {name} not found (looked in the current directory and {CONFIG_DIR}; shipped: {shipped})")
 
 
-def load_config(config: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config, apply `--key value` overrides, validate, and return the frozen RunConfig."""
+def load_config(
+    config: str | Path | None, overrides: list[str] | None = None, data_splits: tuple[str, ...] = ("train", "eval")
+) -> RunConfig:
+    """Read a YAML config, apply `--key value` overrides, validate, and return the frozen RunConfig.
+
+    The data paths of `data_splits` must exist (evaluation passes ("eval",): it needs no training data).
+    """
     source = "<defaults>"
     values: dict[str, Any] = {}
     if config is not None:
@@ -221,7 +226,7 @@ def load_config(config: str | Path | None, overrides: list[str] | None = None) -
     except ValueError as error:  # TrainingArguments.__post_init__ explains itself
         raise ConfigError(f"{source}: {error}") from None
     run = RunConfig(model, data, training, source)
-    _check_paths(run)
+    _check_paths(run, data_splits)
     return run
 
 
@@ -301,16 +306,17 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _check_paths(run: RunConfig) -> None:
-    """Every data path that is set must exist; raw split files come as a complete set."""
+def _check_paths(run: RunConfig, splits: tuple[str, ...]) -> None:
+    """Every data path of `splits` that is set must exist; raw split files come as a complete set."""
     data = run.data
-    for split in ("train", "eval"):
+    for split in splits:
         given = [key for key in RAW_SPLIT_KEYS if getattr(data, f"{split}_{key}")]
         if given and len(given) != len(RAW_SPLIT_KEYS):
             missing = [f"{split}_{key}" for key in RAW_SPLIT_KEYS if key not in given]
             raise ConfigError(f"{run.source}: raw {split} data needs all four files; missing {', '.join(missing)}")
-    path_keys = [f"{split}_{key}" for split in ("train", "eval") for key in (*RAW_SPLIT_KEYS, "dataset_dir")]
-    path_keys += ["text_data", "text_data_translated"]
+    path_keys = [f"{split}_{key}" for split in splits for key in (*RAW_SPLIT_KEYS, "dataset_dir")]
+    if "train" in splits:
+        path_keys += ["text_data", "text_data_translated"]
     for key in path_keys:
         value = getattr(data, key)
         if value and not Path(value).exists():

@@ -45,7 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sit_vqa import checkpoint as ckpt
-from sit_vqa.collate import SampleTransform
+from sit_vqa.collate import SampleTransform, TransformedDataset
 from sit_vqa.data import join
 from sit_vqa.data.coco import load_captions
 from sit_vqa.data.templates import Templates, parse_sit_output
@@ -198,9 +198,6 @@ def generate_texts(model, processor, records, settings: GenerationSettings, *, p
 
     The model is put in eval mode for the call and left in the mode it was in.
     """
-    from sit_vqa.training import TransformedDataset  # here: training.py imports this module's callback
-
-
     transform = SampleTransform.for_model(model, processor, max_instruction_length=settings.max_instruction_length)
     collator = transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
     loader = torch.utils.data.DataLoader(

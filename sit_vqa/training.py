@@ -25,7 +25,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from sit_vqa import checkpoint as ckpt
 from sit_vqa import model as model_lib
-from sit_vqa.collate import SampleTransform, SitCollator
+from sit_vqa.callbacks import VqaEvalCallback
+from sit_vqa.collate import SampleTransform, SitCollator, TransformedDataset
 from sit_vqa.config import DataArguments, RunConfig
 from sit_vqa.errors import ConfigError, SitVqaError
 from sit_vqa.loading import load_base_model, prepare_for_training
@@ -41,23 +42,6 @@ class NonFiniteLossError(SitVqaError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------- data
-
-
-class TransformedDataset(torch.utils.data.Dataset):
-    """Records (a datasets.Dataset or a list of dicts) with the model transform applied on access.
-
-    Images are read lazily here, per sample, in the DataLoader workers — never in the collator.
-    """
-
-    def __init__(self, records, transform):
-        self.records = records
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, index):
-        return self.transform(self.records[int(index)])
 
 
 def load_training_records(data: DataArguments, model_type: str, output_dir: str | None = None):
@@ -237,6 +221,8 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
         callbacks=[JsonlLogCallback(output_dir / "train_log.jsonl"), *(callbacks or [])],
         checkpoint_manifest=manifest,
     )
+    if args.eval_vqa_steps:
+        trainer.add_callback(VqaEvalCallback.from_config(trainer, config))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final = output_dir / "final"
     trainer.save_model(str(final))

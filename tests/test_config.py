@@ -138,3 +138,14 @@ def test_bare_names_resolve_in_configs_dir():
     assert resolve_config_path("vqa_sit") == CONFIG_DIR / "vqa_sit.yaml"
     with pytest.raises(ConfigError, match="not found.*shipped: .*quickstart.yaml"):
         resolve_config_path("no_such_config.yaml")
+
+
+def test_evaluation_needs_only_the_eval_paths(tmp_path, monkeypatch):
+    _materialise_data_paths(CONFIG_DIR / "vqa_sit.yaml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for train_file in (tmp_path / "data" / "vqav2").glob("*train2014*"):
+        train_file.unlink()
+    with pytest.raises(ConfigError, match="train_questions: .* does not exist"):
+        load_config("vqa_sit.yaml")
+    run = load_config("vqa_sit.yaml", data_splits=("eval",))
+    assert run.data.eval_questions.endswith("v2_OpenEnded_mscoco_val2014_questions.json")

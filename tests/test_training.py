@@ -236,3 +236,15 @@ def test_training_from_a_prepared_dataset_dir(tmp_path):
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report["mode"] == "baseline" and report["records_total"] == 12
     assert not (tmp_path / "cache").exists(), "the raw files were joined although a prepared dataset was given"
+
+
+def test_vqa_accuracy_is_scored_during_training(tmp_path):
+    config = quick_config(tmp_path, "--max_steps", "4", "--eval_vqa_steps", "2", "--eval_subset_questions", "6",
+                          "--generation_max_new_tokens", "8")
+    run_training(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    scored = {record["step"]: record for record in log if "eval_vqa_accuracy" in record}
+    assert sorted(scored) == [2, 4]
+    for record in scored.values():
+        assert 0.0 <= record["eval_vqa_accuracy"] <= 100.0
+        assert 0.0 <= record["eval_vqa_answer_marker_rate"] <= 1.0

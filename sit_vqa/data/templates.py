@@ -84,8 +84,9 @@ def parse_sit_output(text: str) -> ParsedOutput:
     missing markers:
     - the answer is the first line after the last "Answer:" marker (trailing lines are dropped:
       models often continue with another "Question: ..." after answering);
-    - without an "Answer:" marker, the answer is the last non-empty line that is not the
-      description line, or the whole text if that is all there is (a baseline-style output);
+    - without an "Answer:" marker, the answer is the first non-empty line that is not the
+      description line (a baseline-style output; a model that goes on after answering, e.g. with
+      "\nQuestion: ...", keeps its answer);
     - the description is the text after "Description:" up to the "Answer:" marker or the end of
       its line, or None without a marker.
     """
@@ -106,5 +107,5 @@ def parse_sit_output(text: str) -> ParsedOutput:
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     if description_match:
         lines = [line for line in lines if not _DESCRIPTION_RE.match(line)]
-    answer = lines[-1] if lines else ""
+    answer = lines[0] if lines else ""
     return ParsedOutput(description, answer, False)

@@ -92,6 +92,11 @@ def test_parse_tolerates_missing_markers_and_surrounding_text():
     assert parse_sit_output("  2 \n") == ParsedOutput(None, "2", False)
     assert parse_sit_output("Description: A red bus.\nyes") == ParsedOutput("A red bus.", "yes", False)
     assert parse_sit_output("A red bus.\nAnswer: yes") == ParsedOutput(None, "yes", True)
+
+
+def test_parse_without_markers_keeps_the_first_line_not_trailing_text():
+    assert parse_sit_output("red\nQuestion: what color is the bus?") == ParsedOutput(None, "red", False)
+    assert parse_sit_output("Description: A red bus.\nyes\nQuestion: is it red?") == ParsedOutput("A red bus.", "yes", False)
     assert parse_sit_output("Sure! Description: A red bus. Answer: yes") == ParsedOutput("A red bus.", "yes", True)
     assert parse_sit_output("description :A red bus.\nanswer :yes") == ParsedOutput("A red bus.", "yes", True)
     assert parse_sit_output("Description: A red bus.") == ParsedOutput("A red bus.", "", False)
