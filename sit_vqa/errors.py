@@ -37,6 +37,8 @@ def json_error(path: Path, data: bytes, error: msgspec.MsgspecError, expected: s
     and an excerpt of the offending record.
     """
     message = str(error)
+    if data.startswith(b"\xef\xbb\xbf"):
+        return encoding_error(path, data, expected)
     if isinstance(error, msgspec.DecodeError) and not isinstance(error, msgspec.ValidationError):
         offset = _BYTE_OFFSET.search(message)
         where = ""
@@ -52,6 +54,21 @@ def json_error(path: Path, data: bytes, error: msgspec.MsgspecError, expected: s
     excerpt = _record_excerpt(data, record.group(1)) if record else None
     shown = f"\n  offending record: {excerpt}" if excerpt else ""
     return DataError(f"{path}: {message}.{shown}\n  Expected {expected}: fix that record or use the official file.")
+
+
+def encoding_error(path: Path, data: bytes, expected: str) -> DataError:
+    """A file that is not UTF-8 (JSON must be): name the byte where decoding fails and what is there."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return DataError(f"{path}: starts with a UTF-8 byte-order mark, which JSON does not allow; "
+                         f"save it without the BOM. Expected {expected}.")
+    try:
+        data.decode("utf-8")
+        where = ""
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        where = f" at byte {error.start} (line {line}): {data[error.start:error.start + 4]!r}"
+    return DataError(f"{path}: not UTF-8 text{where}. Expected {expected}; re-encode the file as UTF-8 "
+                     "or use the official file.")
 
 
 def _record_excerpt(data: bytes, json_path: str) -> str | None:

@@ -28,7 +28,7 @@ from sit_vqa.data.join import (
     prepare_cached,
     prepare_dataset,
 )
-from sit_vqa.data.templates import Templates
+from sit_vqa.data.templates import Templates, check_parsable
 from sit_vqa.data.vqav2 import ANSWER_POLICIES
 from sit_vqa.errors import ConfigError, SitVqaError
 
@@ -96,7 +96,9 @@ def read_templates(path: Path) -> Templates:
         unknown = sorted(set(overrides) - allowed) if isinstance(overrides, dict) else overrides
         raise ConfigError(f"{path}: expected a mapping with keys among {sorted(allowed)}; got {unknown!r}")
     try:
-        return Templates(**overrides)
+        templates = Templates(**overrides)
+        check_parsable(templates)
+        return templates
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{path}: {error}") from None
 

@@ -75,7 +75,6 @@ def load_training_records(data: DataArguments, model_type: str, output_dir: str 
 
 def join_options(data: DataArguments, split: str = "train"):
     from sit_vqa.data import join
-    from sit_vqa.data.templates import Templates
 
     subset_questions = data.subset_questions if split == "train" else data.eval_subset_questions
     return join.JoinOptions(
@@ -87,8 +86,19 @@ def join_options(data: DataArguments, split: str = "train"):
         seed=data.subset_seed,
         check_images=data.check_images,
         mixed_sit_fraction=data.mixed_sit_fraction,
-        templates=Templates(**(data.templates or {})),
+        templates=_checked_templates(data.templates),
     )
+
+
+def _checked_templates(overrides: dict | None):
+    from sit_vqa.data.templates import Templates, check_parsable
+
+    try:
+        templates = Templates(**(overrides or {}))
+        check_parsable(templates)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"templates: {error}") from None
+    return templates
 
 
 # -------------------------------------------------------------------------------------------- trainer

@@ -149,3 +149,12 @@ def test_evaluation_needs_only_the_eval_paths(tmp_path, monkeypatch):
         load_config("vqa_sit.yaml")
     run = load_config("vqa_sit.yaml", data_splits=("eval",))
     assert run.data.eval_questions.endswith("v2_OpenEnded_mscoco_val2014_questions.json")
+
+
+def test_training_refuses_templates_evaluation_could_not_parse(tmp_path):
+    from sit_vqa.training import join_options
+
+    path = _write(tmp_path, "tiny_model: decoder\ntemplates:\n  sit_target: 'Caption: {caption} / {answer}'\n")
+    run = load_config(path)
+    with pytest.raises(ConfigError, match="templates: sit_target=.*cannot be split back"):
+        join_options(run.data)

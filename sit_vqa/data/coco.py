@@ -19,7 +19,7 @@ from typing import NotRequired, TypedDict
 import msgspec
 from pycocotools.coco import COCO
 
-from sit_vqa.errors import DataError, json_error, read_bytes
+from sit_vqa.errors import DataError, encoding_error, json_error, read_bytes
 
 CAPTIONS_FILE = "COCO captions file (captions_<split>.json)"
 
@@ -76,6 +76,8 @@ def load_captions(path: str | Path) -> CocoCaptions:
         raise _wrong_kind(path, data) or json_error(path, data, error, "the " + CAPTIONS_FILE) from None
     except msgspec.DecodeError as error:
         raise json_error(path, data, error, "the " + CAPTIONS_FILE) from None
+    except UnicodeDecodeError:
+        raise encoding_error(path, data, "the " + CAPTIONS_FILE) from None
     if not parsed.annotations:
         raise DataError(f"{path}: the captions file has no annotations; expected the {CAPTIONS_FILE}")
     coco = COCO()

@@ -51,6 +51,25 @@ class Templates:
         )
 
 
+def check_parsable(templates: Templates) -> None:
+    """Refuse templates whose SIT / baseline targets `parse_sit_output` cannot read the answer back from.
+
+    Evaluation scores what the parser reads as the answer: a target it cannot split would be trained on
+    and then scored wrong without a word. Called where users set templates for training or preparing.
+    """
+    caption, answer = "a red bus on a street.", "yes"
+    for kind in ("sit", "baseline"):
+        target = templates.render(kind, question="what is it?", caption=caption, answer=answer)[1]
+        parsed = parse_sit_output(target)
+        if parsed.answer.strip(" .") != answer:  # (the VQA metric ignores a trailing period)
+            raise ValueError(
+                f"{kind}_target={getattr(templates, kind + '_target')!r} cannot be split back by the evaluation "
+                f"parser: {target!r} parses as description={parsed.description!r}, answer={parsed.answer!r}. "
+                f"Put the answer on a line starting '{ANSWER_MARKER} {{answer}}' in sit_target (and the caption "
+                f"after '{DESCRIPTION_MARKER}'), and the answer alone (or after 'Answer:') in baseline_target"
+            )
+
+
 def _check_template(name: str, template: str) -> None:
     if not isinstance(template, str):
         raise TypeError(f"template {name} must be a string, got {type(template).__name__}")
@@ -75,6 +94,7 @@ class ParsedOutput:
 
 _DESCRIPTION_RE = re.compile(r"description\s*:", re.IGNORECASE)
 _ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
+_LINE_START_ANSWER_RE = re.compile(r"^[ \t]*answer\s*:", re.IGNORECASE | re.MULTILINE)
 
 
 def parse_sit_output(text: str) -> ParsedOutput:
@@ -82,26 +102,27 @@ def parse_sit_output(text: str) -> ParsedOutput:
 
     Tolerant of case ("ANSWER:"), of spaces before the colon, of text around the markers and of
     missing markers:
-    - the answer is the first line after the last "Answer:" marker (trailing lines are dropped:
-      models often continue with another "Question: ..." after answering);
+    - the answer marker is the first "Answer:" that starts a line (so a model that goes on with
+      "\nQuestion: ...\nAnswer: ..." keeps its first answer, and "Answer:" inside a description does
+      not count), else the last "Answer:" anywhere (one-line outputs); the answer is the rest of
+      that marker's line;
     - without an "Answer:" marker, the answer is the first non-empty line that is not the
-      description line (a baseline-style output; a model that goes on after answering, e.g. with
-      "\nQuestion: ...", keeps its answer);
-    - the description is the text after "Description:" up to the "Answer:" marker or the end of
-      its line, or None without a marker.
+      description line (a baseline-style output: trailing "\nQuestion: ..." lines are dropped);
+    - the description is the text after "Description:" up to the answer marker or the end of its
+      line, or None without a marker.
     """
     text = text.strip()
-    answers = list(_ANSWER_RE.finditer(text))
+    answer_match = _LINE_START_ANSWER_RE.search(text) or _last(_ANSWER_RE.finditer(text))
     description_match = _DESCRIPTION_RE.search(text)
 
     description = None
     if description_match:
-        end = answers[-1].start() if answers and answers[-1].start() >= description_match.end() else None
+        end = answer_match.start() if answer_match and answer_match.start() >= description_match.end() else None
         rest = text[description_match.end() : end]
         description = rest.strip() if end is not None else rest.strip().split("\n", 1)[0].strip()
 
-    if answers:
-        answer = text[answers[-1].end() :].strip().split("\n", 1)[0].strip()
+    if answer_match:
+        answer = text[answer_match.end() :].strip().split("\n", 1)[0].strip()
         return ParsedOutput(description, answer, True)
 
     lines = [line.strip() for line in text.split("\n") if line.strip()]
@@ -109,3 +130,10 @@ def parse_sit_output(text: str) -> ParsedOutput:
         lines = [line for line in lines if not _DESCRIPTION_RE.match(line)]
     answer = lines[0] if lines else ""
     return ParsedOutput(description, answer, False)
+
+
+def _last(matches):
+    found = None
+    for found in matches:
+        pass
+    return found

@@ -21,8 +21,9 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from sit_vqa.errors import DataError, json_error, read_bytes
+from sit_vqa.errors import DataError, encoding_error, json_error, read_bytes
 
 ANSWER_POLICIES = ("multiple_choice_answer", "most_frequent")
 
@@ -125,12 +126,19 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
     table = pa.table({
         "question_id": question_ids,
         "image_id": np.fromiter((a.image_id for a in annotations), dtype=np.int64, count=count),
-        "answer": pa.array(chosen, pa.string()),
+        "answer": _single_spaced(pa.array(chosen, pa.string())),
         "answers": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), all_answers),
         "answer_type": pa.array([a.answer_type for a in annotations], pa.string()),
         "question_type": pa.array([a.question_type for a in annotations], pa.string()),
     })
     return VqaAnnotations(table, parsed.data_subtype, path)
+
+
+def _single_spaced(answers: pa.Array) -> pa.Array:
+    """The chosen answer becomes a target line: real VQAv2 answers hold stray newlines and tabs (the reason for
+    the official metric's 2021 fix), which would split "Answer: <answer>" over lines. The 10 raw answers
+    are kept as they are for scoring."""
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(answers, r"\s+", " "))
 
 
 def most_frequent_answer(answers: list[str]) -> str:
@@ -152,6 +160,8 @@ def _decode(path: Path, file_type: type, what: str):
         raise json_error(path, data, error, "the " + what) from None
     except msgspec.DecodeError as error:
         raise json_error(path, data, error, "the " + what) from None
+    except UnicodeDecodeError:
+        raise encoding_error(path, data, "the " + what) from None
 
 
 def _swap_hint(data: bytes, file_type: type) -> str | None:

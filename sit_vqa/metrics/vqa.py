@@ -66,7 +66,7 @@ from pathlib import Path
 
 import msgspec
 
-from sit_vqa.errors import DataError, SitVqaError, json_error, read_bytes
+from sit_vqa.errors import DataError, SitVqaError, encoding_error, json_error, read_bytes
 from sit_vqa.gc_pause import gc_paused
 
 PRECISION = 2  # decimals of every reported number, the official default (VQAEval's n=2)
@@ -285,6 +285,8 @@ def _decode_file(path: str | Path, file_type: type, kind: str):
         return msgspec.json.decode(data, type=file_type)
     except msgspec.MsgspecError as error:
         raise VQAMetricError(str(json_error(path, data, error, _FIXES[kind]))) from None
+    except UnicodeDecodeError:
+        raise VQAMetricError(str(encoding_error(path, data, _FIXES[kind]))) from None
 
 
 def load_questions(path: str | Path) -> list[Question]:

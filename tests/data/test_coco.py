@@ -117,3 +117,15 @@ def test_malformed_and_empty_and_missing(tmp_path):
         load_captions(empty)
     with pytest.raises(DataError, match="COCO captions file .* not found"):
         load_captions(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"images": [], "annotations": [{"id": 1, "image_id": 1, "caption": "caf\xe9"}]}', r"not UTF-8 text at byte 71 \(line 1\)"),
+    (b'\xef\xbb\xbf{"images": [], "annotations": []}', "byte-order mark"),
+])
+def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "captions_train2014.json"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as error:
+        load_captions(path)
+    assert str(path) in str(error.value)

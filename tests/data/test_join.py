@@ -323,6 +323,8 @@ def test_image_check_drops_missing_and_corrupt_files(official_files):
     (official_files.image_dir / image_name(30)).write_bytes(b"not a jpeg at all")
     unchecked, report = run_join(official_files)
     assert len(unchecked) == 6 and report.images_checked is None  # without the check nothing is dropped
+    assert report.image_files_missing_unchecked == 1  # ... but the missing file is counted and reported
+    assert "1 image files do not exist" in report.summary()
     records, report = run_join(official_files, check_images=True)
     assert [r["question_id"] for r in records] == [9000, 9001, 9002]
     assert report.dropped == {"no_annotation": 0, "no_caption": 0, "image_missing": 2, "image_unreadable": 1}
@@ -512,3 +514,12 @@ def test_report_round_trips_through_json(official_files):
     assert JoinReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
     summary = report.summary()
     assert "questions read 6, joined 6" in summary and "baseline 6, describe 3" in summary
+
+
+def test_a_wrong_image_directory_is_an_error_even_without_the_image_check(official_files, tmp_path):
+    empty = tmp_path / "not_the_images"
+    empty.mkdir()
+    questions, annotations, captions, _ = official_files.args()
+    with pytest.raises(DataError, match=r"none of the 3 image files exist in .*not_the_images.*COCO_"):
+        join_records(read_questions(questions), read_annotations(annotations), load_captions(captions), empty,
+                     JoinOptions())

@@ -118,3 +118,20 @@ def test_parse_takes_the_last_answer_marker():
     """An "Answer:" inside the description does not cut it short."""
     text = "Description: A sign that reads Answer: none\nAnswer: stop"
     assert parse_sit_output(text) == ParsedOutput("A sign that reads Answer: none", "stop", True)
+
+
+def test_parse_keeps_the_first_answer_when_the_model_goes_on_with_another_question():
+    text = "Description: a red bus.\nAnswer: yes\n\nQuestion: How many buses?\nAnswer: 2"
+    assert parse_sit_output(text) == ParsedOutput("a red bus.", "yes", True)
+    assert parse_sit_output("Description: a red bus. Answer: yes Answer: no").answer == "no"  # one line: the last
+
+
+def test_templates_the_parser_cannot_split_are_refused():
+    from sit_vqa.data.templates import check_parsable
+
+    check_parsable(Templates())
+    check_parsable(Templates(sit_target="Description: {caption}\nAnswer: {answer}.", baseline_target="Answer: {answer}"))
+    with pytest.raises(ValueError, match="sit_target=.*cannot be split back.*Put the answer on a line starting 'Answer: {answer}'"):
+        check_parsable(Templates(sit_target="Caption: {caption}\nSo the answer is {answer}"))
+    with pytest.raises(ValueError, match="baseline_target=.*cannot be split back"):
+        check_parsable(Templates(baseline_target="The answer is probably {answer}, I think.\nYes."))

@@ -141,3 +141,15 @@ def test_split_is_optional(official_data, write_official):
     del official_data["questions"]["data_subtype"]
     files = write_official(official_data)
     assert read_questions(files.questions).split is None
+
+
+@pytest.mark.parametrize("policy", ["multiple_choice_answer", "most_frequent"])
+def test_the_chosen_answer_is_single_spaced_and_the_raw_answers_are_kept(official_data, write_official, policy):
+    annotation = official_data["annotations"]["annotations"][0]
+    annotation["multiple_choice_answer"] = "red\nand\twhite "
+    for answer in annotation["answers"]:
+        answer["answer"] = "red\nand\twhite "
+    files = write_official(official_data)
+    table = read_annotations(files.annotations, policy).table
+    assert table["answer"][0].as_py() == "red and white"
+    assert set(table["answers"][0].as_py()) == {"red\nand\twhite "}
