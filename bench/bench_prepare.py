@@ -63,7 +63,7 @@ def generate_inputs(workdir: Path, scale: float = 1.0, seed: int = 0) -> dict[st
         "captions": workdir / f"captions_{SPLIT}.json",
         "image_dir": workdir / SPLIT,
     }
-    marker = workdir / f"generated-scale{scale}-seed{seed}.ok"
+    marker = workdir / f"generated-scale{scale}-seed{seed}-with-images.ok"
     if marker.exists():
         return paths
     rng = np.random.default_rng(seed)
@@ -76,7 +76,10 @@ def generate_inputs(workdir: Path, scale: float = 1.0, seed: int = 0) -> dict[st
 
     _write_questions_and_annotations(paths, rng, image_ids, questions_per_image)
     _write_captions(paths["captions"], rng, image_ids, captions_per_image)
-    paths["image_dir"].mkdir(exist_ok=True)  # no image files: the benchmark runs without --check-images
+    # Empty image files: without --check-images, prepare only checks that each image exists (a stat).
+    paths["image_dir"].mkdir(exist_ok=True)
+    for image_id in image_ids.tolist():
+        (paths["image_dir"] / f"COCO_{SPLIT}_{image_id:012d}.jpg").touch()
     marker.touch()
     return paths
 
