@@ -25,6 +25,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from sit_vqa.data.templates import Templates, check_parsable
 from sit_vqa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -71,6 +72,14 @@ class ModelArguments:
     def __post_init__(self):
         if self.model_name_or_path is None and self.tiny_model is None:
             raise ConfigError("set model_name_or_path (a hub id or local directory) or tiny_model (decoder or t5)")
+        if self.model_name_or_path is not None and self.tiny_model is not None:
+            raise ConfigError(
+                f"both model_name_or_path ({self.model_name_or_path}) and tiny_model ({self.tiny_model}) are set; "
+                "keep one (the tiny-model configs set tiny_model: start from vqa_sit.yaml or text_sit.yaml "
+                "without it for a real model)"
+            )
+        if self.use_lora and self.model_type != "causal_lm":
+            raise ConfigError("use_lora applies to model_type causal_lm only (InstructBLIP trains its Q-Former)")
         for name in ("max_instruction_length", "max_target_length", "lora_r"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -129,6 +138,18 @@ class DataArguments:
             raise ConfigError("set subset_questions or subset_images, not both")
         if not 0.0 <= self.mixed_sit_fraction <= 1.0:
             raise ConfigError(f"mixed_sit_fraction must be in [0, 1], got {self.mixed_sit_fraction}")
+        self.build_templates()  # fail now, not after the model has loaded
+
+    def build_templates(self) -> Templates:
+        """The configured templates, checked: known fields, valid format strings, and targets whose answer
+        the evaluation parser reads back."""
+        try:
+            templates = Templates(**(self.templates or {}))
+            check_parsable(templates)
+        except (TypeError, ValueError) as error:
+            allowed = ", ".join(f.name for f in dataclasses.fields(Templates))
+            raise ConfigError(f"templates: {error} (keys: {allowed})") from None
+        return templates
 
     def raw_split(self, split: Literal["train", "eval"]) -> dict[str, str] | None:
         """The raw files of a split as {questions, annotations, captions, image_dir}, or None if unset."""
@@ -160,6 +181,9 @@ class SitTrainingArguments(TrainingArguments):
                   "(fp16 is not recommended: NaN with Flan-T5, unstable Q-Former.)"},
     )
     resume: bool = field(default=False, metadata={"help": "Continue from the latest complete checkpoint in output_dir."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Delete an earlier run's checkpoints in output_dir and start over."}
+    )
     eval_vqa_steps: int = field(default=0, metadata={"help": "Score VQA accuracy on the eval split every N steps (0: off)."})
     generation_max_new_tokens: int = field(default=64, metadata={"help": "Generation length for VQA scoring."})
     generation_num_beams: int = field(default=1, metadata={"help": "Beams for VQA scoring."})
@@ -226,6 +250,8 @@ def load_config(
     except ValueError as error:  # TrainingArguments.__post_init__ explains itself
         raise ConfigError(f"{source}: {error}") from None
     run = RunConfig(model, data, training, source)
+    if model.model_dtype == "bfloat16" and not training.bf16:
+        raise ConfigError(f"{source}: model_dtype bfloat16 needs bf16: true (bf16 autocast for the fp32 trained weights)")
     _check_paths(run, data_splits)
     return run
 

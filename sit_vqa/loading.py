@@ -20,10 +20,10 @@ def build_model(args: ModelArguments, device: str | None = None, quiet: bool = F
     return prepare_for_training(model, args, quiet=quiet), processor
 
 
-def load_base_model(args: ModelArguments, device: str | None = None):
+def load_base_model(args: ModelArguments, device: str | None = None, dtype: torch.dtype | None = None):
     """(model, processor) from a hub id, a local dir or the tiny offline builder. For causal_lm the
-    'processor' is the tokenizer."""
-    dtype = _frozen_dtype(args, device)
+    'processor' is the tokenizer. dtype (of the weights) defaults to the model_dtype setting."""
+    dtype = dtype or _frozen_dtype(args, device)
     common = dict(dtype=dtype, local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code)
     if args.model_type == "instructblip":
         if args.tiny_model:

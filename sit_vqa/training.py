@@ -86,19 +86,8 @@ def join_options(data: DataArguments, split: str = "train"):
         seed=data.subset_seed,
         check_images=data.check_images,
         mixed_sit_fraction=data.mixed_sit_fraction,
-        templates=_checked_templates(data.templates),
+        templates=data.build_templates(),
     )
-
-
-def _checked_templates(overrides: dict | None):
-    from sit_vqa.data.templates import Templates, check_parsable
-
-    try:
-        templates = Templates(**(overrides or {}))
-        check_parsable(templates)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"templates: {error}") from None
-    return templates
 
 
 # -------------------------------------------------------------------------------------------- trainer
@@ -107,6 +96,11 @@ def _checked_templates(overrides: dict | None):
 class SitTrainer(Trainer):
     def __init__(self, *args, checkpoint_manifest: dict, **kwargs):
         super().__init__(*args, **kwargs)
+        if model_lib.is_encoder_decoder(self.accelerator.unwrap_model(self.model)):
+            # InstructBLIP's forward takes **kwargs, so the Trainer assumes it normalises the loss by
+            # num_items_in_batch; its T5 branch returns a plain mean instead, and the loss would then be
+            # neither divided by the accumulation steps nor averaged over processes (x GA, x world size).
+            self.model_accepts_loss_kwargs = False
         self.checkpoint_manifest = checkpoint_manifest
         self._staging_root: str | None = None
         self._last_log = (time.perf_counter(), 0)
@@ -180,6 +174,25 @@ class SitTrainer(Trainer):
         super().log(logs, start_time)
 
 
+class FiniteGradientsCallback(TrainerCallback):
+    """Stops the run before the optimizer applies a NaN/inf gradient (a finite loss can still overflow in
+    the backward pass), so no checkpoint ever holds the weights it would produce. Not used with fp16,
+    whose loss scaler skips such steps on purpose."""
+
+    def __init__(self, output_dir: str | Path):
+        self.output_dir = output_dir
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        if grads and not torch.stack([g.isfinite().all() for g in grads]).all():  # one device sync
+            last_good = ckpt.latest_checkpoint(self.output_dir)
+            raise NonFiniteLossError(
+                f"the gradient is not finite at step {state.global_step + 1}; training stopped before the update. "
+                f"Last good checkpoint: {last_good or 'none yet'}. Try a lower learning_rate, bf16 instead of fp16, "
+                "or check the data; resume with --resume."
+            )
+
+
 class JsonlLogCallback(TrainerCallback):
     """Appends every log record (loss, lr, throughput, eval metrics) to OUTPUT_DIR/train_log.jsonl."""
 
@@ -205,7 +218,11 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
     args = config.training
     output_dir = Path(args.output_dir)
     resume_from = _resume_checkpoint(config)
-    base_model, processor = load_base_model(config.model)
+    if resume_from is None:
+        _claim_output_dir(output_dir, args.overwrite_output_dir, args.should_save)
+    # frozen weights in bf16 only when the compute runs under bf16 autocast
+    frozen_dtype = torch.bfloat16 if args.bf16 and config.model.model_dtype != "float32" else torch.float32
+    base_model, processor = load_base_model(config.model, dtype=frozen_dtype)
     manifest = _manifest(config, base_model, processor, output_dir, args.should_save)
     model = prepare_for_training(base_model, config.model)
 
@@ -228,7 +245,11 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
         train_dataset=train_dataset,
         data_collator=SitCollator(pad_token_id=transform.pad_token_id),
         processing_class=processor,
-        callbacks=[JsonlLogCallback(output_dir / "train_log.jsonl"), *(callbacks or [])],
+        callbacks=[
+            JsonlLogCallback(output_dir / "train_log.jsonl"),
+            *([] if args.fp16 else [FiniteGradientsCallback(output_dir)]),
+            *(callbacks or []),
+        ],
         checkpoint_manifest=manifest,
     )
     if args.eval_vqa_steps:
@@ -237,6 +258,28 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
     final = output_dir / "final"
     trainer.save_model(str(final))
     return final
+
+
+RUN_FILES = ("final", BASE_MODEL_DIR, STAGING_DIR, "train_log.jsonl", "data_report.json", "run_config.json")
+
+
+def _claim_output_dir(output_dir: Path, overwrite: bool, should_save: bool) -> None:
+    """A fresh run must not mix with an earlier one (checkpoint rotation, --resume and base_model/ would
+    pick up its files): refuse a used output_dir, or clear the earlier run's files with overwrite."""
+    earlier = sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) + [
+        output_dir / name for name in RUN_FILES if (output_dir / name).exists()
+    ]
+    if not earlier:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"output_dir {output_dir} already holds a run ({', '.join(p.name for p in earlier[:4])}); pass --resume "
+            "to continue it, another --output_dir, or --overwrite_output_dir true to delete it and start over"
+        )
+    if should_save:
+        for path in earlier:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        logger.info("overwrite_output_dir: removed the earlier run's files from %s", output_dir)
 
 
 def _resume_checkpoint(config: RunConfig) -> Path | None:

@@ -151,10 +151,20 @@ def test_evaluation_needs_only_the_eval_paths(tmp_path, monkeypatch):
     assert run.data.eval_questions.endswith("v2_OpenEnded_mscoco_val2014_questions.json")
 
 
-def test_training_refuses_templates_evaluation_could_not_parse(tmp_path):
-    from sit_vqa.training import join_options
-
+def test_templates_are_checked_when_the_config_loads(tmp_path):
     path = _write(tmp_path, "tiny_model: decoder\ntemplates:\n  sit_target: 'Caption: {caption} / {answer}'\n")
-    run = load_config(path)
     with pytest.raises(ConfigError, match="templates: sit_target=.*cannot be split back"):
-        join_options(run.data)
+        load_config(path)
+    path = _write(tmp_path, "tiny_model: decoder\ntemplates:\n  sit_instrction: 'Q: {question}'\n")
+    with pytest.raises(ConfigError, match="templates: .*sit_instrction.*keys: baseline_instruction"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tiny_model: decoder\nmodel_name_or_path: Salesforce/instructblip-vicuna-7b\n", "both model_name_or_path"),
+    ("tiny_model: decoder\nuse_lora: true\n", "use_lora applies to model_type causal_lm only"),
+    ("tiny_model: decoder\nmodel_dtype: bfloat16\nuse_cpu: true\n", "model_dtype bfloat16 needs bf16: true"),
+])
+def test_contradicting_settings_are_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, text))

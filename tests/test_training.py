@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 import train
 from sit_vqa import checkpoint as ckpt
 from sit_vqa.config import load_config
+from sit_vqa.errors import ConfigError
 from sit_vqa.loading import load_checkpoint
 from sit_vqa.model import build_tiny_instructblip
 from sit_vqa.training import NonFiniteLossError, run_training
@@ -200,13 +201,64 @@ def test_train_main_runs_the_quickstart_and_logs_to_tensorboard(tmp_path, capsys
     load_checkpoint(final)
 
 
+def first_step_loss(tmp_path, *overrides):
+    run_training(quick_config(tmp_path, "--max_steps", "1", "--subset_questions", "32", *overrides))
+    return logged_losses(tmp_path / "run")[1]
+
+
+@pytest.mark.parametrize("lm_kind", ["decoder", "t5"])
+def test_gradient_accumulation_gives_the_loss_of_the_whole_batch(tmp_path, lm_kind):
+    """The T5 branch returns a mean loss; the Trainer must not treat it as a sum (it would be x4 here)."""
+    whole = first_step_loss(tmp_path / "whole", "--tiny_model", lm_kind, "--per_device_train_batch_size", "4")
+    accumulated = first_step_loss(tmp_path / "accumulated", "--tiny_model", lm_kind,
+                                  "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "4")
+    # T5 applies dropout in training mode, so the two runs differ by a little noise, not by a factor
+    assert accumulated == pytest.approx(whole, rel=0.05)
+
+
+class InfiniteGradientAtStep(TrainerCallback):
+    """Makes the backward pass of step `step + 1` overflow although its loss is finite."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            model.query_tokens.register_hook(lambda grad: grad * float("inf"))
+
+
+def test_a_non_finite_gradient_stops_the_run_before_the_update(tmp_path):
+    config = quick_config(tmp_path, "--max_steps", "6")
+    with pytest.raises(NonFiniteLossError, match=r"gradient is not finite at step 3.*checkpoint-2"):
+        run_training(config, callbacks=[InfiniteGradientAtStep(2)])
+    run_dir = tmp_path / "run"
+    assert ckpt.latest_checkpoint(run_dir).name == "checkpoint-2"
+    weights = load_file(run_dir / "checkpoint-2" / ckpt.WEIGHTS_NAME)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_used_output_dir_needs_resume_or_overwrite(tmp_path):
+    run_training(quick_config(tmp_path, "--max_steps", "2"))
+    with pytest.raises(ConfigError, match="already holds a run .*--resume.*--overwrite_output_dir"):
+        run_training(quick_config(tmp_path, "--max_steps", "2", "--tiny_model_seed", "1"))
+    final = run_training(quick_config(tmp_path, "--max_steps", "2", "--tiny_model_seed", "1",
+                                      "--overwrite_output_dir", "true"))
+    fresh, _ = build_tiny_instructblip("decoder", seed=1)
+    loaded, _, _ = load_checkpoint(final)  # the frozen weights are seed 1's, not the earlier run's
+    assert torch.equal(loaded.language_model.lm_head.weight, fresh.language_model.lm_head.weight)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert steps.count(1) == 1, "the earlier run's log was kept"
+
+
 @pytest.mark.slow
-def test_two_process_ddp_run_on_cpu(tmp_path):
+@pytest.mark.parametrize("lm_kind", ["decoder", "t5"])
+def test_two_process_ddp_run_on_cpu_matches_one_process(tmp_path, lm_kind):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
         "train.py", "--config", "quickstart.yaml", "--output_dir", str(tmp_path / "ddp"), "--max_steps", "3",
         "--save_steps", "2", "--logging_steps", "1", "--subset_questions", "32", "--per_device_train_batch_size", "2",
         "--prepared_cache_dir", str(tmp_path / "cache"), "--report_to", "none", "--ddp_backend", "gloo",
+        "--tiny_model", lm_kind, "--train_all", "false",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -217,8 +269,9 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert (run_dir / "checkpoint-2" / "rng_state_0.pth").is_file()
     assert (run_dir / "checkpoint-2" / "rng_state_1.pth").is_file()
     assert ckpt.read_manifest(run_dir / "final")["global_step"] == 3
-    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    assert any("loss" in record for record in log)
+    # 2 processes x 2 samples = the same 4 samples as one process x 4: the same loss, not twice it
+    single = first_step_loss(tmp_path / "single", "--tiny_model", lm_kind, "--per_device_train_batch_size", "4")
+    assert logged_losses(run_dir)[1] == pytest.approx(single, rel=0.05)
 
 
 def test_training_from_a_prepared_dataset_dir(tmp_path):
