@@ -238,9 +238,10 @@ def test_a_non_finite_gradient_stops_the_run_before_the_update(tmp_path):
 
 
 def test_a_used_output_dir_needs_resume_or_overwrite(tmp_path):
-    run_training(quick_config(tmp_path, "--max_steps", "2"))
+    keep = ("--overwrite_output_dir", "false")  # the quickstart config itself overwrites (a demo)
+    run_training(quick_config(tmp_path, "--max_steps", "2", *keep))
     with pytest.raises(ConfigError, match="already holds a run .*--resume.*--overwrite_output_dir"):
-        run_training(quick_config(tmp_path, "--max_steps", "2", "--tiny_model_seed", "1"))
+        run_training(quick_config(tmp_path, "--max_steps", "2", "--tiny_model_seed", "1", *keep))
     final = run_training(quick_config(tmp_path, "--max_steps", "2", "--tiny_model_seed", "1",
                                       "--overwrite_output_dir", "true"))
     fresh, _ = build_tiny_instructblip("decoder", seed=1)
