@@ -551,7 +551,10 @@ def compare_runs(runs: Sequence[str | Path], names: Sequence[str] | None = None)
     if names is not None and len(names) != len(runs):
         raise EvaluationError(f"{len(names)} names for {len(runs)} runs; pass one name per run")
     reports = [read_report(run) for run in runs]
-    names = list(names) if names else [_report_name(report, run) for report, run in zip(reports, runs)]
+    if not names:
+        names = [_report_name(report, run) for report, run in zip(reports, runs)]
+        if len(set(names)) < len(names):  # e.g. one checkpoint asked two ways: the folders tell them apart
+            names = [Path(run).name for run in runs]
     reference = reports[0]
     for report, name, run in zip(reports[1:], names[1:], runs[1:]):
         _check_comparable(reference, names[0], runs[0], report, name, run)

@@ -364,6 +364,9 @@ def test_compare_row_names_and_missing_answer_types(tmp_path):
     assert [row["name"] for row in named["rows"]] == ["base", "tuned"]
     with pytest.raises(EvaluationError, match="2 names for 1 runs"):
         compare_runs([first], names=["x", "y"])
+    same = write_report(tmp_path / "same-ckpt-baseline-prompt", hand_made_report(21.0, {"yes/no": 15.0}, name="b-run"))
+    twins = compare_runs([second, same])  # one checkpoint asked two ways: the folders name the rows
+    assert [row["name"] for row in twins["rows"]] == ["b", "same-ckpt-baseline-prompt"]
 
 
 def test_compare_refuses_different_question_sets_and_metrics(tmp_path):
