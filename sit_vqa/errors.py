@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 
 class SitVqaError(Exception):
@@ -96,3 +97,20 @@ def read_bytes(path: Path, what: str) -> bytes:
         raise DataError(f"{what} {path} is a directory; pass the JSON file inside it") from None
     except OSError as error:
         raise DataError(f"cannot read {what} {path}: {error.strerror}") from None
+
+
+def check_unique_ids(path: Path, json_key: str, ids: np.ndarray, field: str) -> None:
+    """Raise a DataError naming up to 5 repeated values of `$.<json_key>[*].<field>` and where they are."""
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) == len(ids):
+        return
+    duplicates = unique[counts > 1]
+    shown = []
+    for duplicate in duplicates[:5].tolist():
+        where = np.flatnonzero(ids == duplicate)[:3].tolist()
+        shown.append(f"{field} {duplicate} at " + ", ".join(f"$.{json_key}[{i}]" for i in where))
+    name = field.replace("_", " ")
+    raise DataError(
+        f"{path}: {len(duplicates)} duplicate {name}(s) in $.{json_key}: " + "; ".join(shown)
+        + f". Each {name} must be unique; the file is corrupt or two files were concatenated."
+    )

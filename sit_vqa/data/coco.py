@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import NotRequired, TypedDict
 
 import msgspec
+import numpy as np
 from pycocotools.coco import COCO
 
-from sit_vqa.errors import DataError, encoding_error, json_error, read_bytes
+from sit_vqa.errors import DataError, check_unique_ids, encoding_error, json_error, read_bytes
 
 CAPTIONS_FILE = "COCO captions file (captions_<split>.json)"
 
@@ -80,6 +81,9 @@ def load_captions(path: str | Path) -> CocoCaptions:
         raise encoding_error(path, data, "the " + CAPTIONS_FILE) from None
     if not parsed.annotations:
         raise DataError(f"{path}: the captions file has no annotations; expected the {CAPTIONS_FILE}")
+    # pycocotools indexes by id: a repeated id would silently replace a caption or an image's file_name
+    check_unique_ids(path, "annotations", np.array([a["id"] for a in parsed.annotations], dtype=np.int64), "id")
+    check_unique_ids(path, "images", np.array([i["id"] for i in parsed.images], dtype=np.int64), "id")
     coco = COCO()
     coco.dataset = {"images": parsed.images, "annotations": parsed.annotations}
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sit_vqa.errors import DataError, encoding_error, json_error, read_bytes
+from sit_vqa.errors import DataError, check_unique_ids, encoding_error, json_error, read_bytes
 
 ANSWER_POLICIES = ("multiple_choice_answer", "most_frequent")
 
@@ -87,7 +87,7 @@ def read_questions(path: str | Path) -> VqaQuestions:
     if not questions:
         raise DataError(f"{path}: the questions list is empty; expected the {QUESTIONS_FILE} with its questions")
     question_ids = np.fromiter((q.question_id for q in questions), dtype=np.int64, count=len(questions))
-    _check_unique(path, "questions", question_ids)
+    check_unique_ids(path, "questions", question_ids, "question_id")
     table = pa.table({
         "question_id": question_ids,
         "image_id": np.fromiter((q.image_id for q in questions), dtype=np.int64, count=len(questions)),
@@ -108,7 +108,7 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
         raise DataError(f"{path}: the annotations list is empty; expected the {ANNOTATIONS_FILE} with its annotations")
     count = len(annotations)
     question_ids = np.fromiter((a.question_id for a in annotations), dtype=np.int64, count=count)
-    _check_unique(path, "annotations", question_ids)
+    check_unique_ids(path, "annotations", question_ids, "question_id")
     answer_counts = np.fromiter((len(a.answers) for a in annotations), dtype=np.int64, count=count)
     if not answer_counts.all():
         index = int(np.argmin(answer_counts))
@@ -176,18 +176,3 @@ def _swap_hint(data: bytes, file_type: type) -> str | None:
         kind = "a COCO file" if "images" in keys else "an annotations file"
         return f"this is {kind}, not the {QUESTIONS_FILE}; check the --questions argument"
     return None
-
-
-def _check_unique(path: Path, key: str, question_ids: np.ndarray) -> None:
-    unique, counts = np.unique(question_ids, return_counts=True)
-    if len(unique) == len(question_ids):
-        return
-    duplicates = unique[counts > 1]
-    shown = []
-    for question_id in duplicates[:5].tolist():
-        where = np.flatnonzero(question_ids == question_id)[:3].tolist()
-        shown.append(f"question_id {question_id} at " + ", ".join(f"$.{key}[{i}]" for i in where))
-    raise DataError(
-        f"{path}: {len(duplicates)} duplicate question id(s): " + "; ".join(shown)
-        + ". Question ids must be unique; the file is corrupt or two files were concatenated."
-    )

@@ -129,3 +129,16 @@ def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path, content, message):
     with pytest.raises(DataError, match=message) as error:
         load_captions(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("key", ["annotations", "images"])
+def test_repeated_caption_or_image_ids_are_an_error(tmp_path, key):
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+        "annotations": [{"id": 10, "image_id": 1, "caption": "A cat."}, {"id": 11, "image_id": 2, "caption": "A dog."}],
+    }
+    data[key][1]["id"] = data[key][0]["id"]
+    path = tmp_path / "captions_train2014.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=rf"duplicate id\(s\) in \$\.{key}: id \d+ at \$\.{key}\[0\], \$\.{key}\[1\]"):
+        load_captions(path)
