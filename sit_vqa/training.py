@@ -41,6 +41,15 @@ class NonFiniteLossError(SitVqaError, RuntimeError):
     """The loss became NaN or infinite; training stopped before saving anything from that state."""
 
 
+def non_finite_error(what: str, step: int, output_dir: str | Path) -> NonFiniteLossError:
+    last_good = ckpt.latest_checkpoint(output_dir)
+    return NonFiniteLossError(
+        f"{what} at step {step}; training stopped before the update, nothing was saved from this state. "
+        f"Last good checkpoint: {last_good or 'none yet'}. Try a lower learning_rate, bf16 instead of fp16, "
+        "or check the data; resume with --resume."
+    )
+
+
 # ----------------------------------------------------------------------------------------------- data
 
 
@@ -152,12 +161,7 @@ class SitTrainer(Trainer):
         result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         loss = result[0] if return_outputs else result
         if not torch.isfinite(loss.detach()).all():
-            last_good = ckpt.latest_checkpoint(self.args.output_dir)
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {self.state.global_step + 1}; training stopped and nothing was saved "
-                f"from this state. Last good checkpoint: {last_good or 'none yet'}. Try a lower learning_rate, "
-                "bf16 instead of fp16, or check the data; resume with --resume."
-            )
+            raise non_finite_error(f"loss is {loss.item()}", self.state.global_step + 1, self.args.output_dir)
         return result
 
     # Throughput in every log line ----------------------------------------------------------------------
@@ -185,12 +189,7 @@ class FiniteGradientsCallback(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
         if grads and not torch.stack([g.isfinite().all() for g in grads]).all():  # one device sync
-            last_good = ckpt.latest_checkpoint(self.output_dir)
-            raise NonFiniteLossError(
-                f"the gradient is not finite at step {state.global_step + 1}; training stopped before the update. "
-                f"Last good checkpoint: {last_good or 'none yet'}. Try a lower learning_rate, bf16 instead of fp16, "
-                "or check the data; resume with --resume."
-            )
+            raise non_finite_error("the gradient is not finite", state.global_step + 1, self.output_dir)
 
 
 class JsonlLogCallback(TrainerCallback):
