@@ -30,76 +30,60 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
 
 from sit_vqa.config import load_config
 from sit_vqa.errors import SitVqaError
-from sit_vqa.evaluation import (
-    PROMPTS,
-    SPLITS,
-    EvalOptions,
-    compare_markdown,
-    compare_runs,
-    run_evaluation,
-    write_comparison,
-)
+from sit_vqa.evaluation import EvalOptions, run_evaluation
+from sit_vqa.reports import compare_markdown, compare_runs, write_comparison
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclass(frozen=True)
+class CommandArguments:
+    """What this command line adds to EvalOptions: the config to read, or runs to compare."""
+
+    config: str | None = field(default=None, metadata={
+        "help": "YAML file, or the name of one in configs/ (data paths, generation defaults)"})
+    zero_shot: bool = field(default=False, metadata={"help": "evaluate the config's base model, untrained"})
+    compare: list[str] | None = field(default=None, metadata={
+        "metavar": "RUN_DIR", "help": "evaluation directories (each with report.json); the first is the reference row"})
+    names: list[str] | None = field(default=None, metadata={
+        "help": "row names for --compare, one per RUN_DIR (default: the runs' names)"})
+
+
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        (CommandArguments, EvalOptions), prog="python evaluate.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # unknown options are config overrides; never let them match ours by prefix
     )
-    run = parser.add_argument_group("evaluate a checkpoint")
-    run.add_argument("--config", help="YAML file, or the name of one in configs/ (data paths, generation defaults)")
-    run.add_argument("--checkpoint", help="checkpoint or run directory; leave out (or --zero-shot) for the base model")
-    run.add_argument("--zero-shot", action="store_true", help="evaluate the config's base model, untrained")
-    run.add_argument("--split", choices=list(SPLITS), default="val",
-                     help="val: the config's eval_* data; train: its train_* data (default: %(default)s)")
-    run.add_argument("--limit", type=int, help="score a seeded sample of N questions (default: all)")
-    run.add_argument("--out", help="output directory (default: runs/eval/<name>-<split>[-limit<N>])")
-    run.add_argument("--prompt", choices=PROMPTS, default="auto",
-                     help="instruction: auto follows the checkpoint's training mode (default: %(default)s)")
-    run.add_argument("--batch-size", type=int, help="generation batch (default: per_device_eval_batch_size)")
-    run.add_argument("--max-new-tokens", type=int, help="default: the config's generation_max_new_tokens")
-    run.add_argument("--num-beams", type=int, help="default: the config's generation_num_beams (1: greedy)")
-    run.add_argument("--legacy-metric", action="store_true",
-                     help="the pre-2021 official evaluator, as LAVIS ships it (for numbers published from LAVIS)")
-    run.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda if available, else cpu)")
-    run.add_argument("--name", help="the run's name in its report and in --compare tables")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    compare = parser.add_argument_group("compare evaluations")
-    compare.add_argument("--compare", nargs="+", metavar="RUN_DIR",
-                         help="evaluation directories (each with report.json); the first is the reference row")
-    compare.add_argument("--names", nargs="+", help="row names, one per RUN_DIR (default: the runs' names)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: bad input, with the message on stderr)."""
     parser = make_parser()
-    args, overrides = parser.parse_known_args(argv)
     try:
-        if args.compare:
-            _compare(parser, args, overrides)
+        command, options, overrides = parser.parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True, look_for_args_file=False
+        )
+        if command.compare:
+            _compare(parser, command, options, overrides)
         else:
-            _evaluate(parser, args, overrides)
+            _evaluate(parser, command, options, overrides)
     except SitVqaError as error:  # bad config, data, checkpoint or reports: the message says what to fix
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, overrides: list[str]) -> None:
-    if not args.config:
+def _evaluate(parser, command: CommandArguments, options: EvalOptions, overrides: list[str]) -> None:
+    if not command.config:
         parser.error("--config is required to evaluate (or pass --compare RUN_DIR ...)")
-    if args.zero_shot and args.checkpoint:
+    if command.zero_shot and options.checkpoint:
         parser.error("--zero-shot evaluates the base model: leave --checkpoint out")
-    config = load_config(args.config, overrides, data_splits=("eval",))  # no training data needed
-    options = EvalOptions(
-        checkpoint=args.checkpoint, split=args.split, limit=args.limit, out_dir=args.out, prompt=args.prompt,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-        legacy_metric=args.legacy_metric, device=args.device, name=args.name, progress=not args.no_progress,
-    )
+    config = load_config(command.config, overrides, data_roles=("eval",))  # no training data needed
     run = run_evaluation(config, options)
     report = run.report
     types = ", ".join(f"{name} {value:.2f}" for name, value in report["perAnswerType"].items())
@@ -108,12 +92,12 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, overrid
     print(f"wrote {', '.join(path.name for path in run.paths.values())} to {run.out_dir}")
 
 
-def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, overrides: list[str]) -> None:
+def _compare(parser, command: CommandArguments, options: EvalOptions, overrides: list[str]) -> None:
     if overrides:
         parser.error(f"--compare reads finished evaluations; unexpected arguments: {' '.join(overrides)}")
-    comparison = compare_runs(args.compare, args.names)
+    comparison = compare_runs(command.compare, command.names)
     print(compare_markdown(comparison), end="")
-    paths = write_comparison(comparison, args.out or ".")
+    paths = write_comparison(comparison, options.out_dir or ".")
     print(f"\nwrote {', '.join(str(path) for path in paths.values())}")
 
 

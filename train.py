@@ -49,4 +49,5 @@ if __name__ == "__main__":
     try:
         main()
     except SitVqaError as error:  # bad config, data or checkpoint: the message says what to fix
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

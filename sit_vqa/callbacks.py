@@ -24,7 +24,6 @@ from collections.abc import Mapping
 
 from transformers import TrainerCallback
 
-from sit_vqa.data.templates import Templates
 from sit_vqa.errors import ConfigError
 from sit_vqa.evaluation import GenerationSettings, generate_texts, load_eval_records, prompt_for_mode, score_generations
 
@@ -66,7 +65,7 @@ class VqaEvalCallback(TrainerCallback):
                 f"(model_type instructblip), not {config.model.model_type}; set eval_vqa_steps: 0"
             )
         records = load_eval_records(
-            data, split="val", prompt=prompt_for_mode(data.mode), templates=Templates(**(data.templates or {})),
+            data, split="val", prompt=prompt_for_mode(data.mode), templates=data.template_set,
             limit=data.eval_subset_questions, seed=data.subset_seed,
         )
         generation = GenerationSettings(

@@ -1,40 +1,124 @@
-"""Checkpoints that hold only the trainable weights, and how to rebuild a model from one.
+"""The checkpoint format: trainable weights only, a manifest, the processor files; resolving and loading one.
 
 A checkpoint directory holds:
     trainable.safetensors     the weights that were trained (Q-Former, query tokens, projection; or LoRA)
-    sit_vqa_checkpoint.json   the manifest: base model to rebuild from, the run's full config, the step
+    sit_vqa_checkpoint.json   the manifest: base model to rebuild from, the frozen weights' dtype, the run's
+                              full config, the step
     processor / tokenizer files (save_pretrained), so the checkpoint can be used without the config
 and, inside a training run, the Trainer's resume state (optimizer.pt, scheduler.pt, rng_state*.pth,
 trainer_state.json), which are loaded with `weights_only=True` only.
 
 The manifest is written last: a directory without it is not a checkpoint (a save that was cut off).
+
+    model, processor, manifest = load_checkpoint("runs/vqa_sit/final")   # ready for generation
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sit_vqa import model as model_lib
-from sit_vqa.model import CheckpointError
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from sit_vqa import precision
+from sit_vqa.config import ModelArguments
+from sit_vqa.errors import CheckpointError
+from sit_vqa.files import atomic_path, write_json_atomically
+from sit_vqa.model import build_model
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "sit_vqa_checkpoint.json"
 WEIGHTS_NAME = "trainable.safetensors"
 FORMAT = "sit-vqa-checkpoint/1"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_SHOWN_NAMES = 3
+
+# ---------------------------------------------------------------------------------------- trainable weights
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require grad, by name, detached (what a checkpoint needs to hold)."""
+    return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def save_trainable_weights(model: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write the trainable parameters to a safetensors file atomically."""
+    path = Path(path)
+    tensors = {name: tensor.contiguous().cpu() for name, tensor in trainable_state_dict(model).items()}
+    if not tensors:
+        raise CheckpointError(f"refusing to write {path}: the model has no trainable parameters")
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt", "model_class": type(model).__name__})
+    return path
+
+
+def load_trainable_weights(
+    model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True, expected: Iterable[str] | None = None
+) -> list[str]:
+    """Copy the weights of a `save_trainable_weights` file into model; return the names loaded.
+
+    Every key must name a parameter of the model and every shape must match; with `expected` (the names the
+    file must hold: the trainable parameters of the model it is loaded into), none of them may be missing.
+    strict=False skips unknown keys and allows missing ones (a partial load). Values are cast to each
+    parameter's dtype and device.
+    """
+    path = Path(path)
+    try:
+        tensors = load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"cannot read trainable weights from {path}: {error}") from error
+    params = dict(model.named_parameters())
+    unknown = [name for name in tensors if name not in params]
+    if unknown and strict:
+        raise CheckpointError(
+            f"{path}: key {unknown[0]!r} is not a parameter of {type(model).__name__} ({len(unknown)} unknown "
+            f"key(s) in all; a checkpoint of another model or LM kind?); pass strict=False to skip unknown keys"
+        )
+    for name in unknown:
+        logger.warning("%s: skipping unknown key %s", path, name)
+    missing = sorted(set(expected or ()) - set(tensors))
+    if missing and strict:
+        raise CheckpointError(
+            f"{path}: {len(missing)} of the model's {len(set(expected))} trained tensors are missing, e.g. "
+            f"{', '.join(missing[:_SHOWN_NAMES])} (the file is incomplete, or the checkpoint trained other "
+            "weights); train again or pass another checkpoint, or allow a partial load (--allow-partial-load)"
+        )
+    loaded = []
+    for name, tensor in tensors.items():
+        param = params.get(name)
+        if param is None:
+            continue
+        if param.shape != tensor.shape:
+            raise CheckpointError(
+                f"{path}: key {name!r} has shape {tuple(tensor.shape)} but the model's parameter has "
+                f"{tuple(param.shape)} (a checkpoint of a different model size?)"
+            )
+        with torch.no_grad():
+            param.copy_(tensor)
+        loaded.append(name)
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------- the directory
 
 
 def write_checkpoint(directory: str | Path, model, processor, manifest: dict[str, Any]) -> None:
     """Write trainable weights, processor files and (last, atomically) the manifest into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model_lib.save_trainable_weights(model, directory / WEIGHTS_NAME)
+    save_trainable_weights(model, directory / WEIGHTS_NAME)
     if processor is not None:
         processor.save_pretrained(directory)
-    _write_json_atomically(directory / MANIFEST_NAME, {"format": FORMAT, **manifest})
+    write_json_atomically(directory / MANIFEST_NAME, {"format": FORMAT, **manifest})
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -44,9 +128,13 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{directory} is not a sit-vqa checkpoint (no {MANIFEST_NAME}); pass a checkpoint-N or final "
             "directory written by train.py"
         )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r}; expected {FORMAT}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: the manifest is damaged ({error}); use another checkpoint") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise CheckpointError(f"{path}: unknown checkpoint format {found!r}; expected {FORMAT}")
     return manifest
 
 
@@ -63,7 +151,54 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(complete)[1] if complete else None
 
 
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    os.replace(temporary, path)
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory: then its `final` checkpoint, else its latest checkpoint-N."""
+    path = Path(path)
+    for candidate in (path, path / "final"):
+        if (candidate / MANIFEST_NAME).is_file():
+            return candidate
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(
+            f"{path} is not a sit-vqa checkpoint, nor a run directory holding one (no {MANIFEST_NAME} in it, "
+            "in final/ or in a checkpoint-N/); pass a checkpoint directory written by train.py, or leave "
+            "--checkpoint out for a zero-shot evaluation of the config's base model"
+        )
+    return latest
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def model_arguments(manifest: dict[str, Any], directory: Path) -> ModelArguments:
+    """The model settings a checkpoint was trained with; a base model stored beside it resolves against it."""
+    names = {f.name for f in dataclasses.fields(ModelArguments)}
+    args = ModelArguments(**{k: v for k, v in manifest["config"].items() if k in names})
+    base = manifest.get("base_model")
+    if base and manifest.get("base_model_is_relative"):
+        args = dataclasses.replace(args, model_name_or_path=str((directory / base).resolve()), tiny_model=None)
+    return args
+
+
+def frozen_dtype(manifest: dict[str, Any]) -> torch.dtype:
+    """The dtype the run's frozen weights had (float32 for checkpoints that predate the field)."""
+    return precision.dtype_from_name(manifest.get("frozen_dtype", "float32"))
+
+
+def load_checkpoint(
+    directory: str | Path, device: str | None = None, *, dtype: torch.dtype | None = None,
+    allow_partial: bool = False,
+):
+    """Rebuild (model, processor, manifest) from a checkpoint directory (or a run directory), ready for
+    generation. The frozen weights get the dtype the run trained with unless `dtype` says otherwise; the
+    weights file must hold every trained tensor (allow_partial: load what is there)."""
+    directory = resolve_checkpoint(directory)
+    manifest = read_manifest(directory)
+    model, processor = build_model(
+        model_arguments(manifest, directory), dtype=dtype or frozen_dtype(manifest), device=device, quiet=True
+    )
+    load_trainable_weights(
+        model, directory / WEIGHTS_NAME, strict=not allow_partial, expected=trainable_state_dict(model)
+    )
+    model.eval()
+    return model, processor, manifest

@@ -26,7 +26,6 @@ Training batches pad on the right; batches for `generate()` with a decoder-only 
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sit_vqa.errors import DataError
+from sit_vqa.errors import ConfigError, DataError
 from sit_vqa.model import is_encoder_decoder
 
 IGNORE_INDEX = -100
@@ -65,7 +64,7 @@ class SitCollator:
 
     def __post_init__(self):
         if self.padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
+            raise ConfigError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not samples:
@@ -123,9 +122,10 @@ class SampleTransform:
 
     def __post_init__(self):
         if self.tokenizer.eos_token_id is None:
-            raise ValueError("the LM tokenizer has no eos_token; targets must end with EOS")
+            raise ConfigError("the LM tokenizer has no eos_token; targets must end with EOS (set one in its "
+                              "tokenizer_config.json / special_tokens_map.json)")
         if self.max_instruction_length < 1 or self.max_target_length < 1:
-            raise ValueError("max_instruction_length and max_target_length must be positive")
+            raise ConfigError("max_instruction_length and max_target_length must be positive")
         if self.image_processor is not None:
             missing = [
                 name
@@ -137,7 +137,7 @@ class SampleTransform:
                 if value is None
             ]
             if missing:
-                raise ValueError(f"image samples need {', '.join(missing)} as well as the image_processor")
+                raise ConfigError(f"image samples need {', '.join(missing)} as well as the image_processor")
         # Instructions are cut from the left; the shared tokenizers keep their own setting.
         self._left_tokenizer = _left_truncating(self.tokenizer)
         self._left_qformer_tokenizer = _left_truncating(self.qformer_tokenizer) if self.qformer_tokenizer else None
@@ -209,22 +209,36 @@ class SampleTransform:
             sample["labels"] = labels
         return sample
 
-    def batch_transform(self, *, with_target: bool = True) -> Callable[[dict[str, list]], dict[str, list]]:
-        """A function for `datasets.Dataset.with_transform`: columns of records -> columns of samples.
+    def check_records(self, records) -> None:
+        """Refuse, before training starts, records whose instruction or target holds the image token text: it
+        would become an image placeholder (the decoder-only forward then fails deep inside transformers, and a
+        T5 model learns to emit the token). `records`: a datasets.Dataset or a list of mappings."""
+        text = self.image_token_text
+        if text is None:
+            return
+        for key in ("instruction", "target"):
+            values = records[key] if hasattr(records, "column_names") else [r.get(key) for r in records]
+            index = next((i for i, value in enumerate(values) if isinstance(value, str) and text in value), None)
+            if index is not None:
+                raise SampleError(
+                    f"record {_record_name(records[index])}: its {key} contains the image token text {text!r}, "
+                    "which the model reserves for the image placeholders; remove it from the data (the caption, "
+                    "question or answer it came from)"
+                )
 
-        A partial of a method rather than a closure, so DataLoader workers can pickle it.
-        """
-        return functools.partial(self._transform_columns, with_target=with_target)
-
-    def _transform_columns(self, batch: dict[str, list], *, with_target: bool) -> dict[str, list]:
-        size = len(next(iter(batch.values())))
-        samples = [self({key: column[i] for key, column in batch.items()}, with_target=with_target) for i in range(size)]
-        return {key: [sample[key] for sample in samples] for key in samples[0]} if samples else {}
+    @property
+    def image_token_text(self) -> str | None:
+        if self.image_token_id is None:
+            return None
+        return self.tokenizer.convert_ids_to_tokens(self.image_token_id)
 
     def _target_ids(self, target: str, record: Mapping[str, Any]) -> list[int]:
         if not target.strip():
             raise SampleError(f"record {_record_name(record)} has an empty target")
         ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        if self.image_token_id is not None and self.image_token_id in ids:
+            raise SampleError(f"record {_record_name(record)}: the target contains the image token text "
+                              f"{self.image_token_text!r}; remove it from the data")
         return ids[: self.max_target_length - 1] + [self.tokenizer.eos_token_id]
 
     def _check_image_tokens(self, prompt: list[int], expected: int, record: Mapping[str, Any]) -> None:

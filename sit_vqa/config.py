@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from sit_vqa.data.templates import Templates, check_parsable
+from sit_vqa import precision
+from sit_vqa.data.join import JoinOptions
 from sit_vqa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -52,7 +52,7 @@ class ModelArguments:
         default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
     )
     train_all: bool = field(default=False, metadata={"help": "Train every weight (tiny-model experiments)."})
-    model_dtype: Literal["auto", "bfloat16", "float32"] = field(
+    model_dtype: precision.ModelDtype = field(
         default="auto",
         metadata={"help": "Dtype of the frozen weights. auto: bfloat16 on a CUDA GPU that supports it, else float32. "
                   "Trainable weights stay float32; use bf16: true for mixed-precision compute."},
@@ -85,11 +85,14 @@ class ModelArguments:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
 
-RAW_SPLIT_KEYS = ("questions", "annotations", "captions", "image_dir")
+RAW_FILE_KEYS = ("questions", "annotations", "captions", "image_dir")
+DATA_ROLES = ("train", "eval")  # the config's two sets of data keys: train_* and eval_*
 
 
-@dataclass
-class DataArguments:
+@dataclass(frozen=True)
+class DataArguments(JoinOptions):
+    """The data of a run: the join's options (declared once, in JoinOptions) plus where the files are."""
+
     train_questions: str | None = field(default=None, metadata={"help": "v2_OpenEnded_mscoco_train2014_questions.json"})
     train_annotations: str | None = field(default=None, metadata={"help": "v2_mscoco_train2014_annotations.json"})
     train_captions: str | None = field(default=None, metadata={"help": "COCO captions_train2014.json"})
@@ -102,29 +105,10 @@ class DataArguments:
     eval_captions: str | None = field(default=None, metadata={"help": "Validation COCO captions."})
     eval_image_dir: str | None = field(default=None, metadata={"help": "Directory of the validation images."})
     eval_dataset_dir: str | None = field(default=None, metadata={"help": "A prepared validation dataset."})
-    mode: Literal["sit", "baseline", "mixed", "multitask"] = field(
-        default="sit", metadata={"help": "Training targets: SIT, plain instruction tuning, both, or the multitask control."}
-    )
-    caption_policy: Literal["first", "random", "longest", "all"] = field(
-        default="random", metadata={"help": "Which COCO caption goes with a question."}
-    )
-    answer_policy: Literal["multiple_choice_answer", "most_frequent"] = field(
-        default="multiple_choice_answer", metadata={"help": "Which of the 10 answers is the target."}
-    )
-    subset_questions: int | None = field(default=None, metadata={"help": "Train on a seeded subset of N questions."})
-    subset_images: int | None = field(default=None, metadata={"help": "Train on all questions of N seeded images."})
-    subset_seed: int = field(default=42, metadata={"help": "Seed of the subset and caption choices."})
-    mixed_sit_fraction: float = field(
-        default=1.0, metadata={"help": "mode=mixed: fraction of questions that also get the SIT form."}
-    )
-    check_images: bool = field(default=False, metadata={"help": "Drop (and count) questions whose image file is missing."})
     eval_subset_questions: int | None = field(
         default=200, metadata={"help": "Questions of the eval split scored during training (None: all)."}
     )
     prepared_cache_dir: str = field(default="cache/prepared", metadata={"help": "Where joined datasets are cached."})
-    templates: dict[str, str] | None = field(
-        default=None, metadata={"help": "YAML only: override instruction/target templates (see sit_vqa.data.templates)."}
-    )
     text_data: str | None = field(default=None, metadata={"help": "causal_lm: Alpaca-format JSON file."})
     text_data_translated: str | None = field(
         default=None, metadata={"help": "causal_lm, text_mode=translate: the same records in another language."}
@@ -134,26 +118,14 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        if self.subset_questions is not None and self.subset_images is not None:
-            raise ConfigError("set subset_questions or subset_images, not both")
-        if not 0.0 <= self.mixed_sit_fraction <= 1.0:
-            raise ConfigError(f"mixed_sit_fraction must be in [0, 1], got {self.mixed_sit_fraction}")
-        self.build_templates()  # fail now, not after the model has loaded
+        super().__post_init__()
+        if self.eval_subset_questions is not None and self.eval_subset_questions < 1:
+            raise ConfigError(f"eval_subset_questions must be a positive integer (or null: all), "
+                              f"got {self.eval_subset_questions}")
 
-    def build_templates(self) -> Templates:
-        """The configured templates, checked: known fields, valid format strings, and targets whose answer
-        the evaluation parser reads back."""
-        try:
-            templates = Templates(**(self.templates or {}))
-            check_parsable(templates)
-        except (TypeError, ValueError) as error:
-            allowed = ", ".join(f.name for f in dataclasses.fields(Templates))
-            raise ConfigError(f"templates: {error} (keys: {allowed})") from None
-        return templates
-
-    def raw_split(self, split: Literal["train", "eval"]) -> dict[str, str] | None:
-        """The raw files of a split as {questions, annotations, captions, image_dir}, or None if unset."""
-        values = {key: getattr(self, f"{split}_{key}") for key in RAW_SPLIT_KEYS}
+    def raw_files(self, role: str) -> dict[str, str] | None:
+        """The raw files of the train_* or eval_* keys as {questions, annotations, captions, image_dir}, or None."""
+        values = {key: getattr(self, f"{role}_{key}") for key in RAW_FILE_KEYS}
         return values if all(values.values()) else None
 
 
@@ -190,7 +162,7 @@ class SitTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         if self.bf16 is None:
-            self.bf16 = bool(not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+            self.bf16 = precision.bf16_by_default(self.use_cpu)
         super().__post_init__()
 
 
@@ -207,6 +179,7 @@ class RunConfig:
         for section in (self.model, self.data):
             flat.update(dataclasses.asdict(section))
         flat.update(self.training.to_dict())
+        flat["templates"] = dataclasses.asdict(self.data.template_set)  # the set in use, not a file name
         return flat
 
 
@@ -226,11 +199,11 @@ def resolve_config_path(name: str | Path) -> Path:
 
 
 def load_config(
-    config: str | Path | None, overrides: list[str] | None = None, data_splits: tuple[str, ...] = ("train", "eval")
+    config: str | Path | None, overrides: list[str] | None = None, data_roles: tuple[str, ...] = ("train", "eval")
 ) -> RunConfig:
     """Read a YAML config, apply `--key value` overrides, validate, and return the frozen RunConfig.
 
-    The data paths of `data_splits` must exist (evaluation passes ("eval",): it needs no training data).
+    The data paths of `data_roles` (train, eval) must exist (evaluation passes ("eval",): it needs no training data).
     """
     source = "<defaults>"
     values: dict[str, Any] = {}
@@ -252,7 +225,7 @@ def load_config(
     run = RunConfig(model, data, training, source)
     if model.model_dtype == "bfloat16" and not training.bf16:
         raise ConfigError(f"{source}: model_dtype bfloat16 needs bf16: true (bf16 autocast for the fp32 trained weights)")
-    _check_paths(run, data_splits)
+    _check_paths(run, data_roles)
     return run
 
 
@@ -332,16 +305,16 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _check_paths(run: RunConfig, splits: tuple[str, ...]) -> None:
-    """Every data path of `splits` that is set must exist; raw split files come as a complete set."""
+def _check_paths(run: RunConfig, roles: tuple[str, ...]) -> None:
+    """Every data path of `roles` (train, eval) that is set must exist; raw files come as a complete set."""
     data = run.data
-    for split in splits:
-        given = [key for key in RAW_SPLIT_KEYS if getattr(data, f"{split}_{key}")]
-        if given and len(given) != len(RAW_SPLIT_KEYS):
-            missing = [f"{split}_{key}" for key in RAW_SPLIT_KEYS if key not in given]
-            raise ConfigError(f"{run.source}: raw {split} data needs all four files; missing {', '.join(missing)}")
-    path_keys = [f"{split}_{key}" for split in splits for key in (*RAW_SPLIT_KEYS, "dataset_dir")]
-    if "train" in splits:
+    for role in roles:
+        given = [key for key in RAW_FILE_KEYS if getattr(data, f"{role}_{key}")]
+        if given and len(given) != len(RAW_FILE_KEYS):
+            missing = [f"{role}_{key}" for key in RAW_FILE_KEYS if key not in given]
+            raise ConfigError(f"{run.source}: raw {role} data needs all four files; missing {', '.join(missing)}")
+    path_keys = [f"{role}_{key}" for role in roles for key in (*RAW_FILE_KEYS, "dataset_dir")]
+    if "train" in roles:
         path_keys += ["text_data", "text_data_translated"]
     for key in path_keys:
         value = getattr(data, key)

@@ -1,16 +1,10 @@
-"""Error types for problems a user can fix, and the translation of JSON decoding errors into them.
+"""The error types for problems a user can fix. Every command line prints their message and exits 2.
 
-Every error raised for bad input names the file, the record and the fix, so the command line can print
-its message instead of a traceback (`python -m sit_vqa.prepare` does exactly that).
+Every error raised for bad input names the file (or config key), the record and the fix, so a command
+line can print the message instead of a traceback.
 """
 
 from __future__ import annotations
-
-import re
-from pathlib import Path
-
-import msgspec
-import numpy as np
 
 
 class SitVqaError(Exception):
@@ -25,92 +19,17 @@ class ConfigError(SitVqaError, ValueError):
     """A configuration value is invalid."""
 
 
-_BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
-_JSON_PATH = re.compile(r"at `(\$[^`]*)`")
-_EXCERPT_CHARS = 200
+class ModelLoadError(SitVqaError, RuntimeError):
+    """A model or processor could not be loaded; the message says how to point at a local copy."""
 
 
-def json_error(path: Path, data: bytes, error: msgspec.MsgspecError, expected: str) -> DataError:
-    """Turn a msgspec decode/validation error for `path` into a DataError that names the record.
-
-    `expected` says what the file should be, e.g. "the VQAv2 questions file v2_OpenEnded_mscoco_<split>_questions.json".
-    Malformed JSON gets a line and column; a type error gets msgspec's JSON path (`$.questions[12].image_id`)
-    and an excerpt of the offending record.
-    """
-    message = str(error)
-    if data.startswith(b"\xef\xbb\xbf"):
-        return encoding_error(path, data, expected)
-    if isinstance(error, msgspec.DecodeError) and not isinstance(error, msgspec.ValidationError):
-        offset = _BYTE_OFFSET.search(message)
-        where = ""
-        if offset:
-            byte = int(offset.group(1))
-            line = data.count(b"\n", 0, byte) + 1
-            column = byte - (data.rfind(b"\n", 0, byte) + 1) + 1
-            where = f" at line {line}, column {column}"
-        return DataError(
-            f"{path}: not valid JSON{where}: {message}. Expected {expected}; re-download or regenerate the file."
-        )
-    record = _JSON_PATH.search(message)
-    excerpt = _record_excerpt(data, record.group(1)) if record else None
-    shown = f"\n  offending record: {excerpt}" if excerpt else ""
-    return DataError(f"{path}: {message}.{shown}\n  Expected {expected}: fix that record or use the official file.")
+class CheckpointError(SitVqaError, ValueError):
+    """A checkpoint directory or trainable-weights file is incomplete, unreadable or does not fit the model."""
 
 
-def encoding_error(path: Path, data: bytes, expected: str) -> DataError:
-    """A file that is not UTF-8 (JSON must be): name the byte where decoding fails and what is there."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return DataError(f"{path}: starts with a UTF-8 byte-order mark, which JSON does not allow; "
-                         f"save it without the BOM. Expected {expected}.")
-    try:
-        data.decode("utf-8")
-        where = ""
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        where = f" at byte {error.start} (line {line}): {data[error.start:error.start + 4]!r}"
-    return DataError(f"{path}: not UTF-8 text{where}. Expected {expected}; re-encode the file as UTF-8 "
-                     "or use the official file.")
+class WriteError(SitVqaError, OSError):
+    """An output could not be written (no space left, read-only, no permission); nothing partial is left."""
 
 
-def _record_excerpt(data: bytes, json_path: str) -> str | None:
-    """The JSON text of the record `$.<key>[<index>]` that json_path points into (None if not of that shape)."""
-    match = re.match(r"\$\.(\w+)\[(\d+)\]", json_path)
-    if not match:
-        return None
-    key, index = match.group(1), int(match.group(2))
-    try:
-        records = msgspec.json.decode(data, type=dict[str, msgspec.Raw])[key]
-        record = bytes(msgspec.json.decode(records, type=list[msgspec.Raw])[index])
-    except (msgspec.MsgspecError, KeyError, IndexError):
-        return None
-    text = record.decode("utf-8", errors="replace")
-    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
-
-
-def read_bytes(path: Path, what: str) -> bytes:
-    """Read a whole input file, with a clear error when it is missing or unreadable."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path} is a directory; pass the JSON file inside it") from None
-    except OSError as error:
-        raise DataError(f"cannot read {what} {path}: {error.strerror}") from None
-
-
-def check_unique_ids(path: Path, json_key: str, ids: np.ndarray, field: str) -> None:
-    """Raise a DataError naming up to 5 repeated values of `$.<json_key>[*].<field>` and where they are."""
-    unique, counts = np.unique(ids, return_counts=True)
-    if len(unique) == len(ids):
-        return
-    duplicates = unique[counts > 1]
-    shown = []
-    for duplicate in duplicates[:5].tolist():
-        where = np.flatnonzero(ids == duplicate)[:3].tolist()
-        shown.append(f"{field} {duplicate} at " + ", ".join(f"$.{json_key}[{i}]" for i in where))
-    name = field.replace("_", " ")
-    raise DataError(
-        f"{path}: {len(duplicates)} duplicate {name}(s) in $.{json_key}: " + "; ".join(shown)
-        + f". Each {name} must be unique; the file is corrupt or two files were concatenated."
-    )
+class EvaluationError(SitVqaError, ValueError):
+    """An evaluation that cannot run, or runs that cannot be compared; the message says what to fix."""

@@ -1,98 +1,39 @@
-"""InstructBLIP and causal-LM building, loading, freezing, precision and trainable-only checkpoints.
+"""Real models: loading InstructBLIP or a causal LM (hub id or local directory), what trains (the paper's
+freezing policy, LoRA), the precision of the weights (`sit_vqa.precision` decides it), and the generation
+helpers every consumer shares.
 
-Typical use (training)::
+    model, processor = build_model(config.model, dtype=torch.bfloat16)   # loaded, frozen, fp32 trained weights
 
-    model, processor = load_instructblip("Salesforce/instructblip-vicuna-7b", dtype=default_dtype(device))
-    counts = configure_trainable(model)          # Q-Former + query tokens + projection, as in the paper
-    set_precision(model, default_dtype(device))  # frozen weights bf16, trainable ones fp32 (run under autocast)
-    ...
-    save_trainable_weights(model, "run/trainable.safetensors")
-
-and for evaluation / the demo: load the base model again, then `load_trainable_weights(model, path)`.
-
-Offline tiny models with the same classes as the real ones (`build_tiny_instructblip`,
-`build_tiny_causal_lm`) serve the quickstart and the tests: no download, about 0.1 M parameters.
-The tiny InstructBLIP tokenizer is a word-level one over `TINY_VOCAB_WORDS` (readable ids in tests);
-words outside it become `<unk>`.
+`build_model` builds the tiny offline models of `sit_vqa.tiny` when the config asks for one; checkpoints
+(trainable weights, manifest, resolving and loading one) are `sit_vqa.checkpoint`, which uses this module.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from huggingface_hub.errors import HFValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    BertTokenizer,
-    BlipImageProcessorPil,
-    InstructBlipConfig,
     InstructBlipForConditionalGeneration,
     InstructBlipProcessor,
-    InstructBlipQFormerConfig,
-    InstructBlipVisionConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-    T5Config,
 )
 
-from sit_vqa.errors import SitVqaError
+from sit_vqa import precision
+from sit_vqa.config import ModelArguments
+from sit_vqa.errors import ConfigError, ModelLoadError
+from sit_vqa.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
 
 logger = logging.getLogger(__name__)
-
-IMAGE_TOKEN = "<image>"
-
-# Special tokens of the tiny LM tokenizers, in id order: <pad>=0, </s>=1, <unk>=2, <s>=3, <image>=4.
-# Id 0 = pad and 1 = eos is what T5 expects (decoder_start_token_id = pad); the LLaMA side reads the
-# same ids from the tokenizer, never from constants.
-TINY_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>", "<s>", IMAGE_TOKEN)
-
-# Every word of the tiny InstructBLIP vocabulary (lowercase: the tokenizer lowercases its input).
-# It covers the SIT templates (sit_vqa/data/templates.py) and the bundled coloured-shapes sample:
-# colours, shapes, counts as digits and words, positions, yes/no and the usual question words.
-TINY_VOCAB_WORDS: tuple[str, ...] = tuple(
-    """
-    first describe description then answer the input question based image picture photo scene
-    what which how many much is are there a an of on in at to and or with this that these those it its
-    color colour colors colours shape shapes object objects thing things kind type size
-    red green blue yellow orange purple pink brown black white gray grey cyan magenta
-    circle circles square squares triangle triangles rectangle rectangles star stars ellipse ellipses
-    oval ovals diamond diamonds dot dots line lines cross crosses heart hearts hexagon hexagons
-    background foreground left right top bottom center centre middle corner above below under over
-    next beside near between inside outside front behind side upper lower
-    small large big tiny little medium huge same different other another both all each every only
-    filled empty solid outlined striped dark light bright simple plain drawing drawn colored coloured
-    against backdrop any some rhombus box triangular round circular
-    yes no not none zero one two three four five six seven eight nine ten
-    0 1 2 3 4 5 6 7 8 9 10
-    do does can you see visible shown show shows s count number total
-    has have having contains containing placed lies lying sits sitting
-    """.split()
-) + tuple(".,:;?!'\"-()") + ("\n",)
-
-# The Q-Former tokenizer of the tiny model (BERT-style WordPiece) gets the same words; BERT splits
-# on whitespace, so it has no newline token.
-_QFORMER_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-
-class ModelLoadError(SitVqaError, RuntimeError):
-    """A model or processor could not be loaded; the message says how to point at a local copy."""
-
-
-class CheckpointError(SitVqaError, ValueError):
-    """A trainable-weights file does not fit the model it is loaded into."""
 
 
 @dataclass(frozen=True)
@@ -109,141 +50,6 @@ class ParamCounts:
 
 
 # ----------------------------------------------------------------------------------------------
-# Tiny offline models
-# ----------------------------------------------------------------------------------------------
-
-
-def build_tiny_word_tokenizer(*, lm_kind: str) -> PreTrainedTokenizerFast:
-    """Word-level LM tokenizer over TINY_VOCAB_WORDS, lowercasing, with "\\n" and punctuation as tokens.
-
-    lm_kind="decoder" prepends <s> like LLaMA/Vicuna; lm_kind="t5" appends </s> like T5.
-    Decoding joins words with spaces ("description : a red circle. \\n answer : red"), which
-    `parse_sit_output` reads back to the same answer.
-    """
-    _check_lm_kind(lm_kind)
-    vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS + TINY_VOCAB_WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.add_special_tokens(list(TINY_SPECIAL_TOKENS))  # never split, never lowercased
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            # drop blanks except the newline, which must survive as a token ("...\nAnswer: ...")
-            pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
-            pre_tokenizers.Split(Regex(r"\n|[^\w\s]"), behavior="isolated"),
-        ]
-    )
-    special, template = ("<s>", "<s> $A") if lm_kind == "decoder" else ("</s>", "$A </s>")
-    backend.post_processor = processors.TemplateProcessing(single=template, special_tokens=[(special, vocab[special])])
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # word join + "a ." -> "a." cleanup
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>" if lm_kind == "decoder" else None,
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-    )
-
-
-def build_tiny_qformer_tokenizer() -> BertTokenizer:
-    words = [w for w in TINY_VOCAB_WORDS if w != "\n"]
-    return BertTokenizer(vocab={token: i for i, token in enumerate(_QFORMER_SPECIAL_TOKENS + tuple(words))})
-
-
-def build_tiny_instructblip(
-    lm_kind: str = "decoder", *, seed: int = 0, image_size: int = 32, num_query_tokens: int = 4
-) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
-    """A randomly initialised InstructBLIP of about 0.1 M parameters, built offline.
-
-    lm_kind: "decoder" (LLaMA language model, like Vicuna) or "t5" (encoder-decoder, like Flan-T5).
-    Same classes as the hub models (config, model, processor with BlipImageProcessorPil), so every
-    code path the real model takes is exercised. Weights are a deterministic function of seed.
-    """
-    _check_lm_kind(lm_kind)
-    tokenizer = build_tiny_word_tokenizer(lm_kind=lm_kind)
-    qformer_tokenizer = build_tiny_qformer_tokenizer()
-    hidden = 32
-    vision_config = InstructBlipVisionConfig(
-        hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=max(image_size // 4, 1),
-        initializer_range=0.02,  # the default (1e-10) would make a random ViT's output ignore the image
-    )
-    qformer_config = InstructBlipQFormerConfig(
-        vocab_size=len(qformer_tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, cross_attention_frequency=1, max_position_embeddings=512,
-        pad_token_id=qformer_tokenizer.pad_token_id,
-    )
-    text_config = _tiny_text_config(lm_kind, tokenizer, hidden)
-    config = InstructBlipConfig(
-        vision_config=vision_config,
-        qformer_config=qformer_config,
-        text_config=text_config,
-        num_query_tokens=num_query_tokens,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-    )
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = InstructBlipForConditionalGeneration(config)
-    processor = InstructBlipProcessor(
-        image_processor=BlipImageProcessorPil(size={"height": image_size, "width": image_size}),
-        tokenizer=tokenizer,
-        qformer_tokenizer=qformer_tokenizer,
-        num_query_tokens=num_query_tokens,
-    )
-    return model.eval(), processor
-
-
-def _tiny_text_config(lm_kind: str, tokenizer: PreTrainedTokenizerBase, hidden: int) -> LlamaConfig | T5Config:
-    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    if lm_kind == "decoder":
-        return LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-            bos_token_id=tokenizer.bos_token_id, **ids,
-        )
-    return T5Config(
-        vocab_size=len(tokenizer), d_model=hidden, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
-        num_heads=2, decoder_start_token_id=tokenizer.pad_token_id, **ids,
-    )
-
-
-def build_tiny_byte_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer (one token per UTF-8 byte, no merges): any text round-trips exactly.
-
-    Chosen for the text-only path because Alpaca-style instructions are open vocabulary; a word
-    list could not cover them. Prepends <s> like LLaMA.
-    """
-    specials = ("<pad>", "</s>", "<unk>", "<s>")
-    vocab = {token: i for i, token in enumerate(specials + tuple(sorted(pre_tokenizers.ByteLevel.alphabet())))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.add_special_tokens(list(specials))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
-    )
-
-
-def build_tiny_causal_lm(*, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """A tiny LLaMA (2 layers, hidden 32) with a byte-level tokenizer, for the text-only SIT path."""
-    tokenizer = build_tiny_byte_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    return model.eval(), tokenizer
-
-
-def _check_lm_kind(lm_kind: str) -> None:
-    if lm_kind not in ("decoder", "t5"):
-        raise ValueError(f"lm_kind must be 'decoder' (LLaMA/Vicuna/OPT style) or 't5', got {lm_kind!r}")
-
-
-# ----------------------------------------------------------------------------------------------
 # Loading from the hub or a local directory
 # ----------------------------------------------------------------------------------------------
 
@@ -257,7 +63,7 @@ def load_instructblip(
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """Load InstructBLIP and its processor from a hub id or a local directory (save_pretrained layout).
 
-    dtype: weights dtype, default float32 (pass `default_dtype(device)` for bf16 on GPU).
+    dtype: weights dtype, default float32 (`precision.frozen_dtype` decides it for a run).
     `query_tokens` stay fp32 whatever the dtype (the Q-Former casts them to its own dtype).
     Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
     """
@@ -315,7 +121,7 @@ def _ensure_image_token(model: InstructBlipForConditionalGeneration, processor: 
     """Make config.image_token_index and the processor agree on the <image> placeholder.
 
     Older hub configs have image_token_index=None, and forward then fails cryptically; older
-    processors have num_query_tokens=None. See DESIGN.md "Pitfalls".
+    processors have num_query_tokens=None (transformers #25426 is the pad-id twin of this).
     """
     tokenizer = processor.tokenizer
     image_token_id = tokenizer.convert_tokens_to_ids(str(processor.image_token))
@@ -338,7 +144,7 @@ def _ensure_image_token(model: InstructBlipForConditionalGeneration, processor: 
 
 
 # ----------------------------------------------------------------------------------------------
-# What trains, precision, LoRA
+# What trains, LoRA, and the model a config asks for
 # ----------------------------------------------------------------------------------------------
 
 
@@ -363,7 +169,7 @@ def configure_trainable(
     Prints "trainable params: X / total Y (Z%)" unless quiet, and returns the counts.
     """
     if not train_all and not isinstance(model, InstructBlipForConditionalGeneration):
-        raise TypeError(
+        raise TypeError(  # a programming error: configs route causal_lm to train_all or LoRA
             f"the Q-Former freezing policy needs InstructBlipForConditionalGeneration, got {type(model).__name__}; "
             "pass train_all=True to train every weight, or use apply_lora"
         )
@@ -380,30 +186,6 @@ def configure_trainable(
     return counts
 
 
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 on a CUDA device that supports it, else fp32.
-
-    Never fp16: Flan-T5 overflows to NaN in fp16 and the Q-Former is unstable in it.
-    """
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
-def set_precision(model: PreTrainedModel, dtype: torch.dtype) -> None:
-    """Cast frozen weights to dtype; keep trainable weights and `_keep_in_fp32_modules` in fp32.
-
-    Call after `configure_trainable`. Frozen bf16 weights halve memory; fp32 trainable weights keep
-    small optimizer updates from being rounded away. The model then mixes dtypes, so run forward
-    and generate under `torch.autocast(device_type, dtype)` (the HF Trainer does with bf16=True).
-    """
-    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for name, param in model.named_parameters():
-        fp32 = param.requires_grad or any(name == k or name.startswith(k + ".") for k in keep_fp32)
-        param.data = param.data.to(torch.float32 if fp32 else dtype)
-
-
 def apply_lora(
     model: PreTrainedModel,
     *,
@@ -413,8 +195,6 @@ def apply_lora(
     target_modules: Sequence[str] = ("q_proj", "v_proj"),
 ) -> PreTrainedModel:
     """Wrap a causal LM with LoRA adapters (peft); only the adapters train. Prints the counts."""
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM"
     )
@@ -423,66 +203,48 @@ def apply_lora(
     return peft_model
 
 
-# ----------------------------------------------------------------------------------------------
-# Trainable-only checkpoints
-# ----------------------------------------------------------------------------------------------
+def build_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, device: str | None = None, quiet: bool = False):
+    """(model, processor) as a config asks: the base model (hub id, local directory or tiny offline model) with
+    its frozen weights in `dtype` (decide it with `precision.frozen_dtype`), LoRA or the freezing policy applied,
+    trained weights in fp32. For causal_lm the 'processor' is the tokenizer. Prints trainable / total counts
+    unless quiet."""
+    model, processor = load_base_model(args, dtype=dtype, device=device)
+    return prepare_for_training(model, args, dtype, quiet=quiet), processor
 
 
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that require grad, by name, detached (what a checkpoint needs to hold)."""
-    return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
+def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """(model, processor) before freezing: from a hub id, a local directory or the tiny offline builder."""
+    common = dict(dtype=dtype, local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code)
+    if args.model_type == "instructblip":
+        if args.tiny_model:
+            model, processor = build_tiny_instructblip(args.tiny_model, seed=args.tiny_model_seed)
+        else:
+            model, processor = load_instructblip(args.model_name_or_path, **common)
+    elif args.tiny_model:
+        model, processor = build_tiny_causal_lm(seed=args.tiny_model_seed)
+    else:
+        model, processor = load_causal_lm(args.model_name_or_path, **common)
+    if device is not None:
+        model.to(device)
+    return model, processor
 
 
-def save_trainable_weights(model: torch.nn.Module, path: str | os.PathLike) -> Path:
-    """Write the trainable parameters to a safetensors file atomically (temp file + os.replace)."""
-    path = Path(path)
-    tensors = {name: tensor.contiguous().cpu() for name, tensor in trainable_state_dict(model).items()}
-    if not tensors:
-        raise CheckpointError(f"refusing to write {path}: the model has no trainable parameters")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata={"format": "pt", "model_class": type(model).__name__})
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
-
-
-def load_trainable_weights(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> list[str]:
-    """Copy the weights of a `save_trainable_weights` file into model; return the names loaded.
-
-    Every key must name a parameter of the model (strict=False skips unknown keys instead) and
-    every shape must match. Values are cast to each parameter's dtype and device.
-    """
-    path = Path(path)
-    try:
-        tensors = load_file(path)
-    except (OSError, SafetensorError) as error:
-        raise CheckpointError(f"cannot read trainable weights from {path}: {error}") from error
-    params = dict(model.named_parameters())
-    loaded = []
-    for name, tensor in tensors.items():
-        param = params.get(name)
-        if param is None:
-            if strict:
-                raise CheckpointError(
-                    f"{path}: key {name!r} is not a parameter of {type(model).__name__} "
-                    "(a checkpoint of another model or LM kind?); pass strict=False to skip unknown keys"
-                )
-            logger.warning("%s: skipping unknown key %s", path, name)
-            continue
-        if param.shape != tensor.shape:
-            raise CheckpointError(
-                f"{path}: key {name!r} has shape {tuple(tensor.shape)} but the model's parameter has "
-                f"{tuple(param.shape)} (a checkpoint of a different model size?)"
-            )
-        with torch.no_grad():
-            param.copy_(tensor)
-        loaded.append(name)
-    return loaded
+def prepare_for_training(model, args: ModelArguments, dtype: torch.dtype, quiet: bool = False):
+    """LoRA adapters (causal_lm, if asked) or the freezing policy, then frozen weights in `dtype`."""
+    if args.model_type == "causal_lm" and args.use_lora:
+        return apply_lora(
+            model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules,
+        )
+    configure_trainable(
+        model,
+        train_vision_post_layernorm=args.train_vision_post_layernorm,
+        # a text-only causal LM without LoRA is fine-tuned fully
+        train_all=args.train_all or args.model_type == "causal_lm",
+        quiet=quiet,
+    )
+    precision.keep_trained_fp32(model, dtype)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------

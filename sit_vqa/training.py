@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -24,12 +25,15 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from sit_vqa import checkpoint as ckpt
-from sit_vqa import model as model_lib
+from sit_vqa import precision
 from sit_vqa.callbacks import VqaEvalCallback
 from sit_vqa.collate import SampleTransform, SitCollator, TransformedDataset
 from sit_vqa.config import DataArguments, RunConfig
+from sit_vqa.data.prepared import load_prepared, prepare_cached
+from sit_vqa.data.text_sit import build_text_sit, load_alpaca
 from sit_vqa.errors import ConfigError, SitVqaError
-from sit_vqa.loading import load_base_model, prepare_for_training
+from sit_vqa.files import atomic_path, write_json_atomically
+from sit_vqa.model import is_encoder_decoder, load_base_model, prepare_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +57,9 @@ def non_finite_error(what: str, step: int, output_dir: str | Path) -> NonFiniteL
 # ----------------------------------------------------------------------------------------------- data
 
 
-def load_training_records(data: DataArguments, model_type: str, output_dir: str | None = None):
+def load_training_records(data: DataArguments, model_type: str):
     """The training records (with 'instruction' and 'target'), and a report of how they were made."""
     if model_type == "causal_lm":
-        from sit_vqa.data.text_sit import build_text_sit, load_alpaca
-
         if not data.text_data:
             raise ConfigError("causal_lm training needs text_data (an Alpaca-format JSON file)")
         translated = load_alpaca(data.text_data_translated) if data.text_data_translated else None
@@ -66,37 +68,17 @@ def load_training_records(data: DataArguments, model_type: str, output_dir: str 
             sources=(data.text_data, data.text_data_translated or "translated records"),
         )
         return records, {"text_data": data.text_data, "text_mode": data.text_mode, "records": len(records)}
-
-    from sit_vqa.data import join
-
     if data.train_dataset_dir:
-        dataset, report = join.load_prepared(data.train_dataset_dir)
+        dataset, report = load_prepared(data.train_dataset_dir)
     else:
-        raw = data.raw_split("train")
+        raw = data.raw_files("train")
         if raw is None:
             raise ConfigError("no training data: set train_dataset_dir or train_questions/annotations/captions/image_dir")
-        dataset, report = join.prepare_cached(
+        dataset, report = prepare_cached(
             raw["questions"], raw["annotations"], raw["captions"], raw["image_dir"],
-            cache_root=data.prepared_cache_dir, options=join_options(data),
+            cache_root=data.prepared_cache_dir, options=data.join_options(),
         )
     return dataset, report.to_dict()
-
-
-def join_options(data: DataArguments, split: str = "train"):
-    from sit_vqa.data import join
-
-    subset_questions = data.subset_questions if split == "train" else data.eval_subset_questions
-    return join.JoinOptions(
-        mode=data.mode if split == "train" else "baseline",
-        caption_policy=data.caption_policy if split == "train" else "first",
-        answer_policy=data.answer_policy,
-        subset_questions=subset_questions,
-        subset_images=data.subset_images if split == "train" else None,
-        seed=data.subset_seed,
-        check_images=data.check_images,
-        mixed_sit_fraction=data.mixed_sit_fraction,
-        templates=data.build_templates(),
-    )
 
 
 # -------------------------------------------------------------------------------------------- trainer
@@ -105,7 +87,7 @@ def join_options(data: DataArguments, split: str = "train"):
 class SitTrainer(Trainer):
     def __init__(self, *args, checkpoint_manifest: dict, **kwargs):
         super().__init__(*args, **kwargs)
-        if model_lib.is_encoder_decoder(self.accelerator.unwrap_model(self.model)):
+        if is_encoder_decoder(self.accelerator.unwrap_model(self.model)):
             # InstructBLIP's forward takes **kwargs, so the Trainer assumes it normalises the loss by
             # num_items_in_batch; its T5 branch returns a plain mean instead, and the loss would then be
             # neither divided by the accumulation steps nor averaged over processes (x GA, x world size).
@@ -129,30 +111,28 @@ class SitTrainer(Trainer):
         return self._staging_root or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
-        run_dir = self.args.output_dir
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_root = os.path.join(run_dir, STAGING_DIR)
+        staging_root = os.path.join(self.args.output_dir, STAGING_DIR)
+        final = Path(self.args.output_dir) / name
+        # Every rank writes into the staging copy (its RNG state); the main process publishes it.
+        publish = atomic_path(final, temporary=Path(staging_root) / name) if self.args.should_save else nullcontext()
+        with publish:
+            self.accelerator.wait_for_everyone()
+            self._staging_root = staging_root
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_root = None
+            self.accelerator.wait_for_everyone()  # every rank has written its RNG state
         if self.args.should_save:
-            shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)  # leftovers of a killed save
-        self.accelerator.wait_for_everyone()
-        self._staging_root = staging_root
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_root = None
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
-        if self.args.should_save:
-            final = os.path.join(run_dir, name)
-            if os.path.exists(final):  # the same step saved again after a resume
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging_root, name), final)
-            rotate_checkpoints(run_dir, save_total_limit=self.args.save_total_limit)
+            rotate_checkpoints(self.args.output_dir, save_total_limit=self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = model if model is not None else self.model
-        model_lib.load_trainable_weights(
-            self.accelerator.unwrap_model(model), Path(resume_from_checkpoint) / ckpt.WEIGHTS_NAME
+        model = self.accelerator.unwrap_model(model)
+        ckpt.load_trainable_weights(
+            model, Path(resume_from_checkpoint) / ckpt.WEIGHTS_NAME, expected=ckpt.trainable_state_dict(model)
         )
 
     # The loss must stay finite -------------------------------------------------------------------------
@@ -219,11 +199,11 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
     resume_from = _resume_checkpoint(config)
     if resume_from is None:
         _claim_output_dir(output_dir, args.overwrite_output_dir, args.should_save)
-    # frozen weights in bf16 only when the compute runs under bf16 autocast
-    frozen_dtype = torch.bfloat16 if args.bf16 and config.model.model_dtype != "float32" else torch.float32
+    frozen_dtype = precision.frozen_dtype(config.model.model_dtype, args.bf16)
     base_model, processor = load_base_model(config.model, dtype=frozen_dtype)
     manifest = _manifest(config, base_model, processor, output_dir, args.should_save)
-    model = prepare_for_training(base_model, config.model)
+    manifest["frozen_dtype"] = precision.dtype_name(frozen_dtype)
+    model = prepare_for_training(base_model, config.model, frozen_dtype)
 
     records, data_report = load_training_records(config.data, config.model.model_type)
     transform = SampleTransform.for_model(
@@ -231,12 +211,13 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
         max_instruction_length=config.model.max_instruction_length,
         max_target_length=config.model.max_target_length,
     )
+    transform.check_records(records)
     train_dataset = TransformedDataset(records, transform)
     logger.info("training on %d records from %s", len(train_dataset), config.source)
     if args.should_save:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "data_report.json").write_text(json.dumps(data_report, indent=2, default=str))
-        (output_dir / "run_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+        write_json_atomically(output_dir / "data_report.json", data_report)
+        write_json_atomically(output_dir / "run_config.json", config.to_dict())
 
     trainer = SitTrainer(
         model=model,
@@ -308,8 +289,6 @@ def _manifest(config: RunConfig, model, processor, output_dir: Path, should_save
 
 
 def _save_base_model(model, processor, base_dir: Path) -> None:
-    staging = base_dir.with_name(base_dir.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    os.replace(staging, base_dir)
+    with atomic_path(base_dir) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)

@@ -7,7 +7,7 @@ load weights build their own with `build_tiny_instructblip` (a fraction of a sec
 import pytest
 from PIL import Image
 
-from sit_vqa.model import build_tiny_causal_lm, build_tiny_instructblip
+from sit_vqa.tiny import build_tiny_causal_lm, build_tiny_instructblip
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from sit_vqa.config import load_config
 from sit_vqa.data.templates import SIT_TASK
 from sit_vqa.errors import ConfigError
 from sit_vqa.evaluation import load_eval_records
-from sit_vqa.loading import build_model
+from sit_vqa.model import build_model
 from sit_vqa.training import JsonlLogCallback, TransformedDataset
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from sit_vqa.collate import IGNORE_INDEX, SampleError, SampleTransform, SitCollator
-from sit_vqa.model import build_tiny_instructblip
+from sit_vqa.collate import IGNORE_INDEX, SampleError, SampleTransform, SitCollator, TransformedDataset
+from sit_vqa.tiny import build_tiny_instructblip
 
 INSTRUCTION = "What color is the circle?"
 INSTRUCTION_WORDS = ["what", "color", "is", "the", "circle", "?"]
@@ -308,7 +308,7 @@ def test_image_transform_needs_all_image_parts(tiny_decoder):
 # ------------------------------------------------------------------------------------ with datasets / the model
 
 
-def test_batch_transform_with_datasets_and_a_dataloader(tiny_decoder, red_image, blue_image, tmp_path):
+def test_transformed_dataset_with_datasets_and_a_dataloader(tiny_decoder, red_image, blue_image, tmp_path):
     model, processor = tiny_decoder
     red_image.save(tmp_path / "red.png")
     blue_image.save(tmp_path / "blue.png")
@@ -317,7 +317,7 @@ def test_batch_transform_with_datasets_and_a_dataloader(tiny_decoder, red_image,
         {"question_id": 2, "instruction": "Is there a star?", "target": "no", "image_path": "blue.png"},
     ]
     transform = SampleTransform.for_model(model, processor, image_dir=tmp_path)
-    dataset = Dataset.from_list(records).with_transform(transform.batch_transform())
+    dataset = TransformedDataset(Dataset.from_list(records), transform)  # what training uses
 
     assert dataset[0]["input_ids"] == transform(records[0])["input_ids"]
     # a spawned worker pickles the dataset with its transform: the portable worst case

@@ -147,7 +147,7 @@ def test_evaluation_needs_only_the_eval_paths(tmp_path, monkeypatch):
         train_file.unlink()
     with pytest.raises(ConfigError, match="train_questions: .* does not exist"):
         load_config("vqa_sit.yaml")
-    run = load_config("vqa_sit.yaml", data_splits=("eval",))
+    run = load_config("vqa_sit.yaml", data_roles=("eval",))
     assert run.data.eval_questions.endswith("v2_OpenEnded_mscoco_val2014_questions.json")
 
 

@@ -12,29 +12,33 @@ import torch
 
 from sit_vqa import checkpoint as ckpt
 from sit_vqa.config import DataArguments, load_config
-from sit_vqa.data import join
+from sit_vqa.data.join import JoinOptions
+from sit_vqa.data.prepared import prepare_dataset
 from sit_vqa.data.templates import BASELINE_TASK, SIT_TASK, Templates
+from sit_vqa.checkpoint import resolve_checkpoint
+from sit_vqa.errors import CheckpointError, EvaluationError
 from sit_vqa.evaluation import (
     METRIC_VERSIONS,
     EvalOptions,
-    EvaluationError,
     GenerationSettings,
+    generate_texts,
+    load_eval_records,
+    resolve_prompt,
+    score_generations,
+)
+from sit_vqa.metrics.vqa import question_accuracy
+from sit_vqa.model import build_model, configure_trainable
+from sit_vqa.precision import keep_trained_fp32
+from sit_vqa.reports import (
     build_report,
     compare_markdown,
     compare_runs,
-    generate_texts,
-    load_eval_records,
     question_set_hash,
     report_markdown,
-    resolve_checkpoint,
-    resolve_prompt,
-    score_generations,
     write_comparison,
     write_outputs,
 )
-from sit_vqa.loading import build_model
-from sit_vqa.metrics.vqa import question_accuracy
-from sit_vqa.model import build_tiny_instructblip, configure_trainable, set_precision
+from sit_vqa.tiny import build_tiny_instructblip
 from tests.data.conftest import build_official_data, write_official_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,9 +129,9 @@ def test_questions_dropped_by_the_join_are_counted(tmp_path):
 
 def test_prepared_dataset_gives_one_record_per_question_without_describe_records(tmp_path):
     for mode in ("mixed", "multitask"):
-        options = join.JoinOptions(mode=mode, caption_policy="all")
+        options = JoinOptions(mode=mode, caption_policy="all")
         prepared = tmp_path / mode
-        dataset, _ = join.prepare_dataset(
+        dataset, _ = prepare_dataset(
             sample_data().eval_questions, sample_data().eval_annotations, sample_data().eval_captions,
             sample_data().eval_image_dir, prepared, options,
         )
@@ -172,7 +176,7 @@ def test_checkpoint_or_run_directory(tmp_path):
     (run / "final").mkdir()
     (run / "final" / ckpt.MANIFEST_NAME).write_text("{}")
     assert resolve_checkpoint(run) == run / "final"
-    with pytest.raises(EvaluationError, match="not a sit-vqa checkpoint, nor a run directory"):
+    with pytest.raises(CheckpointError, match="not a sit-vqa checkpoint, nor a run directory"):
         resolve_checkpoint(tmp_path / "elsewhere")
 
 
@@ -224,7 +228,7 @@ def test_bf16_frozen_weights_generate_under_autocast():
     """The GPU default: frozen weights bf16, trained ones fp32 (here on CPU, same code path)."""
     model, processor = build_tiny_instructblip("decoder")
     configure_trainable(model, quiet=True)
-    set_precision(model, torch.bfloat16)
+    keep_trained_fp32(model, torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16, torch.float32}
     records = load_eval_records(sample_data(), prompt="sit", limit=3).dataset
     texts = generate_texts(model, processor, records, GenerationSettings(max_new_tokens=4), progress=False)

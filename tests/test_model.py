@@ -13,27 +13,25 @@ from transformers import InstructBlipForConditionalGeneration, LlamaForCausalLM,
 
 from sit_vqa.collate import SampleTransform
 from sit_vqa.data.templates import Templates, parse_sit_output
-from sit_vqa.model import (
+from sit_vqa.checkpoint import load_trainable_weights, save_trainable_weights, trainable_state_dict
+from sit_vqa.errors import CheckpointError, ModelLoadError
+from sit_vqa.precision import bf16_by_default, frozen_dtype, keep_trained_fp32
+from sit_vqa.tiny import (
     IMAGE_TOKEN,
     TINY_VOCAB_WORDS,
-    CheckpointError,
-    ModelLoadError,
-    ParamCounts,
-    apply_lora,
     build_tiny_byte_tokenizer,
     build_tiny_causal_lm,
     build_tiny_instructblip,
     build_tiny_word_tokenizer,
+)
+from sit_vqa.model import (
+    ParamCounts,
+    apply_lora,
     configure_trainable,
     count_parameters,
     decode_generated,
-    default_dtype,
     load_causal_lm,
     load_instructblip,
-    load_trainable_weights,
-    save_trainable_weights,
-    set_precision,
-    trainable_state_dict,
 )
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -187,14 +185,18 @@ def test_backward_reaches_only_trainable_weights(red_image):
 # ------------------------------------------------------------------------------------ precision
 
 
-def test_default_dtype_is_fp32_on_cpu():
-    assert default_dtype("cpu") == torch.float32
+def test_one_precision_rule_frozen_bf16_only_with_bf16_compute():
+    assert not bf16_by_default(use_cpu=True)
+    assert frozen_dtype("auto", bf16=False) == torch.float32
+    assert frozen_dtype("auto", bf16=True) == torch.bfloat16
+    assert frozen_dtype("float32", bf16=True) == torch.float32
+    assert frozen_dtype("bfloat16", bf16=True) == torch.bfloat16
 
 
 def test_set_precision_keeps_trainable_weights_and_query_tokens_fp32(red_image):
     model, processor = build_tiny_instructblip("t5")
     configure_trainable(model, quiet=True)
-    set_precision(model, torch.bfloat16)
+    keep_trained_fp32(model, torch.bfloat16)
     dtypes = {name: param.dtype for name, param in model.named_parameters()}
     assert dtypes["query_tokens"] == torch.float32
     assert all(dtypes[n] == torch.float32 for n in trainable_names(model))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sit_vqa.data.join import REPORT_FILE, load_prepared
+from sit_vqa.data.prepared import REPORT_FILE, load_prepared
+from sit_vqa.config import DataArguments
 from sit_vqa.prepare import main, make_parser
 from tests.data.conftest import build_official_data, write_official_files
 
@@ -35,7 +36,7 @@ def test_module_runs_as_a_command(files, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "questions read 6, joined 6" in result.stdout and f"saved to {out}" in result.stdout
     dataset, report = load_prepared(out)
-    assert dataset.num_rows == 6 and set(dataset["mode"]) == {"sit"}
+    assert dataset.num_rows == 6 and set(dataset["kind"]) == {"sit"}
     assert json.loads((out / REPORT_FILE).read_text())["records"] == {"sit": 6}
 
 
@@ -45,7 +46,7 @@ def test_help_lists_every_option(capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     for option in ("--questions", "--annotations", "--captions", "--image-dir", "--out", "--mode", "--subset-questions",
-                   "--subset-images", "--seed", "--caption-policy", "--check-images", "--answer-policy",
+                   "--subset-images", "--subset-seed", "--caption-policy", "--check-images", "--answer-policy",
                    "--mixed-sit-fraction", "--templates"):
         assert option in text
     assert "sit" in text and "multitask" in text and "longest" in text
@@ -54,13 +55,13 @@ def test_help_lists_every_option(capsys):
 def test_options_reach_the_join(files, tmp_path, capsys):
     out = tmp_path / "prepared"
     code = main(cli_args(files, out, "--mode", "mixed", "--caption-policy", "longest", "--answer-policy",
-                         "most_frequent", "--subset-images", "2", "--seed", "7", "--mixed-sit-fraction", "0.5",
+                         "most_frequent", "--subset-images", "2", "--subset-seed", "7", "--mixed-sit-fraction", "0.5",
                          "--check-images"))
     assert code == 0
     _, report = load_prepared(out)
     assert report.options == {**report.options, "mode": "mixed", "caption_policy": "longest",
                               "answer_policy": "most_frequent", "subset_images": 2, "subset_questions": None,
-                              "seed": 7, "mixed_sit_fraction": 0.5, "check_images": True}
+                              "subset_seed": 7, "mixed_sit_fraction": 0.5, "check_images": True}
     assert report.images_checked == 2 and report.subset["requested"] == 2
     assert "VQAv2 x COCO join" in capsys.readouterr().out
 
@@ -68,15 +69,17 @@ def test_options_reach_the_join(files, tmp_path, capsys):
 def test_defaults(files, tmp_path):
     assert main(cli_args(files, tmp_path / "out")) == 0
     _, report = load_prepared(tmp_path / "out")
+    # the same defaults as a train.py config: both come from JoinOptions
     assert (report.mode, report.options["caption_policy"], report.options["answer_policy"]) == (
-        "sit", "first", "multiple_choice_answer")
+        "sit", DataArguments.caption_policy, DataArguments.answer_policy) == ("sit", "random", "multiple_choice_answer")
+    assert report.options["subset_seed"] == DataArguments.subset_seed == 42
     assert report.options["check_images"] is False and report.subset is None
 
 
 def test_templates_file(files, tmp_path):
     templates = tmp_path / "templates.yaml"
     templates.write_text('sit_target: "Caption: {caption}\\nAnswer: {answer}"\n')
-    assert main(cli_args(files, tmp_path / "out", "--templates", str(templates))) == 0
+    assert main(cli_args(files, tmp_path / "out", "--templates", str(templates), "--caption-policy", "first")) == 0
     dataset, _ = load_prepared(tmp_path / "out")
     assert dataset[0]["target"] == "Caption: A plate of food.\nAnswer: rice"
 
@@ -111,12 +114,13 @@ def test_empty_or_impossible_subsets_are_clear_errors(files, tmp_path, capsys):
     assert "only 3 images" in capsys.readouterr().err
 
 
-def test_argument_errors_are_argparse_errors(files, tmp_path, capsys):
-    for extra in (["--subset-questions", "2", "--subset-images", "1"], ["--mode", "both"], ["--caption-policy", "x"]):
+def test_argument_errors_exit_2(files, tmp_path, capsys):
+    for extra in (["--mode", "both"], ["--caption-policy", "x"]):
         with pytest.raises(SystemExit) as exit_:
             main(cli_args(files, tmp_path / "out", *extra))
         assert exit_.value.code == 2
-    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(cli_args(files, tmp_path / "out", "--subset-questions", "2", "--subset-images", "1")) == 2
+    assert "subset_questions or subset_images, not both" in capsys.readouterr().err
 
 
 def test_readme_prepare_commands_parse():

@@ -15,8 +15,8 @@ import train
 from sit_vqa import checkpoint as ckpt
 from sit_vqa.config import load_config
 from sit_vqa.errors import ConfigError
-from sit_vqa.loading import load_checkpoint
-from sit_vqa.model import build_tiny_instructblip
+from sit_vqa.checkpoint import load_checkpoint
+from sit_vqa.tiny import build_tiny_instructblip
 from sit_vqa.training import NonFiniteLossError, run_training
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ def test_a_save_cut_off_midway_leaves_the_previous_checkpoint(tmp_path, monkeypa
         if len(calls) == 2:
             from sit_vqa import model as model_lib
 
-            model_lib.save_trainable_weights(args[0], Path(directory) / ckpt.WEIGHTS_NAME)
+            ckpt.save_trainable_weights(args[0], Path(directory) / ckpt.WEIGHTS_NAME)
             raise KeyboardInterrupt("killed while saving")
         return real_write(directory, *args, **kwargs)
 
@@ -276,14 +276,15 @@ def test_two_process_ddp_run_on_cpu_matches_one_process(tmp_path, lm_kind):
 
 
 def test_training_from_a_prepared_dataset_dir(tmp_path):
-    from sit_vqa.data.join import JoinOptions, prepare_dataset
+    from sit_vqa.data.join import JoinOptions
+    from sit_vqa.data.prepared import prepare_dataset
 
     sample = REPO / "data" / "sample"
     prepared = tmp_path / "prepared"
     prepare_dataset(
         sample / "v2_OpenEnded_mscoco_train2014_questions.json", sample / "v2_mscoco_train2014_annotations.json",
         sample / "captions_train2014.json", sample / "train2014", prepared,
-        JoinOptions(mode="baseline", subset_questions=12, seed=3),
+        JoinOptions(mode="baseline", subset_questions=12, subset_seed=3),
     )
     config = quick_config(tmp_path, "--max_steps", "2", "--train_dataset_dir", str(prepared))
     run_training(config)

@@ -20,7 +20,8 @@ import msgspec
 import numpy as np
 from pycocotools.coco import COCO
 
-from sit_vqa.errors import DataError, check_unique_ids, encoding_error, json_error, read_bytes
+from sit_vqa.errors import DataError
+from sit_vqa.files import check_unique_ids, decode_json, read_bytes
 
 CAPTIONS_FILE = "COCO captions file (captions_<split>.json)"
 
@@ -72,13 +73,9 @@ def load_captions(path: str | Path) -> CocoCaptions:
     path = Path(path)
     data = read_bytes(path, CAPTIONS_FILE)
     try:
-        parsed = msgspec.json.decode(data, type=_CaptionsFile)
-    except msgspec.ValidationError as error:
-        raise _wrong_kind(path, data) or json_error(path, data, error, "the " + CAPTIONS_FILE) from None
-    except msgspec.DecodeError as error:
-        raise json_error(path, data, error, "the " + CAPTIONS_FILE) from None
-    except UnicodeDecodeError:
-        raise encoding_error(path, data, "the " + CAPTIONS_FILE) from None
+        parsed = decode_json(path, _CaptionsFile, "the " + CAPTIONS_FILE, data)
+    except DataError as error:
+        raise _wrong_kind(path, data) or error from None
     if not parsed.annotations:
         raise DataError(f"{path}: the captions file has no annotations; expected the {CAPTIONS_FILE}")
     # pycocotools indexes by id: a repeated id would silently replace a caption or an image's file_name

@@ -14,7 +14,7 @@ survived). Steps, each deterministic for a given seed:
 5. captions per question by `caption_policy`:
    `first` (file order), `random` (seeded, per question), `longest` (most characters, first on ties), or
    `all` (one record per caption);
-6. records by `mode` (the `mode` column holds each record's kind: "baseline", "sit" or "describe"):
+6. records by `mode` (the recipe; the `kind` column holds each record's kind: "baseline", "sit" or "describe"):
    - `baseline`: one baseline record per question (and caption, for `all`): target = the answer;
    - `sit`: one SIT record: target = "Description: <caption>\\nAnswer: <answer>";
    - `mixed`: every question's baseline record, plus its SIT record for a seeded fraction
@@ -22,93 +22,113 @@ survived). Steps, each deterministic for a given seed:
    - `multitask`: the baseline records plus one "Describe the image" record per image (per caption for
      `all`) whose target is the caption -- the same supervision as SIT, but not in sequence.
    Describe records have question_id -1 (`DESCRIBE_QUESTION_ID`), empty question/answer/answer_type/
-   question_type and no answers; evaluation filters them out by `mode == "describe"`.
+   question_type and no answers; evaluation filters them out by `kind == "describe"`.
    Records come grouped by kind (baseline, then sit, then describe); within a kind, questions keep their
    file order (captions theirs, for `all`) and describe records follow image ids.
 
 Targets keep their markers and punctuation exactly; captions only have their whitespace normalised (`coco`).
 Every record keeps all the annotators' answers, answer_type and question_type for evaluation.
-`prepare_dataset` writes the table (HF `datasets`, Arrow) and `join_report.json` into a directory atomically;
-`prepare_cached` does the same under a cache directory keyed by the inputs' identity and the options.
+Saving the records to disk (and the cache train.py uses) is `sit_vqa.data.prepared`; the image-file checks are
+`sit_vqa.data.image_check`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
 import string
-import uuid
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sit_vqa import __version__
 from sit_vqa.data.coco import CocoCaptions, load_captions
-from sit_vqa.data.templates import TEMPLATE_FIELDS, Templates
+from sit_vqa.data.templates import TEMPLATE_FIELDS, TEMPLATE_KEYS, Templates, load_templates
 from sit_vqa.data.vqav2 import ANSWER_POLICIES, VqaAnnotations, VqaQuestions, read_annotations, read_questions
+from sit_vqa.data.image_check import EXAMPLES_PER_REASON, count_missing_images, drop_bad_images
 from sit_vqa.errors import ConfigError, DataError
-from sit_vqa.gc_pause import gc_paused
 
 logger = logging.getLogger(__name__)
 
-MODES = ("baseline", "sit", "mixed", "multitask")
-CAPTION_POLICIES = ("first", "random", "longest", "all")
 DROP_REASONS = ("no_annotation", "no_caption", "image_missing", "image_unreadable")
 DESCRIBE_QUESTION_ID = -1
-REPORT_FILE = "join_report.json"
+DESCRIBE_KIND = "describe"  # the `kind` of the multitask control's "Describe the image" records
 COLUMNS = ("question_id", "image_id", "image_path", "question", "caption", "answer", "answers", "answer_type",
-           "question_type", "instruction", "target", "mode")
-FORMAT_VERSION = 1  # bump when the records change, so cached datasets are rebuilt
-_EXAMPLES_PER_REASON = 5
+           "question_type", "instruction", "target", "kind")
+FORMAT_VERSION = 2  # bump when the records change, so cached datasets are rebuilt
 # Independent random streams per step, so changing one option never reshuffles another step.
 _SUBSET_STREAM, _CAPTION_STREAM, _MIXED_STREAM, _DESCRIBE_STREAM = 0, 1, 2, 3
 
 
+Mode = Literal["sit", "baseline", "mixed", "multitask"]
+CaptionPolicy = Literal["first", "random", "longest", "all"]
+AnswerPolicy = Literal["multiple_choice_answer", "most_frequent"]
+MODES: tuple[str, ...] = typing.get_args(Mode)
+CAPTION_POLICIES: tuple[str, ...] = typing.get_args(CaptionPolicy)
+
+
 @dataclass(frozen=True)
 class JoinOptions:
-    """How to join and which records to build. Validated on creation; never mutated."""
+    """How to join and which records to build: the one declaration of these options (default, help text,
+    validation). The run config's DataArguments extends it, and `python -m sit_vqa.prepare` builds its command
+    line from it, so both show and use the same defaults. Never mutated."""
 
-    mode: str = "sit"
-    caption_policy: str = "first"
-    answer_policy: str = "multiple_choice_answer"  # or "most_frequent" (ties -> lexicographically smallest)
-    subset_questions: int | None = None
-    subset_images: int | None = None
-    seed: int = 0
-    check_images: bool = False
-    mixed_sit_fraction: float = 1.0  # mode "mixed": share of questions that also get their SIT record (seeded)
-    templates: Templates = field(default_factory=Templates)
+    mode: Mode = field(default="sit", metadata={
+        "help": "Records to build: sit (description then answer), baseline (answer only), mixed (baseline + SIT "
+                "forms), multitask (baseline + separate describe records: the control)."})
+    caption_policy: CaptionPolicy = field(default="random", metadata={
+        "help": "Caption per question: first, random (seeded), longest, or all (one record per caption)."})
+    answer_policy: AnswerPolicy = field(default="multiple_choice_answer", metadata={
+        "help": "Target answer: VQAv2's multiple_choice_answer, or the most frequent of the annotators' answers "
+                "(ties: lexicographically smallest)."})
+    subset_questions: int | None = field(default=None, metadata={"help": "A seeded subset of N questions."})
+    subset_images: int | None = field(default=None, metadata={
+        "help": "A seeded subset of N images, with all their questions."})
+    subset_seed: int = field(default=42, metadata={
+        "help": "Seed of the subset, the random captions and the mixed fraction."})
+    mixed_sit_fraction: float = field(default=1.0, metadata={
+        "help": "mode mixed: every question gets its baseline record and a seeded fraction also its SIT record."})
+    check_images: bool = field(default=False, metadata={
+        "help": "Decode every image; drop (and count) questions whose image file is missing or unreadable."})
+    templates: dict[str, str] | str | None = field(default=None, metadata={
+        "help": "Template overrides: a mapping (in YAML) or the path of a YAML file holding one (keys: "
+                + ", ".join(TEMPLATE_KEYS) + "; fields {question} {caption} {answer})."})
 
     def __post_init__(self):
-        _check_choice("mode", self.mode, MODES)
-        _check_choice("caption_policy", self.caption_policy, CAPTION_POLICIES)
-        _check_choice("answer_policy", self.answer_policy, ANSWER_POLICIES)
         if self.subset_questions is not None and self.subset_images is not None:
-            raise ConfigError("choose subset_questions or subset_images, not both")
+            raise ConfigError("set subset_questions or subset_images, not both")
         for name in ("subset_questions", "subset_images"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer (or None for everything), got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.subset_seed, bool) or not isinstance(self.subset_seed, int) or self.subset_seed < 0:
+            raise ConfigError(f"subset_seed must be a non-negative integer, got {self.subset_seed!r}")
         fraction = self.mixed_sit_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-            raise ConfigError(f"mixed_sit_fraction must be within [0, 1], got {self.mixed_sit_fraction!r}")
-        if not isinstance(self.templates, Templates):
-            raise ConfigError(f"templates must be a sit_vqa.data.templates.Templates, got {type(self.templates)}")
+            raise ConfigError(f"mixed_sit_fraction must be in [0, 1], got {self.mixed_sit_fraction!r}")
+        for name, choices in (("mode", MODES), ("caption_policy", CAPTION_POLICIES), ("answer_policy", ANSWER_POLICIES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; expected one of: {', '.join(choices)}")
+        # fail now, not after the model has loaded; kept beside the fields (it is derived from `templates`)
+        object.__setattr__(self, "_templates", load_templates(self.templates))
+
+    @property
+    def template_set(self) -> Templates:
+        """The configured templates, checked (known fields, the parser reads their answers back)."""
+        return self._templates
+
+    def join_options(self) -> JoinOptions:
+        """Just the join's options (DataArguments carries more)."""
+        return JoinOptions(**{f.name: getattr(self, f.name) for f in fields(JoinOptions)})
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; expected one of: {', '.join(choices)}")
+        """The options as recorded in join reports and cache keys; templates as the full set in use."""
+        options = {f.name: getattr(self, f.name) for f in fields(JoinOptions)}
+        return {**options, "templates": asdict(self.template_set)}
 
 
 @dataclass
@@ -120,7 +140,7 @@ class JoinReport:
     """
 
     mode: str
-    split: str | None
+    data_subtype: str | None  # the VQAv2 files' split, e.g. val2014
     inputs: dict[str, str]
     options: dict
     questions_read: int = 0
@@ -164,7 +184,7 @@ class JoinReport:
                        "use --check-images / check_images to drop them)")
         kinds = ", ".join(f"{kind} {count}" for kind, count in self.records.items())
         return (
-            f"VQAv2 x COCO join ({self.split or 'unknown split'}, mode {self.mode}):\n"
+            f"VQAv2 x COCO join ({self.data_subtype or 'unknown split'}, mode {self.mode}):\n"
             f"  questions read {self.questions_read}, joined {self.joined}, "
             f"annotations without a question {self.annotations_without_question}\n"
             f"  subset: {subset}; image check: {images}\n"
@@ -184,10 +204,10 @@ def join_records(
     """The join, in memory: an Arrow table with `COLUMNS` (records grouped by kind: baseline, sit,
     describe; questions in file order within a kind, describe records by image id) and the report."""
     _check_same_split(questions, annotations)
-    image_dir = _require_image_dir(image_dir)
+    image_dir = require_image_dir(image_dir)
     report = JoinReport(
         mode=options.mode,
-        split=questions.split,
+        data_subtype=questions.data_subtype,
         inputs={"questions": str(questions.path.resolve()), "annotations": str(annotations.path.resolve()),
                 "captions": str(captions.path.resolve()), "image_dir": str(image_dir.resolve())},
         options=options.to_dict(),
@@ -200,12 +220,12 @@ def join_records(
     rows, annotation_rows = _join(questions, annotations, captions, report)
     rows = _select_subset(rows, questions.table["image_id"].to_numpy()[rows], options, report)
     joined = _joined_table(questions, annotations, annotation_rows, rows)
-    images = _ImageBank.of(joined, captions, questions.split, image_dir.resolve())
+    images = _ImageBank.of(joined, captions, questions.data_subtype, image_dir.resolve())
     if options.check_images:
-        joined = _drop_bad_images(joined, images, report)
-        images = _ImageBank.of(joined, captions, questions.split, image_dir.resolve())
+        joined = drop_bad_images(joined, images, report)
+        images = _ImageBank.of(joined, captions, questions.data_subtype, image_dir.resolve())
     else:
-        _count_missing_images(images, image_dir, report)
+        count_missing_images(images, image_dir, report)
 
     tables = _question_records(joined, images, options)
     if options.mode == "multitask":
@@ -217,7 +237,7 @@ def join_records(
     return pa.concat_tables(tables.values()), report
 
 
-def _require_image_dir(image_dir: str | Path) -> Path:
+def require_image_dir(image_dir: str | Path) -> Path:
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DataError(f"image directory not found: {image_dir} (pass the folder holding the COCO images of "
@@ -226,10 +246,10 @@ def _require_image_dir(image_dir: str | Path) -> Path:
 
 
 def _check_same_split(questions: VqaQuestions, annotations: VqaAnnotations) -> None:
-    if questions.split and annotations.split and questions.split != annotations.split:
+    if questions.data_subtype and annotations.data_subtype and questions.data_subtype != annotations.data_subtype:
         raise DataError(
-            f"the questions file {questions.path} is for {questions.split} but the annotations file "
-            f"{annotations.path} is for {annotations.split}; pass the two files of the same split"
+            f"the questions file {questions.path} is for {questions.data_subtype} but the annotations file "
+            f"{annotations.path} is for {annotations.data_subtype}; pass the two files of the same split"
         )
 
 
@@ -278,13 +298,13 @@ def _check_image_ids_agree(questions: VqaQuestions, annotations: VqaAnnotations,
 def _count_drops(report: JoinReport, reason: str, mask: np.ndarray, question_ids) -> None:
     report.dropped[reason] += int(mask.sum())
     if mask.any():
-        examples = question_ids.take(np.flatnonzero(mask)[:_EXAMPLES_PER_REASON]).to_pylist()
+        examples = question_ids.take(np.flatnonzero(mask)[:EXAMPLES_PER_REASON]).to_pylist()
         report.drop_examples[reason] = [f"question_id {question_id}" for question_id in examples]
 
 
 def _select_subset(rows: np.ndarray, image_ids: np.ndarray, options: JoinOptions, report: JoinReport) -> np.ndarray:
     """A seeded sample of the joined questions, or of their images with all their questions; file order kept."""
-    rng = np.random.default_rng([options.seed, _SUBSET_STREAM])
+    rng = np.random.default_rng([options.subset_seed, _SUBSET_STREAM])
     if options.subset_questions is not None:
         wanted, available, by = options.subset_questions, len(rows), "questions"
         if wanted > available:
@@ -300,7 +320,7 @@ def _select_subset(rows: np.ndarray, image_ids: np.ndarray, options: JoinOptions
     else:
         report.selected = len(rows)
         return rows
-    report.subset = {"by": by, "requested": wanted, "available": available, "seed": options.seed}
+    report.subset = {"by": by, "requested": wanted, "available": available, "seed": options.subset_seed}
     report.selected = len(rows)
     report.not_selected = report.joined - len(rows)
     return rows
@@ -355,79 +375,6 @@ class _ImageBank:
         return np.array([start + int(np.argmax(lengths[start:end])) for start, end in bounds], dtype=np.int64)
 
 
-def _count_missing_images(images: _ImageBank, image_dir: Path, report: JoinReport) -> None:
-    """Without check_images, a cheap existence check (a stat per image, ~0.4 s for VQAv2 train): a wrong image
-    directory is an error at once, not a failure hours into training; a few missing files are counted."""
-    paths = images.paths.to_pylist()
-    missing = len(paths) - sum(_existing(paths, image_dir))
-    if paths and missing == len(paths):
-        raise DataError(
-            f"none of the {len(paths)} image files exist in {image_dir} (e.g. {paths[0]}); pass the directory that "
-            "holds the images named in the captions file's file_name (COCO 2014: COCO_train2014_000000000009.jpg)"
-        )
-    report.image_files_missing_unchecked = missing
-    if missing:
-        logger.warning("%d of %d image files do not exist in %s; their questions are kept (training would fail on "
-                       "them): use --check-images / check_images to drop and count them", missing, len(paths), image_dir)
-
-
-def _existing(paths: list[str], image_dir: Path) -> list[bool]:
-    """Which paths are files. One directory listing instead of a stat per image (0.09 s against 0.26 s for
-    VQAv2 train's 82,783 images); paths outside the directory itself are stat-ed."""
-    directory = str(image_dir.resolve()) + os.sep
-    listed = {entry.name for entry in os.scandir(image_dir) if entry.is_file()}
-    return [
-        path[len(directory):] in listed if path.startswith(directory) and os.sep not in path[len(directory):]
-        else os.path.isfile(path)
-        for path in paths
-    ]
-
-
-def _drop_bad_images(joined: pa.Table, images: _ImageBank, report: JoinReport) -> pa.Table:
-    """Drop the questions whose image file is missing or cannot be decoded; count them by reason."""
-    problems = np.full(len(images.image_ids), "", dtype=object)
-    examples: dict[str, list[str]] = {"image_missing": [], "image_unreadable": []}
-    for index, path in enumerate(images.paths.to_pylist()):
-        if not os.path.isfile(path):
-            reason, example = "image_missing", path
-        else:
-            error = _unreadable_reason(path)
-            if error is None:
-                continue
-            reason, example = "image_unreadable", f"{path} ({error})"
-        problems[index] = reason
-        if len(examples[reason]) < _EXAMPLES_PER_REASON:
-            examples[reason].append(example)
-    report.images_checked = len(images.image_ids)
-    question_problems = problems[images.by_question]
-    for reason, reason_examples in examples.items():
-        report.dropped[reason] += int((question_problems == reason).sum())
-        if reason_examples:
-            report.drop_examples[reason] = reason_examples
-    kept = joined.filter(pa.array(question_problems == ""))
-    if kept.num_rows == 0:
-        example = (examples["image_missing"] + examples["image_unreadable"])[0]
-        raise DataError(
-            f"no questions left after dropping those with bad image files (image_missing "
-            f"{report.dropped['image_missing']}, image_unreadable {report.dropped['image_unreadable']} questions), "
-            f"e.g. {example}; check --image-dir: it should hold the images named in the captions file"
-        )
-    return kept
-
-
-def _unreadable_reason(path: str) -> str | None:
-    """Why an image file cannot be decoded, or None when it can."""
-    from PIL import Image  # only needed with check_images
-
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))  # JPEG: decode at reduced scale -- still reads the whole stream
-            image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
 def _choose_captions(image_index: np.ndarray, images: _ImageBank, policy: str, rng: np.random.Generator):
     """Captions for items that show images `image_index` (question rows, or the images themselves).
 
@@ -450,25 +397,25 @@ def _choose_captions(image_index: np.ndarray, images: _ImageBank, policy: str, r
 
 def _question_records(joined: pa.Table, images: _ImageBank, options: JoinOptions) -> dict[str, pa.Table]:
     """The baseline and/or SIT records of the joined questions, by kind."""
-    rng = np.random.default_rng([options.seed, _CAPTION_STREAM])
+    rng = np.random.default_rng([options.subset_seed, _CAPTION_STREAM])
     owner, caption = _choose_captions(images.by_question, images, options.caption_policy, rng)
     pairs = joined.take(owner) if options.caption_policy == "all" else joined  # else owner is the identity
     pairs = pairs.append_column("image_path", images.paths.take(images.by_question[owner]))
     pairs = pairs.append_column("caption", images.captions.take(caption))
     if options.mode == "sit":
-        return {"sit": _with_targets("sit", pairs, options.templates)}
-    records = {"baseline": _with_targets("baseline", pairs, options.templates)}
+        return {"sit": _with_targets("sit", pairs, options.template_set)}
+    records = {"baseline": _with_targets("baseline", pairs, options.template_set)}
     if options.mode == "mixed":
-        rng = np.random.default_rng([options.seed, _MIXED_STREAM])
+        rng = np.random.default_rng([options.subset_seed, _MIXED_STREAM])
         count = joined.num_rows
         with_sit = rng.choice(count, size=round(options.mixed_sit_fraction * count), replace=False)
-        records["sit"] = _with_targets("sit", pairs.take(np.flatnonzero(np.isin(owner, with_sit))), options.templates)
+        records["sit"] = _with_targets("sit", pairs.take(np.flatnonzero(np.isin(owner, with_sit))), options.template_set)
     return records
 
 
 def _describe_records(images: _ImageBank, options: JoinOptions) -> pa.Table:
     """One "Describe the image" record per image (per caption for `all`)."""
-    rng = np.random.default_rng([options.seed, _DESCRIBE_STREAM])
+    rng = np.random.default_rng([options.subset_seed, _DESCRIBE_STREAM])
     owner, caption = _choose_captions(np.arange(len(images.image_ids)), images, options.caption_policy, rng)
     count = len(owner)
     empty = pa.repeat("", count)
@@ -483,15 +430,15 @@ def _describe_records(images: _ImageBank, options: JoinOptions) -> pa.Table:
         "image_path": images.paths.take(owner),
         "caption": images.captions.take(caption),
     })
-    return _with_targets("describe", records, options.templates)
+    return _with_targets("describe", records, options.template_set)
 
 
 def _with_targets(kind: str, records: pa.Table, templates: Templates) -> pa.Table:
-    """records plus instruction, target and mode (= kind), in `COLUMNS` order."""
+    """records plus instruction, target and kind, in `COLUMNS` order."""
     instruction = _format_column(getattr(templates, f"{kind}_instruction"), records)
     target = _format_column(getattr(templates, f"{kind}_target"), records)
     records = records.append_column("instruction", instruction).append_column("target", target)
-    return records.append_column("mode", pa.repeat(kind, records.num_rows)).select(list(COLUMNS))
+    return records.append_column("kind", pa.repeat(kind, records.num_rows)).select(list(COLUMNS))
 
 
 def _format_column(template: str, records: pa.Table):
@@ -509,126 +456,3 @@ def _format_column(template: str, records: pa.Table):
     if not any(isinstance(part, pa.ChunkedArray) for part in parts):
         return pa.repeat("".join(parts), records.num_rows)
     return pc.binary_join_element_wise(*parts, "")
-
-
-def prepare_dataset(
-    questions_path: str | Path,
-    annotations_path: str | Path,
-    captions_path: str | Path,
-    image_dir: str | Path,
-    out_dir: str | Path,
-    options: JoinOptions | None = None,
-):
-    """Read, join and build the records, then write `out_dir` atomically: the `datasets` table
-    (`save_to_disk`) and join_report.json. Returns (datasets.Dataset loaded from out_dir, JoinReport).
-
-    An existing `out_dir` is replaced only when it is empty or a previously prepared dataset.
-    """
-    options = options or JoinOptions()
-    out_dir = Path(out_dir)
-    _check_replaceable(out_dir)
-    _require_image_dir(image_dir)  # before the (long) read
-    with gc_paused():
-        questions = read_questions(questions_path)
-        annotations = read_annotations(annotations_path, options.answer_policy)
-        captions = load_captions(captions_path)
-        table, report = join_records(questions, annotations, captions, image_dir, options)
-        del questions, annotations, captions  # free the inputs before writing
-    _save_atomically(table, report, out_dir)
-    logger.info("%s\n  saved to %s", report.summary(), out_dir)
-    return load_prepared(out_dir)
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"output path {out_dir} is a file; pass a directory for the prepared dataset")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / REPORT_FILE).is_file():
-        raise DataError(
-            f"output directory {out_dir} exists and is not a prepared dataset (no {REPORT_FILE}); "
-            f"refusing to overwrite it: pass a new or empty directory"
-        )
-
-
-def _save_atomically(table: pa.Table, report: JoinReport, out_dir: Path) -> None:
-    """Write into a temporary sibling directory, then rename it into place: a crash never leaves a
-    half-written dataset under out_dir."""
-    import datasets  # heavy import, only needed here
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
-    staging.mkdir()  # (not mkdtemp: its 0700 mode would stick to the dataset directory)
-    try:
-        # An explicit fingerprint: otherwise datasets hashes the whole in-memory table to make one.
-        fingerprint = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-        datasets.Dataset(table, fingerprint=fingerprint).save_to_disk(str(staging))
-        (staging / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        if out_dir.exists():
-            previous = staging.with_suffix(".previous")
-            os.rename(out_dir, previous)
-            os.rename(staging, out_dir)
-            shutil.rmtree(previous)
-        else:
-            os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def load_prepared(directory: str | Path):
-    """Open a prepared dataset directory (memory-mapped): returns (datasets.Dataset, JoinReport)."""
-    import datasets
-
-    directory = Path(directory)
-    report_path = directory / REPORT_FILE
-    if not report_path.is_file():
-        raise DataError(
-            f"{directory} is not a prepared dataset (no {REPORT_FILE}); create it with "
-            f"`python -m sit_vqa.prepare ... --out {directory}`"
-        )
-    try:
-        report = JoinReport.from_dict(json.loads(report_path.read_text()))
-        dataset = datasets.load_from_disk(str(directory))
-    except (ValueError, TypeError, OSError) as error:
-        raise DataError(f"{directory}: the prepared dataset is damaged ({error}); prepare it again") from None
-    missing = set(COLUMNS) - set(dataset.column_names)
-    if missing:
-        raise DataError(f"{directory}: the prepared dataset lacks columns {sorted(missing)}; prepare it again")
-    return dataset, report
-
-
-def cache_key(questions_path, annotations_path, captions_path, image_dir, options: JoinOptions) -> str:
-    """A hash of the inputs' identity (resolved path, size, mtime_ns), the options and the record format."""
-    inputs = {name: _file_identity(Path(path)) for name, path in
-              (("questions", questions_path), ("annotations", annotations_path), ("captions", captions_path))}
-    image_dir = Path(image_dir).resolve()
-    # The image paths embed the directory; with image checks its contents matter too (mtime changes with them).
-    inputs["image_dir"] = [str(image_dir), image_dir.stat().st_mtime_ns if options.check_images else None]
-    payload = {"format": FORMAT_VERSION, "version": __version__, "inputs": inputs, "options": options.to_dict()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _file_identity(path: Path) -> list:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        raise DataError(f"input file not found: {path}") from None
-    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
-
-
-def prepare_cached(
-    questions_path: str | Path,
-    annotations_path: str | Path,
-    captions_path: str | Path,
-    image_dir: str | Path,
-    cache_root: str | Path,
-    options: JoinOptions | None = None,
-):
-    """`prepare_dataset` into cache_root/<cache_key>, or reuse that directory when it exists.
-    Returns (datasets.Dataset, JoinReport)."""
-    options = options or JoinOptions()
-    image_dir = _require_image_dir(image_dir)
-    out_dir = Path(cache_root) / cache_key(questions_path, annotations_path, captions_path, image_dir, options)
-    if (out_dir / REPORT_FILE).is_file():
-        logger.info("reusing the prepared dataset in %s (same inputs and options)", out_dir)
-        return load_prepared(out_dir)
-    return prepare_dataset(questions_path, annotations_path, captions_path, image_dir, out_dir, options)

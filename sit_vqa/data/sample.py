@@ -38,6 +38,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from sit_vqa.data.vqav2 import most_frequent_answer
 from sit_vqa.errors import DataError
 
 SPLITS = ("train2014", "val2014")
@@ -409,10 +410,6 @@ def annotate(question: Question, rng: random.Random) -> list[dict]:
     ]
 
 
-def most_frequent_answer(answers: list[dict]) -> str:
-    return Counter(a["answer"] for a in answers).most_common(1)[0][0]
-
-
 # ----------------------------------------------------------------------------- official JSON
 
 
@@ -490,7 +487,7 @@ def _image_entry(split: str, scene: Scene) -> dict:
 def _annotation(question: Question, answers: list[dict], image_id: int, question_id: int) -> dict:
     return {
         "question_type": question.question_type,
-        "multiple_choice_answer": most_frequent_answer(answers),
+        "multiple_choice_answer": most_frequent_answer([a["answer"] for a in answers]),
         "answers": answers,
         "image_id": image_id,
         "answer_type": question.answer_type,

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from sit_vqa.errors import ConfigError
 
 BASELINE_TASK = "Answer the input question based on the image"
 SIT_TASK = "First describe the image, then answer the input question based on the image"
@@ -49,6 +55,36 @@ class Templates:
             getattr(self, f"{kind}_instruction").format(**fields),
             getattr(self, f"{kind}_target").format(**fields),
         )
+
+
+TEMPLATE_KEYS = tuple(f.name for f in fields(Templates))
+
+
+def load_templates(overrides: Templates | Mapping[str, str] | str | Path | None) -> Templates:
+    """The default templates with `overrides` applied: a mapping of TEMPLATE_KEYS to format strings, the path of
+    a YAML file holding one, or a Templates. Checked: known keys and fields, and targets the parser reads back."""
+    source = "templates"
+    if isinstance(overrides, Templates):  # built in Python: its fields are checked, the parser check is the caller's
+        return overrides
+    if isinstance(overrides, (str, Path)):
+        source = str(overrides)
+        try:
+            overrides = yaml.safe_load(Path(overrides).read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read templates file {source}: {error}") from None
+    overrides = overrides or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{source}: expected a mapping with keys among {list(TEMPLATE_KEYS)}; got {overrides!r}")
+    unknown = sorted(set(overrides) - set(TEMPLATE_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown template key(s) {unknown} (keys: {', '.join(TEMPLATE_KEYS)}); "
+                          "expected a mapping with keys among those")
+    try:
+        templates = Templates(**overrides)
+        check_parsable(templates)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return templates
 
 
 def check_parsable(templates: Templates) -> None:

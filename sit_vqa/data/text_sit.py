@@ -1,7 +1,7 @@
 """Text-only sequential instructions (SIT) from Alpaca-format data.
 
 An Alpaca file is a JSON list of {"instruction": str, "input": str, "output": str} objects ("input" is
-"" when the task needs none). `build_text_sit` turns each record into {"instruction", "target", "mode",
+"" when the task needs none). `build_text_sit` turns each record into {"instruction", "target", "text_mode",
 "source_index"}: "instruction" is the whole prompt the model sees (input included), "target" the text
 it learns to produce. With I = the instruction, X = the input, O = the output, and i = I with its first
 letter lower-cased (kept as is when the first word is all capitals: "I", "SQL", "NASA"):
@@ -35,16 +35,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sit_vqa.errors import DataError, read_bytes
+from sit_vqa.data.templates import ANSWER_MARKER
+from sit_vqa.errors import DataError
+from sit_vqa.files import read_bytes
 
-MODES = ("plain", "repeat", "translate")
+TEXT_MODES = ("plain", "repeat", "translate")
 FIELDS = ("instruction", "input", "output")
 
 REPEAT_PREFIX = "First repeat the input, then "
 TRANSLATE_PREFIX = "First translate the input into English, then "
 INPUT_MARKER = "Input:"
 TRANSLATION_MARKER = "Translation:"
-ANSWER_MARKER = "Answer:"  # the same marker as the image SIT target (templates.ANSWER_MARKER)
 
 _FIX = (
     'every record must be an object with string fields "instruction", "input" and "output" '
@@ -97,14 +98,14 @@ def build_text_sit(
     *,
     sources: tuple[str, str] = ("records", "translated records"),
 ) -> list[dict]:
-    """One {"instruction", "target", "mode", "source_index"} record per Alpaca record (see module doc).
+    """One {"instruction", "target", "text_mode", "source_index"} record per Alpaca record (see module doc).
 
     `translated` (the same records with the input in another language, aligned by index) is required
     for mode "translate"; given with another mode it is only checked for alignment. `sources` names the
     two inputs in error messages (e.g. their file paths).
     """
-    if mode not in MODES:
-        raise TextSitError(f"unknown text SIT mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in TEXT_MODES:
+        raise TextSitError(f"unknown text SIT mode {mode!r}; choose one of {', '.join(TEXT_MODES)}")
     check_records(records, sources[0])
     if translated is not None:
         check_records(translated, sources[1])
@@ -152,7 +153,7 @@ def _build_one(record: dict, mode: str, translated: dict | None, index: int) -> 
         foreign_input = translated["input"].strip()
         prompt = f"{TRANSLATE_PREFIX}{continue_sentence(instruction)}\n{INPUT_MARKER} {foreign_input}"
         target = f"{TRANSLATION_MARKER} {text_input}\n{ANSWER_MARKER} {output}"
-    return {"instruction": prompt, "target": target, "mode": mode, "source_index": index}
+    return {"instruction": prompt, "target": target, "text_mode": mode, "source_index": index}
 
 
 def continue_sentence(instruction: str) -> str:

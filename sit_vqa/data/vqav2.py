@@ -23,41 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sit_vqa.errors import DataError, check_unique_ids, encoding_error, json_error, read_bytes
+from sit_vqa.errors import ConfigError, DataError
+from sit_vqa.files import check_unique_ids, decode_json, read_bytes
+from sit_vqa.vqa_format import ANNOTATIONS_FILE, QUESTIONS_FILE, AnnotationsFile, QuestionsFile
 
 ANSWER_POLICIES = ("multiple_choice_answer", "most_frequent")
-
-QUESTIONS_FILE = "VQAv2 questions file (v2_OpenEnded_mscoco_<split>_questions.json)"
-ANNOTATIONS_FILE = "VQAv2 annotations file (v2_mscoco_<split>_annotations.json)"
-
-
-class _Question(msgspec.Struct, gc=False):
-    question_id: int
-    image_id: int
-    question: str
-
-
-class _QuestionsFile(msgspec.Struct):
-    questions: list[_Question]
-    data_subtype: str | None = None
-
-
-class _Answer(msgspec.Struct, gc=False):
-    answer: str
-
-
-class _Annotation(msgspec.Struct, gc=False):
-    question_id: int
-    image_id: int
-    multiple_choice_answer: str
-    answers: list[_Answer]
-    answer_type: str
-    question_type: str
-
-
-class _AnnotationsFile(msgspec.Struct):
-    annotations: list[_Annotation]
-    data_subtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +35,7 @@ class VqaQuestions:
     """Questions in file order: columns question_id, image_id (int64), question (string)."""
 
     table: pa.Table
-    split: str | None  # data_subtype, e.g. "train2014"
+    data_subtype: str | None  # e.g. "train2014"
     path: Path
 
 
@@ -75,14 +45,14 @@ class VqaAnnotations:
     answers (all annotators' answers, list<string>), answer_type, question_type."""
 
     table: pa.Table
-    split: str | None
+    data_subtype: str | None
     path: Path
 
 
 def read_questions(path: str | Path) -> VqaQuestions:
     """Read and validate a questions file: types, at least one question, unique question ids."""
     path = Path(path)
-    parsed = _decode(path, _QuestionsFile, QUESTIONS_FILE)
+    parsed = _decode(path, QuestionsFile, QUESTIONS_FILE)
     questions = parsed.questions
     if not questions:
         raise DataError(f"{path}: the questions list is empty; expected the {QUESTIONS_FILE} with its questions")
@@ -100,9 +70,9 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
     """Read and validate an annotations file; the `answer` column follows `answer_policy`:
     "multiple_choice_answer" (VQAv2's own consensus) or "most_frequent" (see `most_frequent_answer`)."""
     if answer_policy not in ANSWER_POLICIES:
-        raise ValueError(f"unknown answer policy {answer_policy!r}; expected one of {ANSWER_POLICIES}")
+        raise ConfigError(f"unknown answer policy {answer_policy!r}; expected one of: {', '.join(ANSWER_POLICIES)}")
     path = Path(path)
-    parsed = _decode(path, _AnnotationsFile, ANNOTATIONS_FILE)
+    parsed = _decode(path, AnnotationsFile, ANNOTATIONS_FILE)
     annotations = parsed.annotations
     if not annotations:
         raise DataError(f"{path}: the annotations list is empty; expected the {ANNOTATIONS_FILE} with its annotations")
@@ -116,10 +86,8 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
             f"{path}: $.annotations[{index}] (question_id {annotations[index].question_id}) has no answers; "
             f"every VQAv2 annotation carries the 10 annotators' answers"
         )
-    if answer_policy == "most_frequent":
-        chosen = [most_frequent_answer([x.answer for x in a.answers]) for a in annotations]
-    else:
-        chosen = [a.multiple_choice_answer for a in annotations]
+    _require_image_ids(path, annotations)
+    chosen = [_chosen_answer(a, answer_policy) for a in annotations]
     offsets = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(answer_counts, out=offsets[1:])
     all_answers = pa.array([x.answer for a in annotations for x in a.answers], pa.string())
@@ -134,6 +102,20 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
     return VqaAnnotations(table, parsed.data_subtype, path)
 
 
+def _require_image_ids(path: Path, annotations) -> None:
+    for index, annotation in enumerate(annotations):
+        if annotation.image_id is None:
+            raise DataError(f"{path}: $.annotations[{index}] (question_id {annotation.question_id}) has no image_id; "
+                            f"every record of the {ANNOTATIONS_FILE} names its image")
+
+
+def _chosen_answer(annotation, policy: str) -> str:
+    """The target answer. Files without multiple_choice_answer (OK-VQA v1.1) fall back to the most frequent."""
+    if policy == "multiple_choice_answer" and annotation.multiple_choice_answer is not None:
+        return annotation.multiple_choice_answer
+    return most_frequent_answer([answer.answer for answer in annotation.answers])
+
+
 def _single_spaced(answers: pa.Array) -> pa.Array:
     """The chosen answer becomes a target line: real VQAv2 answers hold stray newlines and tabs (the reason for
     the official metric's 2021 fix), which would split "Answer: <answer>" over lines. The 10 raw answers
@@ -145,23 +127,19 @@ def most_frequent_answer(answers: list[str]) -> str:
     """The answer given most often (exact strings); ties go to the lexicographically smallest, so the
     result never depends on the annotators' order (unlike taking the first annotator's answer)."""
     if not answers:
-        raise ValueError("no answers to choose from")
+        raise DataError("no answers to choose from")
     return min(set(answers), key=lambda answer: (-answers.count(answer), answer))
 
 
 def _decode(path: Path, file_type: type, what: str):
     data = read_bytes(path, what)
     try:
-        return msgspec.json.decode(data, type=file_type)
-    except msgspec.ValidationError as error:
+        return decode_json(path, file_type, "the " + what, data)
+    except DataError:
         swapped = _swap_hint(data, file_type)
         if swapped:
             raise DataError(f"{path}: {swapped}") from None
-        raise json_error(path, data, error, "the " + what) from None
-    except msgspec.DecodeError as error:
-        raise json_error(path, data, error, "the " + what) from None
-    except UnicodeDecodeError:
-        raise encoding_error(path, data, "the " + what) from None
+        raise
 
 
 def _swap_hint(data: bytes, file_type: type) -> str | None:
@@ -170,9 +148,9 @@ def _swap_hint(data: bytes, file_type: type) -> str | None:
         keys = set(msgspec.json.decode(data, type=dict[str, msgspec.Raw]))
     except msgspec.MsgspecError:
         return None
-    if file_type is _AnnotationsFile and "questions" in keys and "annotations" not in keys:
+    if file_type is AnnotationsFile and "questions" in keys and "annotations" not in keys:
         return f"this is a questions file, not the {ANNOTATIONS_FILE}; did you swap --questions and --annotations?"
-    if file_type is _QuestionsFile and "annotations" in keys and "questions" not in keys:
+    if file_type is QuestionsFile and "annotations" in keys and "questions" not in keys:
         kind = "a COCO file" if "images" in keys else "an annotations file"
         return f"this is {kind}, not the {QUESTIONS_FILE}; check the --questions argument"
     return None

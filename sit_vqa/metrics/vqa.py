@@ -66,8 +66,9 @@ from pathlib import Path
 
 import msgspec
 
-from sit_vqa.errors import DataError, SitVqaError, encoding_error, json_error, read_bytes
-from sit_vqa.gc_pause import gc_paused
+from sit_vqa.errors import DataError, SitVqaError
+from sit_vqa.files import decode_json, gc_paused, read_bytes, write_text_atomically
+from sit_vqa.vqa_format import Annotation, AnnotationsFile, Question, QuestionsFile, Result
 
 PRECISION = 2  # decimals of every reported number, the official default (VQAEval's n=2)
 
@@ -230,37 +231,8 @@ def question_accuracy(prediction: str, gt_answers: Sequence[str], legacy: bool =
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Question(msgspec.Struct, gc=False):
-    question_id: int
-
-
-class Answer(msgspec.Struct, gc=False):
-    answer: str
-    answer_id: int
-
-
-class Annotation(msgspec.Struct, gc=False):
-    question_id: int
-    question_type: str
-    answer_type: str
-    answers: list[Answer]
-
-
-class Result(msgspec.Struct, gc=False):
-    question_id: int
-    answer: str
-
-
 _ANSWER_TEXT = operator.attrgetter("answer")
 _ANSWER_ID = operator.attrgetter("answer_id")
-
-
-class _QuestionFile(msgspec.Struct):
-    questions: list[Question]
-
-
-class _AnnotationFile(msgspec.Struct):
-    annotations: list[Annotation]
 
 
 _FIXES = {
@@ -276,27 +248,20 @@ def _validation_error(source: str, kind: str, error: Exception) -> VQAMetricErro
 
 
 def _decode_file(path: str | Path, file_type: type, kind: str):
-    path = Path(path)
     try:
-        data = read_bytes(path, f"{kind} file")
+        return decode_json(path, file_type, _FIXES[kind], read_bytes(path, f"{kind} file"))
     except DataError as error:
         raise VQAMetricError(str(error)) from None
-    try:
-        return msgspec.json.decode(data, type=file_type)
-    except msgspec.MsgspecError as error:
-        raise VQAMetricError(str(json_error(path, data, error, _FIXES[kind]))) from None
-    except UnicodeDecodeError:
-        raise VQAMetricError(str(encoding_error(path, data, _FIXES[kind]))) from None
 
 
 def load_questions(path: str | Path) -> list[Question]:
     """The question records of an official questions file."""
-    return _decode_file(path, _QuestionFile, "questions").questions
+    return _decode_file(path, QuestionsFile, "questions").questions
 
 
 def load_annotations(path: str | Path) -> list[Annotation]:
     """The annotation records of an official annotations file."""
-    return _decode_file(path, _AnnotationFile, "annotations").annotations
+    return _decode_file(path, AnnotationsFile, "annotations").annotations
 
 
 def load_results(path: str | Path) -> list[Result]:
@@ -516,8 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for answer_type, accuracy in report["perAnswerType"].items():
         print(f"{answer_type} : {accuracy:.{args.precision}f}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=1))
+        write_text_atomically(args.out, msgspec.json.format(msgspec.json.encode(report), indent=1).decode())
         print(f"Wrote {args.out}")
     return 0
 

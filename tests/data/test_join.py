@@ -9,18 +9,8 @@ import datasets
 import pytest
 
 from sit_vqa.data.coco import load_captions
-from sit_vqa.data.join import (
-    COLUMNS,
-    DESCRIBE_QUESTION_ID,
-    REPORT_FILE,
-    JoinOptions,
-    JoinReport,
-    cache_key,
-    join_records,
-    load_prepared,
-    prepare_cached,
-    prepare_dataset,
-)
+from sit_vqa.data.join import COLUMNS, DESCRIBE_QUESTION_ID, JoinOptions, JoinReport, join_records
+from sit_vqa.data.prepared import REPORT_FILE, cache_key, load_prepared, prepare_cached, prepare_dataset
 from sit_vqa.data.templates import Templates, parse_sit_output
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, DataError
@@ -102,7 +92,7 @@ def test_caption_policy_random_is_seeded_per_question(official_data, write_offic
     files = write_official(official_data)
 
     def chosen(seed):
-        records, _ = run_join(files, caption_policy="random", seed=seed)
+        records, _ = run_join(files, caption_policy="random", subset_seed=seed)
         return [r["caption"] for r in records if r["image_id"] == 50]
 
     first = chosen(0)
@@ -158,7 +148,7 @@ SIT = "First describe the image, then answer the input question based on the ima
 def test_baseline_target_is_the_answer_alone(official_files):
     """Not "Answer: <caption>" (the released code's baseline target)."""
     records, report = run_join(official_files, mode="baseline")
-    assert [(r["instruction"], r["target"], r["mode"]) for r in records] == [
+    assert [(r["instruction"], r["target"], r["kind"]) for r in records] == [
         (BASELINE.format(QUESTION_TEXT[qid]), CONSENSUS[qid], "baseline") for qid in QUESTION_IDS]
     assert report.records == {"baseline": 6} and report.mode == "baseline"
 
@@ -172,7 +162,7 @@ def test_sit_target_keeps_markers_colons_and_newline(official_files):
     with_colon = next(r for r in records if r["question_id"] == 9000 and r["caption"].startswith("Dinner"))
     assert with_colon["target"] == "Description: Dinner: rice, broccoli and a fork.\nAnswer: rice"
     for record in records:
-        assert record["mode"] == "sit"
+        assert record["kind"] == "sit"
         assert record["target"] == f"Description: {record['caption']}\nAnswer: {record['answer']}"
         parsed = parse_sit_output(record["target"])  # the evaluation's parser gets both parts back
         assert (parsed.description, parsed.answer) == (record["caption"], record["answer"])
@@ -181,18 +171,18 @@ def test_sit_target_keeps_markers_colons_and_newline(official_files):
 def test_mixed_gives_both_forms_of_every_question_by_default(official_files):
     records, report = run_join(official_files, mode="mixed")
     assert report.records == {"baseline": 6, "sit": 6}
-    assert [(r["question_id"], r["mode"]) for r in records] == (
+    assert [(r["question_id"], r["kind"]) for r in records] == (
         [(qid, "baseline") for qid in QUESTION_IDS] + [(qid, "sit") for qid in QUESTION_IDS])
     for record in records:
-        template = BASELINE if record["mode"] == "baseline" else SIT
+        template = BASELINE if record["kind"] == "baseline" else SIT
         assert record["instruction"] == template.format(record["question"])
 
 
 def test_mixed_sit_fraction_adds_sit_for_a_seeded_share(official_files):
     def sit_questions(seed, fraction):
-        records, report = run_join(official_files, mode="mixed", mixed_sit_fraction=fraction, seed=seed)
+        records, report = run_join(official_files, mode="mixed", mixed_sit_fraction=fraction, subset_seed=seed)
         assert report.records["baseline"] == 6
-        return [r["question_id"] for r in records if r["mode"] == "sit"]
+        return [r["question_id"] for r in records if r["kind"] == "sit"]
 
     half = sit_questions(0, 0.5)
     assert len(half) == 3 and half == sit_questions(0, 0.5)
@@ -201,9 +191,9 @@ def test_mixed_sit_fraction_adds_sit_for_a_seeded_share(official_files):
 
 
 def test_multitask_adds_one_describe_record_per_image(official_files):
-    records, report = run_join(official_files, mode="multitask")
+    records, report = run_join(official_files, mode="multitask", caption_policy="first")
     assert report.records == {"baseline": 6, "describe": 3}
-    assert [r["mode"] for r in records[:6]] == ["baseline"] * 6
+    assert [r["kind"] for r in records[:6]] == ["baseline"] * 6
     describe = records[6:]
     assert [r["image_id"] for r in describe] == [9, 25, 30]  # image 42 has no question: not selected
     for record in describe:
@@ -217,7 +207,7 @@ def test_multitask_adds_one_describe_record_per_image(official_files):
 
 def test_multitask_with_all_captions_describes_every_caption(official_files):
     records, report = run_join(official_files, mode="multitask", caption_policy="all")
-    describe = [(r["image_id"], r["target"]) for r in records if r["mode"] == "describe"]
+    describe = [(r["image_id"], r["target"]) for r in records if r["kind"] == "describe"]
     assert describe == [(image, caption) for image in (9, 25, 30) for caption in NORMALISED[image]]
     assert report.records == {"baseline": 14, "describe": 6}
 
@@ -238,15 +228,15 @@ def test_every_record_matches_templates_render(official_files, mode, templates):
     records, _ = run_join(official_files, mode=mode, caption_policy="all", templates=templates)
     assert records
     for record in records:
-        expected = templates.render(record["mode"], question=record["question"], caption=record["caption"],
+        expected = templates.render(record["kind"], question=record["question"], caption=record["caption"],
                                     answer=record["answer"])
         assert (record["instruction"], record["target"]) == expected
 
 
 def test_custom_templates_render_exactly(official_files):
-    records, _ = run_join(official_files, mode="mixed", templates=CUSTOM)
-    baseline = next(r for r in records if r["mode"] == "baseline" and r["question_id"] == 9000)
-    sit = next(r for r in records if r["mode"] == "sit" and r["question_id"] == 9000)
+    records, _ = run_join(official_files, mode="mixed", caption_policy="first", templates=CUSTOM)
+    baseline = next(r for r in records if r["kind"] == "baseline" and r["question_id"] == 9000)
+    sit = next(r for r in records if r["kind"] == "sit" and r["question_id"] == 9000)
     assert baseline["instruction"] == "Q: What is on the plate? {literal braces}"
     assert baseline["target"] == "  rice|"
     assert sit["target"] == "<'A plate of food.'> => rice\n"
@@ -257,7 +247,7 @@ def test_custom_templates_render_exactly(official_files):
 
 def test_subset_of_questions_is_seeded_and_keeps_file_order(official_files):
     def subset(seed):
-        records, report = run_join(official_files, subset_questions=3, seed=seed)
+        records, report = run_join(official_files, subset_questions=3, subset_seed=seed)
         assert report.subset == {"by": "questions", "requested": 3, "available": 6, "seed": seed}
         assert (report.selected, report.not_selected, report.questions_written) == (3, 3, 3)
         ids = [r["question_id"] for r in records]
@@ -270,7 +260,7 @@ def test_subset_of_questions_is_seeded_and_keeps_file_order(official_files):
 
 def test_subset_of_images_keeps_all_their_questions(official_files):
     def subset(seed):
-        records, report = run_join(official_files, subset_images=2, seed=seed)
+        records, report = run_join(official_files, subset_images=2, subset_seed=seed)
         images = {r["image_id"] for r in records}
         assert len(images) == 2 and report.images_written == 2
         assert [r["question_id"] for r in records] == [qid for qid in QUESTION_IDS if IMAGE_OF[qid] in images]
@@ -292,7 +282,7 @@ def test_subset_larger_than_available_is_an_error(official_files, option, availa
 @pytest.mark.parametrize("options", [
     {"subset_questions": 0}, {"subset_images": -1}, {"subset_questions": 1, "subset_images": 1},
     {"subset_questions": 2.5}, {"mode": "both"}, {"caption_policy": "shortest"}, {"answer_policy": "first"},
-    {"mixed_sit_fraction": 1.5}, {"mixed_sit_fraction": "0.5"}, {"seed": "0"}, {"seed": -1}, {"templates": {"sit_target": "x"}},
+    {"mixed_sit_fraction": 1.5}, {"mixed_sit_fraction": "0.5"}, {"subset_seed": "0"}, {"subset_seed": -1}, {"templates": {"sit_target": "x"}},
 ])
 def test_invalid_options_are_config_errors(options):
     with pytest.raises(ConfigError):
@@ -349,7 +339,7 @@ def test_report_counts_add_up(official_data, write_official):
     official_data["annotations"]["annotations"].pop(0)
     files = write_official(official_data)
     (files.image_dir / image_name(30)).unlink()
-    _, report = run_join(files, subset_questions=4, seed=1, check_images=True)
+    _, report = run_join(files, subset_questions=4, subset_seed=1, check_images=True)
     dropped = report.dropped
     assert report.questions_read == report.joined + dropped["no_annotation"] + dropped["no_caption"]
     assert report.joined == report.selected + report.not_selected
@@ -435,7 +425,7 @@ def test_prepare_dataset_replaces_a_prepared_directory_but_nothing_else(official
     out = tmp_path / "prepared"
     prepare_dataset(*official_files.args(), out, JoinOptions(mode="sit"))
     dataset, _ = prepare_dataset(*official_files.args(), out, JoinOptions(mode="baseline"))
-    assert set(dataset["mode"]) == {"baseline"}
+    assert set(dataset["kind"]) == {"baseline"}
     other = tmp_path / "my_notes"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
@@ -463,7 +453,7 @@ def test_a_crash_while_writing_leaves_no_half_dataset(official_files, tmp_path, 
         prepare_dataset(*official_files.args(), tmp_path / "fresh", JoinOptions())
     monkeypatch.undo()
     assert not (tmp_path / "fresh").exists()
-    assert set(load_prepared(out)[0]["mode"]) == {"sit"}  # the previous dataset is intact
+    assert set(load_prepared(out)[0]["kind"]) == {"sit"}  # the previous dataset is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "prepared"]
 
 
@@ -488,7 +478,7 @@ def test_prepare_cached_reuses_the_same_inputs_and_options(official_files, tmp_p
     first, report = prepare_cached(*official_files.args(), cache, options)
     (directory,) = cache.iterdir()
     stamp = (directory / REPORT_FILE).stat().st_mtime_ns
-    with caplog.at_level("INFO", logger="sit_vqa.data.join"):
+    with caplog.at_level("INFO", logger="sit_vqa.data.prepared"):
         second, second_report = prepare_cached(*official_files.args(), cache,
                                                JoinOptions(mode="sit", subset_questions=4))
     assert "reusing" in caplog.text
@@ -502,7 +492,7 @@ def test_prepare_cached_reuses_the_same_inputs_and_options(official_files, tmp_p
 def test_cache_key_follows_file_identity_and_options(official_files):
     key = cache_key(*official_files.args(), JoinOptions())
     assert key == cache_key(*official_files.args(), JoinOptions())
-    assert key != cache_key(*official_files.args(), JoinOptions(seed=1))
+    assert key != cache_key(*official_files.args(), JoinOptions(subset_seed=1))
     assert key != cache_key(*official_files.args(), JoinOptions(templates=Templates(baseline_target="A: {answer}")))
     stat = official_files.captions.stat()
     os.utime(official_files.captions, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))

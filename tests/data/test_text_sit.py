@@ -42,7 +42,7 @@ def test_plain_keeps_the_alpaca_instruction_and_shows_the_input():
     assert built[0] == {
         "instruction": "Summarize the text.\nInput: The cat sat on the mat all day.",
         "target": "A cat rested.",
-        "mode": "plain",
+        "text_mode": "plain",
         "source_index": 0,
     }
 
@@ -52,7 +52,7 @@ def test_repeat_asks_for_the_input_first_then_the_answer():
     assert built[0] == {
         "instruction": "First repeat the input, then summarize the text.\nInput: The cat sat on the mat all day.",
         "target": "Input: The cat sat on the mat all day.\nAnswer: A cat rested.",
-        "mode": "repeat",
+        "text_mode": "repeat",
         "source_index": 0,
     }
     # an all-capitals first word is not lower-cased
@@ -66,7 +66,7 @@ def test_translate_shows_the_foreign_input_and_targets_the_english_input_first()
         "instruction": "First translate the input into English, then summarize the text.\n"
         "Input: Die Katze saß den ganzen Tag auf der Matte.",
         "target": "Translation: The cat sat on the mat all day.\nAnswer: A cat rested.",
-        "mode": "translate",
+        "text_mode": "translate",
         "source_index": 0,
     }
     assert built[2]["instruction"].endswith("\nInput: Tabelle: users")
@@ -76,7 +76,7 @@ def test_translate_shows_the_foreign_input_and_targets_the_english_input_first()
 @pytest.mark.parametrize("mode", ["plain", "repeat", "translate"])
 def test_records_without_input_stay_as_they_are(mode):
     built = build_text_sit(ENGLISH, mode, translated=GERMAN)
-    assert built[1] == {"instruction": "Name a primary color.", "target": "Red.", "mode": mode, "source_index": 1}
+    assert built[1] == {"instruction": "Name a primary color.", "target": "Red.", "text_mode": mode, "source_index": 1}
 
 
 def test_sit_targets_split_with_the_shared_parser():

@@ -13,7 +13,7 @@ from .conftest import QUESTIONS
 
 def test_questions_are_read_in_file_order_with_their_split(official_files):
     questions = read_questions(official_files.questions)
-    assert questions.split == "train2014"
+    assert questions.data_subtype == "train2014"
     assert questions.table.column_names == ["question_id", "image_id", "question"]
     assert questions.table.to_pylist() == [
         {"question_id": qid, "image_id": image, "question": text} for qid, image, text, *_ in QUESTIONS
@@ -140,7 +140,7 @@ def test_missing_file_and_directory(tmp_path):
 def test_split_is_optional(official_data, write_official):
     del official_data["questions"]["data_subtype"]
     files = write_official(official_data)
-    assert read_questions(files.questions).split is None
+    assert read_questions(files.questions).data_subtype is None
 
 
 @pytest.mark.parametrize("policy", ["multiple_choice_answer", "most_frequent"])
