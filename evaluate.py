@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from sit_vqa.config import load_config
+from sit_vqa.config import HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation import EvalOptions, run_evaluation
 from sit_vqa.reports import compare_markdown, compare_runs, write_comparison
@@ -56,7 +56,7 @@ class CommandArguments:
 def make_parser() -> HfArgumentParser:
     return HfArgumentParser(
         (CommandArguments, EvalOptions), prog="python evaluate.py", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,  # unknown options are config overrides; never let them match ours by prefix
     )
 

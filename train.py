@@ -18,13 +18,13 @@ import sys
 
 from transformers import HfArgumentParser
 
-from sit_vqa.config import SECTIONS, load_config
+from sit_vqa.config import SECTIONS, HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
 from sit_vqa.training import run_training
 
 
 def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(SECTIONS, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(SECTIONS, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", help="YAML file, or the name of one in configs/ (e.g. vqa_sit.yaml)")
     return parser
 

@@ -12,6 +12,7 @@ A parsed `RunConfig` is never mutated afterwards.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import enum
@@ -29,6 +30,10 @@ from sit_vqa.data.join import JoinOptions
 from sit_vqa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring's layout and shows every option's default."""
 
 
 @dataclass
@@ -211,7 +216,7 @@ def load_config(
         path = resolve_config_path(config)
         source = str(path)
         values = _read_yaml(path)
-    parser = HfArgumentParser(SECTIONS)
+    parser = HfArgumentParser(SECTIONS, allow_abbrev=False)  # a typo never silently sets another key
     fields = _field_types()
     for key, value in values.items():
         _check_value(source, key, value, fields)
@@ -230,8 +235,14 @@ def load_config(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a directory; pass a YAML file (e.g. {path}/vqa_sit.yaml)")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if values is None:

@@ -1,11 +1,16 @@
 """The run config: every shipped YAML loads; unknown keys, wrong types and missing files are clear errors."""
 
+import dataclasses
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sit_vqa.config import CONFIG_DIR, ConfigError, load_config, resolve_config_path
+from sit_vqa.config import CONFIG_DIR, SECTIONS, ConfigError, load_config, resolve_config_path
+from sit_vqa.data.join import JoinOptions
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 PATH_KEYS = (
@@ -168,3 +173,50 @@ def test_templates_are_checked_when_the_config_loads(tmp_path):
 def test_contradicting_settings_are_errors(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, text))
+
+
+RECIPES = sorted(CONFIG_DIR.glob("vqa_*.yaml"))
+IDENTITY_KEYS = {"mode", "model_type"}  # said in every recipe for the reader, whatever the default
+
+
+def _declared_defaults() -> dict:
+    defaults = {}
+    for section in SECTIONS:
+        for f in dataclasses.fields(section):
+            if f.default is not dataclasses.MISSING:
+                defaults.setdefault(f.name, f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults.setdefault(f.name, f.default_factory())
+    return defaults
+
+
+@pytest.mark.parametrize("config_file", RECIPES, ids=lambda p: p.name)
+def test_recipes_state_only_what_differs_from_the_paper_defaults(config_file):
+    """One source of truth for the paper's recipe: the dataclass defaults. A recipe repeating one would drift."""
+    defaults = _declared_defaults()
+    values = yaml.safe_load(config_file.read_text())
+    repeated = {k: v for k, v in values.items() if k not in IDENTITY_KEYS and k in defaults and defaults[k] == v}
+    assert not repeated, f"{config_file.name} repeats defaults {repeated}: drop them (config.py holds the recipe)"
+
+
+def _help_defaults(text: str, options: list[str]) -> dict[str, str]:
+    """option -> the '(default: X)' argparse printed for it."""
+    entries = {entry.split()[0]: " ".join(entry.split()) for entry in re.split(r"\n  (?=--)", text)}
+    found = {}
+    for option in options:
+        match = re.search(r"\(default: ([^)]*)\)$", entries.get(f"--{option}", ""))
+        assert match, f"--{option} and its default are not in the help text"
+        found[option] = match.group(1)
+    return found
+
+
+def test_train_and_prepare_help_show_the_same_join_defaults():
+    join_options = [f.name for f in dataclasses.fields(JoinOptions)]
+    texts = [
+        subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, check=True,
+                       cwd=CONFIG_DIR.parent).stdout
+        for command in (["train.py"], ["-m", "sit_vqa.prepare"])
+    ]
+    train, prepare = (_help_defaults(text, join_options) for text in texts)
+    assert train == prepare
+    assert train["caption_policy"] == "random" and train["subset_seed"] == "42"

@@ -32,6 +32,7 @@ import io
 import json
 import math
 import random
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from sit_vqa.data.vqav2 import most_frequent_answer
-from sit_vqa.errors import DataError
+from sit_vqa.errors import DataError, SitVqaError
 
 SPLITS = ("train2014", "val2014")
 DEFAULT_SEED = 0
@@ -523,6 +524,8 @@ def write_sample(
 ) -> list[Path]:
     """Generate both splits into out_dir; return the written paths."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is a file; pass a directory for the sample (e.g. data/sample)")
     files: dict[str, bytes] = {}
     for split, n_images in zip(SPLITS, (train_images, val_images)):
         if n_images < 1:
@@ -563,14 +566,19 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.train_images < 1 or args.val_images < 1:
         make_parser().error("--train-images and --val-images must be at least 1")
-    written = write_sample(args.out, args.train_images, args.val_images, args.seed)
+    try:
+        written = write_sample(args.out, args.train_images, args.val_images, args.seed)
+    except SitVqaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     size = sum(p.stat().st_size for p in written)
     print(f"wrote {len(written)} files ({size / 1e6:.2f} MB) to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
