@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sit_vqa.errors import DataError, check_unique_ids, encoding_error, json_error, read_bytes
+from sit_vqa.errors import DataError, check_unique_ids, encoding_error, json_error, read_bytes, wrong_file_hint
 
 ANSWER_POLICIES = ("multiple_choice_answer", "most_frequent")
 
@@ -49,10 +49,11 @@ class _Answer(msgspec.Struct, gc=False):
 class _Annotation(msgspec.Struct, gc=False):
     question_id: int
     image_id: int
-    multiple_choice_answer: str
     answers: list[_Answer]
     answer_type: str
     question_type: str
+    # OK-VQA v1.1 annotations (VQAv2 layout otherwise) have no consensus answer: see read_annotations.
+    multiple_choice_answer: str | None = None
 
 
 class _AnnotationsFile(msgspec.Struct):
@@ -98,7 +99,11 @@ def read_questions(path: str | Path) -> VqaQuestions:
 
 def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_answer") -> VqaAnnotations:
     """Read and validate an annotations file; the `answer` column follows `answer_policy`:
-    "multiple_choice_answer" (VQAv2's own consensus) or "most_frequent" (see `most_frequent_answer`)."""
+    "multiple_choice_answer" (VQAv2's own consensus) or "most_frequent" (see `most_frequent_answer`).
+
+    OK-VQA v1.1 files (https://okvqa.allenai.org) are read as they are: same layout, but without
+    `multiple_choice_answer` (and with `raw_answer`, `answer_confidence` per answer and `confidence` per
+    question, which are ignored); there the most frequent answer is used under either policy."""
     if answer_policy not in ANSWER_POLICIES:
         raise ValueError(f"unknown answer policy {answer_policy!r}; expected one of {ANSWER_POLICIES}")
     path = Path(path)
@@ -118,8 +123,12 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
         )
     if answer_policy == "most_frequent":
         chosen = [most_frequent_answer([x.answer for x in a.answers]) for a in annotations]
-    else:
-        chosen = [a.multiple_choice_answer for a in annotations]
+    else:  # OK-VQA has no multiple_choice_answer: its most frequent answer stands in, with the same tie rule
+        chosen = [
+            a.multiple_choice_answer if a.multiple_choice_answer is not None
+            else most_frequent_answer([x.answer for x in a.answers])
+            for a in annotations
+        ]
     offsets = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(answer_counts, out=offsets[1:])
     all_answers = pa.array([x.answer for a in annotations for x in a.answers], pa.string())
@@ -175,4 +184,10 @@ def _swap_hint(data: bytes, file_type: type) -> str | None:
     if file_type is _QuestionsFile and "annotations" in keys and "questions" not in keys:
         kind = "a COCO file" if "images" in keys else "an annotations file"
         return f"this is {kind}, not the {QUESTIONS_FILE}; check the --questions argument"
-    return None
+    # A GQA, SQuAD or results file where a VQAv2 file belongs: say what it looks like.
+    expected_kind, what = ("vqa_annotations", ANNOTATIONS_FILE) if file_type is _AnnotationsFile else (
+        "vqa_questions", QUESTIONS_FILE)
+    hint = wrong_file_hint(data, expected_kind, f"the {what}")
+    if hint and "GQA" in hint:
+        hint += " (GQA questions are read by sit_vqa.data.gqa and scored by sit_vqa.metrics.gqa)"
+    return hint

@@ -66,7 +66,7 @@ from pathlib import Path
 
 import msgspec
 
-from sit_vqa.errors import DataError, SitVqaError, encoding_error, json_error, read_bytes
+from sit_vqa.errors import DataError, SitVqaError, encoding_error, json_error, read_bytes, wrong_file_hint
 from sit_vqa.gc_pause import gc_paused
 
 PRECISION = 2  # decimals of every reported number, the official default (VQAEval's n=2)
@@ -271,6 +271,9 @@ _FIXES = {
 }
 
 
+_SHAPE_KINDS = {"questions": "vqa_questions", "annotations": "vqa_annotations", "results": "vqa_results"}
+
+
 def _validation_error(source: str, kind: str, error: Exception) -> VQAMetricError:
     return VQAMetricError(f"{source}: {error}. Fix: pass {_FIXES[kind]}")
 
@@ -283,6 +286,12 @@ def _decode_file(path: str | Path, file_type: type, kind: str):
         raise VQAMetricError(str(error)) from None
     try:
         return msgspec.json.decode(data, type=file_type)
+    except msgspec.ValidationError as error:
+        # A GQA (or other) file where a VQAv2 one belongs: say what it looks like rather than which field failed.
+        hint = wrong_file_hint(data, _SHAPE_KINDS[kind], "the VQAv2 " + kind)
+        if hint:
+            raise VQAMetricError(f"{path}: {hint}. Fix: pass {_FIXES[kind]}") from None
+        raise VQAMetricError(str(json_error(path, data, error, _FIXES[kind]))) from None
     except msgspec.MsgspecError as error:
         raise VQAMetricError(str(json_error(path, data, error, _FIXES[kind]))) from None
     except UnicodeDecodeError:
