@@ -58,7 +58,8 @@ def read_gqa_questions(path: str | Path) -> dict[str, GqaQuestion]:
     except msgspec.ValidationError as error:
         hint = wrong_file_hint(data, "gqa_questions", QUESTIONS_FILE)
         if hint:
-            raise DataError(f"{path}: {hint}. Pass {QUESTIONS_FILE}.") from None
+            raise DataError(f"{path}: {hint}. VQAv2 and OK-VQA files are read by sit_vqa.data.vqav2, "
+                            "scored by sit_vqa.metrics.vqa") from None
         raise json_error(path, data, error, QUESTIONS_FILE) from None
     except msgspec.DecodeError as error:
         raise json_error(path, data, error, QUESTIONS_FILE) from None

@@ -60,7 +60,7 @@ def read_squad(path: str | Path) -> SquadFile:
     except msgspec.ValidationError as error:
         hint = wrong_file_hint(data, "squad", SQUAD_FILE)
         if hint:
-            raise DataError(f"{path}: {hint}. Pass {SQUAD_FILE}.") from None
+            raise DataError(f"{path}: {hint}") from None
         raise json_error(path, data, error, SQUAD_FILE) from None
     except msgspec.DecodeError as error:
         raise json_error(path, data, error, SQUAD_FILE) from None

@@ -68,7 +68,7 @@ def load_gqa_predictions(path: str | Path) -> list[GqaPrediction]:
         raise GQAMetricError(str(error)) from None
     except msgspec.ValidationError as error:
         hint = wrong_file_hint(data, "gqa_predictions", PREDICTIONS_FORMAT)
-        message = f"{path}: {hint}. Pass {PREDICTIONS_FORMAT}." if hint else str(json_error(path, data, error, PREDICTIONS_FORMAT))
+        message = f"{path}: {hint}" if hint else str(json_error(path, data, error, PREDICTIONS_FORMAT))
         raise GQAMetricError(message) from None
     except msgspec.DecodeError as error:
         raise GQAMetricError(str(json_error(path, data, error, PREDICTIONS_FORMAT))) from None
