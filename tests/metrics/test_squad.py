@@ -45,6 +45,8 @@ def test_f1_over_token_multisets():
     assert f1_score("the red big circle", "big red square") == pytest.approx(2 / 3)
     # repeated tokens count once per match: prediction red red, reference red: overlap 1, P = 1/2, R = 1, F1 = 2/3
     assert f1_score("red red", "red") == pytest.approx(2 / 3)
+    # a multiset: red red circle against red red shares 2 tokens (a set would share 1): P = 2/3, R = 1, F1 = 0.8
+    assert f1_score("red red circle", "red red") == pytest.approx(0.8)
     assert f1_score("blue", "red") == 0.0
     assert f1_score("the", "a") == 0.0  # both normalise to nothing
 

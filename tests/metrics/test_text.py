@@ -33,6 +33,7 @@ def test_split_sequence():
     assert split_sequence("Input: The cat sat.\nAnswer: A cat rested.", "Input:") == ("The cat sat.", "A cat rested.")
     assert split_sequence("  Translation: Hi\nthere\n  Answer: yes\nmore", "Translation:") == ("Hi\nthere", "yes")
     assert split_sequence("Answer: A cat rested.", "Input:") is None  # skipped the first step
+    assert split_sequence("Translation: x\nAnswer: y", "Input:") is None  # another first step
     assert split_sequence("Input: The cat sat.", "Input:") is None  # never answered
     assert split_sequence("Input: x Answer: y", "Input:") is None  # the answer must start a line
     assert follows_sequence("Input: x\nAnswer: y", "Input:")
