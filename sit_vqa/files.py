@@ -23,7 +23,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -148,6 +148,92 @@ def _record_excerpt(data: bytes, json_path: str) -> str | None:
         return None
     text = record.decode("utf-8", errors="replace")
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
+
+
+# ------------------------------------------------------------------------------------ recognising a file
+
+
+class FileShape(NamedTuple):
+    """What kind of evaluation file a JSON document looks like: a short kind and a description for messages."""
+
+    kind: str  # vqa_questions, vqa_annotations, coco, squad, gqa_questions, squad_predictions, gqa_predictions,
+    # vqa_results, alpaca
+    description: str
+
+
+def describe_json_shape(data: bytes) -> FileShape | None:
+    """Recognise the files this package reads by their top-level shape (and the keys of the first record), for
+    errors when one file is passed where another is expected; None when the shape is none of them."""
+    try:
+        document = msgspec.json.decode(data)
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return None
+    if isinstance(document, dict):
+        return _describe_object(document)
+    if isinstance(document, list) and document and isinstance(document[0], dict):
+        return _describe_records(set(document[0]))
+    return None
+
+
+def _describe_object(document: dict) -> FileShape | None:
+    if isinstance(document.get("questions"), list):
+        return FileShape("vqa_questions", 'a VQAv2-style questions file ({"questions": [...]})')
+    if isinstance(document.get("annotations"), list):
+        if "images" in document:
+            return FileShape("coco", 'a COCO annotations file ({"images": [...], "annotations": [...]})')
+        return FileShape("vqa_annotations", 'a VQAv2-style annotations file ({"annotations": [...]})')
+    if isinstance(document.get("data"), list):
+        return FileShape("squad", 'a SQuAD-format file ({"version", "data": [{"title", "paragraphs"}]})')
+    first = next(iter(document.values()), None)
+    if isinstance(first, dict) and {"imageId", "question", "answer"} <= set(first):
+        return FileShape(
+            "gqa_questions", "a GQA questions file (an object keyed by question id, each with imageId, question, answer)"
+        )
+    if document and all(isinstance(value, str) for value in document.values()):
+        return FileShape("squad_predictions", 'SQuAD-style predictions ({"<question id>": "<answer text>"})')
+    return None
+
+
+def _describe_records(keys: set) -> FileShape | None:
+    if {"questionId", "prediction"} <= keys:
+        return FileShape("gqa_predictions", 'GQA predictions ([{"questionId", "prediction"}, ...])')
+    if {"question_id", "answer"} <= keys:
+        return FileShape("vqa_results", 'VQAv2 results ([{"question_id", "answer"}, ...])')
+    if {"instruction", "output"} <= keys:
+        return FileShape("alpaca", "an Alpaca-format instruction file")
+    return None
+
+
+def wrong_file_hint(data: bytes, expected_kind: str, expected: str) -> str | None:
+    """ "this looks like <what it is>, not <expected>" when the file is recognisably another kind of file."""
+    shape = describe_json_shape(data)
+    if shape is None or shape.kind == expected_kind:
+        return None
+    return f"this looks like {shape.description}, not {expected}"
+
+
+def check_same_ids(reference: Path, other: Path, reference_ids, other_ids, what: str) -> None:
+    """Raise a DataError when two files that must hold the same ids (a translation and its English original)
+    do not: say how many ids each lacks, with examples."""
+    reference_ids, other_ids = set(reference_ids), set(other_ids)
+    if reference_ids == other_ids:
+        return
+    only_reference = sorted(reference_ids - other_ids, key=str)
+    only_other = sorted(other_ids - reference_ids, key=str)
+    parts = []
+    if only_reference:
+        parts.append(f"{len(only_reference)} of {reference.name} are missing from it (e.g. {_first(only_reference)})")
+    if only_other:
+        parts.append(f"{len(only_other)} are not in {reference.name} (e.g. {_first(only_other)})")
+    raise DataError(
+        f"{other}: its {what} differ from those of {reference}: " + "; ".join(parts)
+        + f". A translated file must hold exactly the {what} of its English original; use the files of one "
+        "release (and the same split)."
+    )
+
+
+def _first(ids: list, limit: int = 3) -> str:
+    return ", ".join(map(str, ids[:limit])) + (", ..." if len(ids) > limit else "")
 
 
 # ------------------------------------------------------------------------------------------------- writing

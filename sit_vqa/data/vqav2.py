@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sit_vqa.errors import ConfigError, DataError
-from sit_vqa.files import check_unique_ids, decode_json, read_bytes
+from sit_vqa.files import check_unique_ids, decode_json, read_bytes, wrong_file_hint
 from sit_vqa.vqa_format import ANNOTATIONS_FILE, QUESTIONS_FILE, AnnotationsFile, QuestionsFile
 
 ANSWER_POLICIES = ("multiple_choice_answer", "most_frequent")
@@ -68,7 +68,11 @@ def read_questions(path: str | Path) -> VqaQuestions:
 
 def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_answer") -> VqaAnnotations:
     """Read and validate an annotations file; the `answer` column follows `answer_policy`:
-    "multiple_choice_answer" (VQAv2's own consensus) or "most_frequent" (see `most_frequent_answer`)."""
+    "multiple_choice_answer" (VQAv2's own consensus) or "most_frequent" (see `most_frequent_answer`).
+
+    OK-VQA v1.1 files (https://okvqa.allenai.org) are read as they are: same layout, but without
+    `multiple_choice_answer` (and with `raw_answer`, `answer_confidence` per answer and `confidence` per
+    question, which are ignored); there the most frequent answer is used under either policy."""
     if answer_policy not in ANSWER_POLICIES:
         raise ConfigError(f"unknown answer policy {answer_policy!r}; expected one of: {', '.join(ANSWER_POLICIES)}")
     path = Path(path)
@@ -153,4 +157,10 @@ def _swap_hint(data: bytes, file_type: type) -> str | None:
     if file_type is QuestionsFile and "annotations" in keys and "questions" not in keys:
         kind = "a COCO file" if "images" in keys else "an annotations file"
         return f"this is {kind}, not the {QUESTIONS_FILE}; check the --questions argument"
-    return None
+    # A GQA, SQuAD or results file where a VQAv2 file belongs: say what it looks like.
+    expected_kind, what = ("vqa_annotations", ANNOTATIONS_FILE) if file_type is AnnotationsFile else (
+        "vqa_questions", QUESTIONS_FILE)
+    hint = wrong_file_hint(data, expected_kind, f"the {what}")
+    if hint and "GQA" in hint:
+        hint += " (GQA questions are read by sit_vqa.data.gqa and scored by sit_vqa.metrics.gqa)"
+    return hint

@@ -67,7 +67,7 @@ from pathlib import Path
 import msgspec
 
 from sit_vqa.errors import DataError, SitVqaError
-from sit_vqa.files import decode_json, gc_paused, read_bytes, write_text_atomically
+from sit_vqa.files import decode_json, gc_paused, read_bytes, write_text_atomically, wrong_file_hint
 from sit_vqa.vqa_format import Annotation, AnnotationsFile, Question, QuestionsFile, Result
 
 PRECISION = 2  # decimals of every reported number, the official default (VQAEval's n=2)
@@ -247,10 +247,18 @@ def _validation_error(source: str, kind: str, error: Exception) -> VQAMetricErro
     return VQAMetricError(f"{source}: {error}. Fix: pass {_FIXES[kind]}")
 
 
+_SHAPE_KINDS = {"questions": "vqa_questions", "annotations": "vqa_annotations", "results": "vqa_results"}
+
+
 def _decode_file(path: str | Path, file_type: type, kind: str):
     try:
-        return decode_json(path, file_type, _FIXES[kind], read_bytes(path, f"{kind} file"))
+        data = read_bytes(path, f"{kind} file")
+        return decode_json(path, file_type, _FIXES[kind], data)
     except DataError as error:
+        # A GQA (or other) file where a VQAv2 one belongs: say what it looks like rather than which field failed.
+        hint = wrong_file_hint(data, _SHAPE_KINDS[kind], "the VQAv2 " + kind) if "data" in locals() else None
+        if hint:
+            raise VQAMetricError(f"{path}: {hint}. Fix: pass {_FIXES[kind]}") from None
         raise VQAMetricError(str(error)) from None
 
 
