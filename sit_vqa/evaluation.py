@@ -53,7 +53,7 @@ from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, SitVqaError
 from sit_vqa.loading import build_model, load_checkpoint
 from sit_vqa.metrics.vqa import evaluate_vqa, question_accuracy
-from sit_vqa.model import decode_generated, is_encoder_decoder
+from sit_vqa.model import decode_generated, generation_kwargs, is_encoder_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def generate_texts(model, processor, records, settings: GenerationSettings, *, p
                 batch = {key: value.to(device) for key, value in batch.items()}
                 generated = model.generate(
                     **batch, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                    do_sample=False, pad_token_id=transform.pad_token_id,
+                    do_sample=False, **generation_kwargs(transform.tokenizer),  # stop at the targets' EOS
                 )
                 texts.extend(decode_generated(model, transform.tokenizer, generated, batch["input_ids"].shape[1]))
     finally:

@@ -269,6 +269,7 @@ def load_instructblip(
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
     _ensure_image_token(model, processor)
+    align_generation_config(model, processor.tokenizer)
     # transformers upcasts `_keep_in_fp32_modules` (query_tokens) only for fp16 loads, not bf16
     model.query_tokens.data = model.query_tokens.data.float()
     return model.eval(), processor
@@ -289,6 +290,7 @@ def load_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **options)
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("the causal LM", source, error)) from error
+    align_generation_config(model, tokenizer)
     return model.eval(), tokenizer
 
 
@@ -496,6 +498,34 @@ def is_encoder_decoder(model: PreTrainedModel) -> bool:
     if hasattr(config, "use_decoder_only_language_model"):
         return not config.use_decoder_only_language_model
     return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def generation_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """eos_token_id and pad_token_id for `generate()`, from the tokenizer the targets were built with.
+
+    Every `generate()` call (evaluation, the in-training evaluation, the demo) passes these. The hub's
+    Salesforce/instructblip-vicuna-7b says eos 1 in its LM config and generation config while its tokenizer's
+    EOS (ending every training target) is "</s>" = 2; InstructBLIP's generate runs the language model's
+    generate with the LM's own generation config, so without these it never stops (DESIGN.md, "Pitfalls").
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the LM tokenizer has no eos_token: generation could not stop")
+    pad = tokenizer.pad_token_id
+    return {"eos_token_id": eos, "pad_token_id": eos if pad is None else pad}
+
+
+def align_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Write `generation_kwargs(tokenizer)` into the model's generation configs: its own (saved by
+    save_pretrained, so an exported model stops at the right EOS) and, for InstructBLIP, the language model's
+    (the one InstructBLIP's generate actually uses). The model configs keep the hub's values."""
+    ids = generation_kwargs(tokenizer)
+    language_model = getattr(model, "language_model", None)
+    for owner in (model, language_model):
+        config = getattr(owner, "generation_config", None)
+        if config is not None:
+            for key, value in ids.items():
+                setattr(config, key, value)
 
 
 def decode_generated(
