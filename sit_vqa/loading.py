@@ -24,7 +24,9 @@ def load_base_model(args: ModelArguments, device: str | None = None, dtype: torc
     """(model, processor) from a hub id, a local dir or the tiny offline builder. For causal_lm the
     'processor' is the tokenizer. dtype (of the weights) defaults to the model_dtype setting."""
     dtype = dtype or _frozen_dtype(args, device)
-    common = dict(dtype=dtype, local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code)
+    # loaded straight onto `device` in `dtype`: no full CPU copy per rank
+    common = dict(dtype=dtype, device=device, local_files_only=args.local_files_only,
+                  trust_remote_code=args.trust_remote_code)
     if args.model_type == "instructblip":
         if args.tiny_model:
             model, processor = model_lib.build_tiny_instructblip(args.tiny_model, seed=args.tiny_model_seed)
@@ -35,7 +37,7 @@ def load_base_model(args: ModelArguments, device: str | None = None, dtype: torc
     else:
         model, processor = model_lib.load_causal_lm(args.model_name_or_path, **common)
     if device is not None:
-        model.to(device)
+        model.to(device)  # the tiny models; a no-op for loaded ones
     return model, processor
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,12 +253,15 @@ def load_instructblip(
     name_or_path: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     local_files_only: bool = False,
     trust_remote_code: bool = False,
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """Load InstructBLIP and its processor from a hub id or a local directory (save_pretrained layout).
 
     dtype: weights dtype, default float32 (pass `default_dtype(device)` for bf16 on GPU).
+    device: where the weights go, each tensor straight from the file in `dtype` (default: the CPU). A GPU
+    rank then never holds a CPU copy of the model (7B in bf16: 15.8 GB of RAM per rank otherwise).
     `query_tokens` stay fp32 whatever the dtype (the Q-Former casts them to its own dtype).
     Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
     """
@@ -265,7 +269,9 @@ def load_instructblip(
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     try:
         processor = InstructBlipProcessor.from_pretrained(source, **options)
-        model = InstructBlipForConditionalGeneration.from_pretrained(source, dtype=dtype or torch.float32, **options)
+        model = InstructBlipForConditionalGeneration.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        )
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
     _ensure_image_token(model, processor)
@@ -279,19 +285,28 @@ def load_causal_lm(
     name_or_path: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     local_files_only: bool = False,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer (text-only path) from a hub id or a local directory."""
+    """Load a causal LM and its tokenizer (text-only path) from a hub id or a local directory (dtype and
+    device as for `load_instructblip`)."""
     source = str(name_or_path)
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **options)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        )
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("the causal LM", source, error)) from error
     align_generation_config(model, tokenizer)
     return model.eval(), tokenizer
+
+
+def _device_map(device: str | torch.device | None) -> dict[str, torch.device] | None:
+    # the whole model on one device (no accelerate dispatch across devices)
+    return None if device is None else {"": torch.device(device)}
 
 
 def _load_error_message(what: str, source: str, error: Exception) -> str:
@@ -442,15 +457,30 @@ def save_trainable_weights(model: torch.nn.Module, path: str | os.PathLike) -> P
     if not tensors:
         raise CheckpointError(f"refusing to write {path}: the model has no trainable parameters")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp_name = _new_temp_file(path)
     try:
+        mode = os.stat(tmp_name).st_mode  # 0o666 less the umask, as for every other file we write
         save_file(tensors, tmp_name, metadata={"format": "pt", "model_class": type(model).__name__})
+        # safetensors >= 0.8.1 writes through a 0600 temp file of its own, ignoring the umask:
+        # https://github.com/safetensors/safetensors/issues/782 (fix proposed in PR #789)
+        os.chmod(tmp_name, stat.S_IMODE(mode))
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def _new_temp_file(path: Path) -> str:
+    """A new empty file beside `path`, with the mode open() gives (0o666 less the umask): tempfile.mkstemp's
+    0600 would leave checkpoints unreadable to the group or other users that the umask lets read them."""
+    while True:
+        name = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return str(name)
+        except FileExistsError:  # 64 random bits: practically never
+            continue
 
 
 def load_trainable_weights(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> list[str]:

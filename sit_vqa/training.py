@@ -232,7 +232,8 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
         _claim_output_dir(output_dir, args.overwrite_output_dir, args.should_save)
     # frozen weights in bf16 only when the compute runs under bf16 autocast
     frozen_dtype = torch.bfloat16 if args.bf16 and config.model.model_dtype != "float32" else torch.float32
-    base_model, processor = load_base_model(config.model, dtype=frozen_dtype)
+    # straight onto this rank's device in the frozen dtype: no CPU copy of the whole model per rank
+    base_model, processor = load_base_model(config.model, device=str(args.device), dtype=frozen_dtype)
     manifest = _manifest(config, base_model, processor, output_dir, args.should_save)
     model = prepare_for_training(base_model, config.model)
 
