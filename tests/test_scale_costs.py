@@ -20,7 +20,6 @@ from sit_vqa.model import (
     build_tiny_instructblip,
     configure_trainable,
     load_instructblip,
-    save_trainable_weights,
 )
 from sit_vqa.training import gradients_are_finite
 
