@@ -164,6 +164,15 @@ class SitTrainingArguments(TrainingArguments):
     eval_vqa_steps: int = field(default=0, metadata={"help": "Score VQA accuracy on the eval split every N steps (0: off)."})
     generation_max_new_tokens: int = field(default=64, metadata={"help": "Generation length for VQA scoring."})
     generation_num_beams: int = field(default=1, metadata={"help": "Beams for VQA scoring."})
+    # The Trainer's default (None) makes DDP search the autograd graph for unused parameters on every step.
+    # Every parameter this package trains (Q-Former, query tokens, projection, ViT post-layernorm, LoRA
+    # adapters, or all weights) is on the loss path -- tests/test_scale_costs.py checks each policy -- and were
+    # one not, DDP would stop with an error naming it rather than train wrongly.
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP searches for parameters without a gradient every step. Off: every parameter this "
+                  "package trains gets one. Set true only for a model with trainable weights off the loss path."},
+    )
 
     def __post_init__(self):
         if self.bf16 is None:

@@ -50,7 +50,7 @@ from sit_vqa.data.templates import Templates, load_templates, parse_sit_output
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, EvaluationError
 from sit_vqa.metrics.vqa import evaluate_vqa, question_accuracy
-from sit_vqa.model import build_model, decode_generated, is_encoder_decoder
+from sit_vqa.model import build_model, decode_generated, generation_kwargs, is_encoder_decoder
 from sit_vqa.reports import build_report, write_outputs
 
 logger = logging.getLogger(__name__)
@@ -198,21 +198,12 @@ def generate_texts(model, processor, records, settings: GenerationSettings, *, p
                 batch = {key: value.to(device) for key, value in batch.items()}
                 generated = model.generate(
                     **batch, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                    do_sample=False, **generation_token_ids(transform),
+                    do_sample=False, **generation_kwargs(transform.tokenizer),  # stop at the targets' EOS
                 )
                 texts.extend(decode_generated(model, transform.tokenizer, generated, batch["input_ids"].shape[1]))
     finally:
         model.train(was_training)
     return texts
-
-
-def generation_token_ids(transform: SampleTransform) -> dict[str, int]:
-    """The EOS and pad ids for `generate()`: the ones the targets were trained with, from the tokenizer.
-
-    InstructBLIP's generate hands over to the language model's generate, which otherwise uses the LM's own
-    generation config: Salesforce/instructblip-vicuna-7b's says eos 1 while its tokenizer's `</s>` is 2, so
-    generation would run past the trained EOS to max_new_tokens (DESIGN.md, pitfalls)."""
-    return {"eos_token_id": transform.tokenizer.eos_token_id, "pad_token_id": transform.pad_token_id}
 
 
 def _progress(loader, enabled: bool):

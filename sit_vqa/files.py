@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,6 +291,7 @@ def atomic_path(path: str | Path, *, temporary: str | Path | None = None) -> Ite
 
 
 def _publish(temporary: Path, path: Path) -> None:
+    _follow_umask(temporary)
     if temporary.is_dir() and path.exists():  # os.replace cannot replace a non-empty directory
         previous = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.previous")
         os.rename(path, previous)
@@ -297,6 +299,18 @@ def _publish(temporary: Path, path: Path) -> None:
         shutil.rmtree(previous)
     else:
         os.replace(temporary, path)
+
+
+def _follow_umask(path: Path) -> None:
+    """Give the files written under `path` the mode the umask allows (0o666 less the umask). safetensors (also
+    inside save_pretrained) writes through a 0600 temp file of its own, which would leave checkpoints unreadable
+    to colleagues on a shared cluster: https://github.com/safetensors/safetensors/issues/782."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    for file in [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file()):
+        if stat.S_IMODE(file.stat().st_mode) != mode:
+            file.chmod(mode)
 
 
 def remove(path: Path) -> None:

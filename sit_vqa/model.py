@@ -58,12 +58,15 @@ def load_instructblip(
     name_or_path: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     local_files_only: bool = False,
     trust_remote_code: bool = False,
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """Load InstructBLIP and its processor from a hub id or a local directory (save_pretrained layout).
 
     dtype: weights dtype, default float32 (`precision.frozen_dtype` decides it for a run).
+    device: where the weights go, each tensor straight from the file in `dtype` (default: the CPU). A GPU
+    rank then never holds a CPU copy of the model (7B in fp32: 15.8 GB of RAM per rank otherwise).
     `query_tokens` stay fp32 whatever the dtype (the Q-Former casts them to its own dtype).
     Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
     """
@@ -71,10 +74,13 @@ def load_instructblip(
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     try:
         processor = InstructBlipProcessor.from_pretrained(source, **options)
-        model = InstructBlipForConditionalGeneration.from_pretrained(source, dtype=dtype or torch.float32, **options)
+        model = InstructBlipForConditionalGeneration.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        )
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
     _ensure_image_token(model, processor)
+    align_generation_config(model, processor.tokenizer)
     # transformers upcasts `_keep_in_fp32_modules` (query_tokens) only for fp16 loads, not bf16
     model.query_tokens.data = model.query_tokens.data.float()
     return model.eval(), processor
@@ -84,18 +90,28 @@ def load_causal_lm(
     name_or_path: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     local_files_only: bool = False,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer (text-only path) from a hub id or a local directory."""
+    """Load a causal LM and its tokenizer (text-only path) from a hub id or a local directory (dtype and
+    device as for `load_instructblip`)."""
     source = str(name_or_path)
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **options)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        )
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("the causal LM", source, error)) from error
+    align_generation_config(model, tokenizer)
     return model.eval(), tokenizer
+
+
+def _device_map(device: str | torch.device | None) -> dict[str, torch.device] | None:
+    # the whole model on one device (no accelerate dispatch across devices)
+    return None if device is None else {"": torch.device(device)}
 
 
 def _load_error_message(what: str, source: str, error: Exception) -> str:
@@ -214,7 +230,9 @@ def build_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, dev
 
 def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, device: str | None = None):
     """(model, processor) before freezing: from a hub id, a local directory or the tiny offline builder."""
-    common = dict(dtype=dtype, local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code)
+    # loaded straight onto `device` in `dtype`: no full CPU copy per rank
+    common = dict(dtype=dtype, device=device, local_files_only=args.local_files_only,
+                  trust_remote_code=args.trust_remote_code)
     if args.model_type == "instructblip":
         if args.tiny_model:
             model, processor = build_tiny_instructblip(args.tiny_model, seed=args.tiny_model_seed)
@@ -225,7 +243,7 @@ def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32,
     else:
         model, processor = load_causal_lm(args.model_name_or_path, **common)
     if device is not None:
-        model.to(device)
+        model.to(device)  # the tiny models; a no-op for loaded ones
     return model, processor
 
 
@@ -258,6 +276,35 @@ def is_encoder_decoder(model: PreTrainedModel) -> bool:
     if hasattr(config, "use_decoder_only_language_model"):
         return not config.use_decoder_only_language_model
     return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def generation_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """eos_token_id and pad_token_id for `generate()`, from the tokenizer the targets were built with.
+
+    Every `generate()` call (evaluation, the in-training evaluation, the demo) passes these. The hub's
+    Salesforce/instructblip-vicuna-7b says eos 1 in its LM config and generation config while its tokenizer's
+    EOS (ending every training target) is "</s>" = 2; InstructBLIP's generate runs the language model's
+    generate with the LM's own generation config, so without these it never stops (DESIGN.md, pitfalls).
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError("the LM tokenizer has no eos_token: generation could not stop (set one in its "
+                          "tokenizer_config.json)")
+    pad = tokenizer.pad_token_id
+    return {"eos_token_id": eos, "pad_token_id": eos if pad is None else pad}
+
+
+def align_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Write `generation_kwargs(tokenizer)` into the model's generation configs: its own (saved by
+    save_pretrained, so an exported model stops at the right EOS) and, for InstructBLIP, the language model's
+    (the one InstructBLIP's generate actually uses). The model configs keep the hub's values."""
+    ids = generation_kwargs(tokenizer)
+    language_model = getattr(model, "language_model", None)
+    for owner in (model, language_model):
+        config = getattr(owner, "generation_config", None)
+        if config is not None:
+            for key, value in ids.items():
+                setattr(config, key, value)
 
 
 def decode_generated(

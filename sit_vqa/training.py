@@ -168,8 +168,19 @@ class FiniteGradientsCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
-        if grads and not torch.stack([g.isfinite().all() for g in grads]).all():  # one device sync
+        if grads and not gradients_are_finite(grads):
             raise non_finite_error("the gradient is not finite", state.global_step + 1, self.output_dir)
+
+
+def gradients_are_finite(grads: list[torch.Tensor]) -> bool:
+    """Whether every gradient entry is finite, in one fused pass and one device sync.
+
+    The 2-norm of all tensors from torch's multi-tensor `_foreach_norm` kernels: a NaN or inf anywhere makes
+    it non-finite. (So does a finite gradient whose norm overflows fp32, above ~1e19: a step not worth taking
+    either.) Testing the tensors one by one launched two kernels per tensor, ~10-50x slower for InstructBLIP's
+    331 trained tensors (bench/bench_finite_grads.py); the max-abs norm would be exact but is ~10x slower."""
+    total = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True)
+    return bool(torch.isfinite(total))
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -200,7 +211,8 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
     if resume_from is None:
         _claim_output_dir(output_dir, args.overwrite_output_dir, args.should_save)
     frozen_dtype = precision.frozen_dtype(config.model.model_dtype, args.bf16)
-    base_model, processor = load_base_model(config.model, dtype=frozen_dtype)
+    # straight onto this rank's device in the frozen dtype: no CPU copy of the whole model per rank
+    base_model, processor = load_base_model(config.model, device=str(args.device), dtype=frozen_dtype)
     manifest = _manifest(config, base_model, processor, output_dir, args.should_save)
     manifest["frozen_dtype"] = precision.dtype_name(frozen_dtype)
     model = prepare_for_training(base_model, config.model, frozen_dtype)

@@ -43,3 +43,13 @@ def red_image():
 @pytest.fixture
 def blue_image():
     return Image.new("RGB", (48, 40), (40, 80, 220))
+
+
+@pytest.fixture(scope="session")
+def replica_dirs(tmp_path_factory):
+    """{"vicuna-7b": DIR, "flan-t5-xl": DIR}: tiny replicas of the hub checkpoints' structure (sit_vqa.replicas),
+    saved once per session with save_pretrained. Read-only: load them with load_instructblip(DIR)."""
+    from sit_vqa.replicas import KINDS, save_replica
+
+    root = tmp_path_factory.mktemp("replicas")
+    return {kind: save_replica(kind, root / kind) for kind in KINDS}
