@@ -185,6 +185,7 @@ class GenerationSettings:
     num_beams: int = 1
     max_instruction_length: int = 128
     num_workers: int = 0
+    image_pipeline: str = "plain"  # as the checkpoint was trained (sit_vqa.images)
 
     def __post_init__(self):
         for name in ("batch_size", "max_new_tokens", "num_beams", "max_instruction_length"):
@@ -198,7 +199,9 @@ def generate_texts(model, processor, records, settings: GenerationSettings, *, p
 
     The model is put in eval mode for the call and left in the mode it was in.
     """
-    transform = SampleTransform.for_model(model, processor, max_instruction_length=settings.max_instruction_length)
+    transform = SampleTransform.for_model(
+        model, processor, max_instruction_length=settings.max_instruction_length, image_pipeline=settings.image_pipeline
+    )
     collator = transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
     loader = torch.utils.data.DataLoader(
         TransformedDataset(records, functools.partial(transform, with_target=False)),
@@ -438,6 +441,7 @@ def run_evaluation(config, options: EvalOptions = EvalOptions()) -> EvalRun:
         num_beams=options.num_beams or training.generation_num_beams,
         max_instruction_length=(trained or {}).get("max_instruction_length", config.model.max_instruction_length),
         num_workers=training.dataloader_num_workers,
+        image_pipeline=(trained or {}).get("image_pipeline", config.model.image_pipeline),
     )
     name = options.name or _run_name(checkpoint, config)
     logger.info("evaluating %s on %d %s questions (prompt %s)", name, len(records.dataset), options.split, prompt)

@@ -230,6 +230,7 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
         model, processor,
         max_instruction_length=config.model.max_instruction_length,
         max_target_length=config.model.max_target_length,
+        image_pipeline=config.model.image_pipeline,
     )
     train_dataset = TransformedDataset(records, transform)
     logger.info("training on %d records from %s", len(train_dataset), config.source)
