@@ -110,6 +110,8 @@ class SampleTransform:
     tokenizer: the LM tokenizer. For image samples also: qformer_tokenizer, image_processor,
     num_query_tokens and image_token_id (from the model config). is_encoder_decoder: T5-style LM.
     image_pipeline: "plain" (the image processor's own path) or "fast" (see sit_vqa.images).
+    feature_cache: a sit_vqa.feature_cache.FeatureCache; pixel_values are then the image file's cached ViT
+    encoder states (the model needs `use_cached_features`), and records must name their image by path.
     Use `SampleTransform.for_model(model, processor_or_tokenizer)` to read all of it from a model.
     """
 
@@ -123,6 +125,7 @@ class SampleTransform:
     max_target_length: int = 256
     image_dir: str | Path | None = None
     image_pipeline: str = "plain"
+    feature_cache: Any = None
 
     def __post_init__(self):
         if self.tokenizer.eos_token_id is None:
@@ -243,6 +246,11 @@ class SampleTransform:
 
     def _pixel_values(self, record: Mapping[str, Any]) -> torch.Tensor:
         image = record.get("image")
+        if self.feature_cache is not None:
+            if image is not None:
+                raise SampleError(f"record {_record_name(record)} holds an in-memory image, which the feature cache "
+                                  "cannot look up; give it an image_path or unset feature_cache_dir")
+            return self.feature_cache.features(self.image_path(record))
         if image is not None:
             if not isinstance(image, Image.Image):
                 name = _record_name(record)

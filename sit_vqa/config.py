@@ -128,6 +128,12 @@ class DataArguments:
         default=200, metadata={"help": "Questions of the eval split scored during training (None: all)."}
     )
     prepared_cache_dir: str = field(default="cache/prepared", metadata={"help": "Where joined datasets are cached."})
+    feature_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Cache the frozen ViT's features of every training image here (built once, resumably; "
+                  "bf16, memory-mapped) and train from them: no ViT forward per step. Refused when stale "
+                  "(other ViT weights, image_pipeline or processor settings, changed image files)."},
+    )
     templates: dict[str, str] | None = field(
         default=None, metadata={"help": "YAML only: override instruction/target templates (see sit_vqa.data.templates)."}
     )
@@ -258,6 +264,9 @@ def load_config(
     run = RunConfig(model, data, training, source)
     if model.model_dtype == "bfloat16" and not training.bf16:
         raise ConfigError(f"{source}: model_dtype bfloat16 needs bf16: true (bf16 autocast for the fp32 trained weights)")
+    if data.feature_cache_dir and (model.train_all or model.model_type != "instructblip"):
+        raise ConfigError(f"{source}: feature_cache_dir caches the frozen ViT of an instructblip model; it cannot be "
+                          "used with train_all (the ViT would train) or model_type causal_lm")
     _check_paths(run, data_splits)
     return run
 

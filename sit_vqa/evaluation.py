@@ -194,13 +194,17 @@ class GenerationSettings:
                 raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
 
 
-def generate_texts(model, processor, records, settings: GenerationSettings, *, progress: bool = True) -> list[str]:
+def generate_texts(
+    model, processor, records, settings: GenerationSettings, *, progress: bool = True, feature_cache=None
+) -> list[str]:
     """The model's output for every record (prompt = its "instruction" and image), in record order.
 
-    The model is put in eval mode for the call and left in the mode it was in.
+    The model is put in eval mode for the call and left in the mode it was in. feature_cache: a
+    sit_vqa.feature_cache.FeatureCache holding the records' images (the model needs use_cached_features).
     """
     transform = SampleTransform.for_model(
-        model, processor, max_instruction_length=settings.max_instruction_length, image_pipeline=settings.image_pipeline
+        model, processor, max_instruction_length=settings.max_instruction_length,
+        image_pipeline=settings.image_pipeline, feature_cache=feature_cache,
     )
     collator = transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
     loader = torch.utils.data.DataLoader(
