@@ -73,6 +73,7 @@ class VqaEvalCallback(TrainerCallback):
             max_new_tokens=training.generation_max_new_tokens,
             num_beams=training.generation_num_beams,
             max_instruction_length=config.model.max_instruction_length,
+            image_pipeline=config.model.image_pipeline,
         )
         return cls(trainer, records.dataset, every_n_steps=training.eval_vqa_steps, generation=generation)
 

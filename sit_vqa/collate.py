@@ -37,6 +37,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sit_vqa.errors import ConfigError, DataError
+from sit_vqa.images import image_transform
 from sit_vqa.model import is_encoder_decoder
 
 IGNORE_INDEX = -100
@@ -107,6 +108,9 @@ class SampleTransform:
 
     tokenizer: the LM tokenizer. For image samples also: qformer_tokenizer, image_processor,
     num_query_tokens and image_token_id (from the model config). is_encoder_decoder: T5-style LM.
+    image_pipeline: "plain" (the image processor's own path) or "fast" (see sit_vqa.images).
+    feature_cache: a sit_vqa.feature_cache.FeatureCache; pixel_values are then the image file's cached ViT
+    encoder states (the model needs `use_cached_features`), and records must name their image by path.
     Use `SampleTransform.for_model(model, processor_or_tokenizer)` to read all of it from a model.
     """
 
@@ -119,6 +123,8 @@ class SampleTransform:
     max_instruction_length: int = 128
     max_target_length: int = 256
     image_dir: str | Path | None = None
+    image_pipeline: str = "plain"
+    feature_cache: Any = None
 
     def __post_init__(self):
         if self.tokenizer.eos_token_id is None:
@@ -138,6 +144,7 @@ class SampleTransform:
             ]
             if missing:
                 raise ConfigError(f"image samples need {', '.join(missing)} as well as the image_processor")
+            self._image_to_pixels = image_transform(self.image_processor, self.image_pipeline)
         # Instructions are cut from the left; the shared tokenizers keep their own setting.
         self._left_tokenizer = _left_truncating(self.tokenizer)
         self._left_qformer_tokenizer = _left_truncating(self.qformer_tokenizer) if self.qformer_tokenizer else None
@@ -176,10 +183,11 @@ class SampleTransform:
     def __call__(self, record: Mapping[str, Any], *, with_target: bool = True) -> dict[str, Any]:
         """One sample; with_target=False gives the prompt only (for generate())."""
         instruction = _text_field(record, "instruction")
-        image = self._load_image(record) if _has_image(record) else None
-        if image is not None and self.image_processor is None:
+        has_image = _has_image(record)
+        if has_image and self.image_processor is None:
             raise SampleError(f"record {_record_name(record)} has an image but this transform is text-only")
-        num_image_tokens = self.num_query_tokens if image is not None else 0
+        pixel_values = self._pixel_values(record) if has_image else None
+        num_image_tokens = self.num_query_tokens if has_image else 0
 
         prompt = [self.image_token_id] * num_image_tokens + self._left_tokenizer(
             instruction, truncation=True, max_length=self.max_instruction_length
@@ -187,8 +195,8 @@ class SampleTransform:
         self._check_image_tokens(prompt, num_image_tokens, record)
 
         sample: dict[str, Any] = {}
-        if image is not None:
-            sample["pixel_values"] = self.image_processor(image, return_tensors="pt")["pixel_values"][0]
+        if has_image:
+            sample["pixel_values"] = pixel_values
             qformer_ids = self._left_qformer_tokenizer(
                 instruction, truncation=True, max_length=self.max_instruction_length
             )["input_ids"]
@@ -250,21 +258,33 @@ class SampleTransform:
                 f"(num_query_tokens); does the instruction contain the image token text?"
             )
 
-    def _load_image(self, record: Mapping[str, Any]) -> Image.Image:
+    def _pixel_values(self, record: Mapping[str, Any]) -> torch.Tensor:
         image = record.get("image")
+        if self.feature_cache is not None:
+            if image is not None:
+                raise SampleError(f"record {_record_name(record)} holds an in-memory image, which the feature cache "
+                                  "cannot look up; give it an image_path or unset feature_cache_dir")
+            return self.feature_cache.features(self.image_path(record))
         if image is not None:
             if not isinstance(image, Image.Image):
                 name = _record_name(record)
                 raise SampleError(f"record {name}: 'image' must be a PIL image, got {type(image).__name__}")
-            return image.convert("RGB")
+            return self._image_to_pixels(image.convert("RGB"))
+        path = self.image_path(record)
+        try:
+            with Image.open(path) as opened:
+                # the image transform reads the pixels (the fast one at a reduced JPEG scale), so the file is
+                # checked here; it gets the file still undecoded so that it can choose that scale
+                return self._image_to_pixels(opened)
+        except OSError as error:  # missing, unreadable, truncated or not an image (UnidentifiedImageError)
+            raise SampleError(f"cannot read image {path} of record {_record_name(record)}: {error}") from error
+
+    def image_path(self, record: Mapping[str, Any]) -> Path:
+        """The record's image file, relative paths resolved against image_dir."""
         path = Path(record["image_path"])
         if self.image_dir is not None and not path.is_absolute():
             path = Path(self.image_dir) / path
-        try:
-            with Image.open(path) as opened:
-                return opened.convert("RGB")  # convert() reads the pixels, so the file is checked here
-        except OSError as error:  # missing, unreadable or not an image (UnidentifiedImageError)
-            raise SampleError(f"cannot read image {path} of record {_record_name(record)}: {error}") from error
+        return path
 
 
 def _left_truncating(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -169,6 +169,7 @@ class GenerationSettings:
     num_beams: int = 1
     max_instruction_length: int = 128
     num_workers: int = 0
+    image_pipeline: str = "plain"  # as the checkpoint was trained (sit_vqa.images)
 
     def __post_init__(self):
         for name in ("batch_size", "max_new_tokens", "num_beams", "max_instruction_length"):
@@ -177,12 +178,18 @@ class GenerationSettings:
                 raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
 
 
-def generate_texts(model, processor, records, settings: GenerationSettings, *, progress: bool = True) -> list[str]:
+def generate_texts(
+    model, processor, records, settings: GenerationSettings, *, progress: bool = True, feature_cache=None
+) -> list[str]:
     """The model's output for every record (prompt = its "instruction" and image), in record order.
 
-    The model is put in eval mode for the call and left in the mode it was in.
+    The model is put in eval mode for the call and left in the mode it was in. feature_cache: a
+    sit_vqa.feature_cache.FeatureCache holding the records' images (the model needs use_cached_features).
     """
-    transform = SampleTransform.for_model(model, processor, max_instruction_length=settings.max_instruction_length)
+    transform = SampleTransform.for_model(
+        model, processor, max_instruction_length=settings.max_instruction_length,
+        image_pipeline=settings.image_pipeline, feature_cache=feature_cache,
+    )
     collator = transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
     loader = torch.utils.data.DataLoader(
         TransformedDataset(records, functools.partial(transform, with_target=False)),
@@ -334,6 +341,7 @@ def run_evaluation(config, options: EvalOptions = EvalOptions()) -> EvalRun:
         num_beams=options.num_beams or training.generation_num_beams,
         max_instruction_length=(trained or {}).get("max_instruction_length", config.model.max_instruction_length),
         num_workers=training.dataloader_num_workers,
+        image_pipeline=(trained or {}).get("image_pipeline", config.model.image_pipeline),
     )
     name = options.name or _run_name(checkpoint, config)
     logger.info("evaluating %s on %d %s questions (prompt %s)", name, len(records.dataset), options.split, prompt)

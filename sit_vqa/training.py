@@ -32,6 +32,7 @@ from sit_vqa.config import DataArguments, RunConfig
 from sit_vqa.data.prepared import load_prepared, prepare_cached
 from sit_vqa.data.text_sit import build_text_sit, load_alpaca
 from sit_vqa.errors import ConfigError, SitVqaError
+from sit_vqa.feature_cache import build_feature_cache, record_image_paths, use_cached_features
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.model import is_encoder_decoder, load_base_model, prepare_for_training
 
@@ -222,6 +223,8 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
         model, processor,
         max_instruction_length=config.model.max_instruction_length,
         max_target_length=config.model.max_target_length,
+        image_pipeline=config.model.image_pipeline,
+        feature_cache=_feature_cache(config, model, processor, records),
     )
     transform.check_records(records)
     train_dataset = TransformedDataset(records, transform)
@@ -250,6 +253,20 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
     final = output_dir / "final"
     trainer.save_model(str(final))
     return final
+
+
+def _feature_cache(config: RunConfig, model, processor, records):
+    """The frozen-ViT feature cache of the training images (None when feature_cache_dir is unset), built where
+    images are missing; the model then takes cached states as pixel_values (and still encodes images)."""
+    if not config.data.feature_cache_dir:
+        return None
+    with config.training.main_process_first(desc="frozen-ViT feature cache"):  # one process builds
+        cache = build_feature_cache(
+            config.data.feature_cache_dir, model, processor, record_image_paths(records),
+            pipeline=config.model.image_pipeline, device=config.training.device,
+        )
+    use_cached_features(model)
+    return cache
 
 
 RUN_FILES = ("final", BASE_MODEL_DIR, STAGING_DIR, "train_log.jsonl", "data_report.json", "run_config.json")
