@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from sit_vqa.demo import GenerationOptions, VqaDemo  # noqa: E402
+from sit_vqa.demo import GenerationOptions, VqaDemo, load_image  # noqa: E402
 from sit_vqa.errors import SitVqaError  # noqa: E402
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -69,8 +69,9 @@ def build_page(demo: VqaDemo, prompt: str = "auto", options: GenerationOptions =
                 max_new_tokens=int(max_new_tokens), num_beams=int(num_beams), do_sample=bool(do_sample),
                 temperature=float(temperature), top_p=float(top_p), repetition_penalty=float(repetition_penalty),
             )
-            for reply in demo.stream(image_path, question, prompt=prompt, options=settings):
-                yield reply.description or "", reply.answer if reply.raw else "", reply.raw
+            image = load_image(image_path, name=Path(image_path).name)  # the name the person uploaded
+            for reply in demo.stream(image, question, prompt=prompt, options=settings):
+                yield reply.description or "", reply.answer, reply.raw
         except SitVqaError as error:  # shown in the page; the server goes on serving
             raise gr.Error(str(error)) from None
 
