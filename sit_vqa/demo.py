@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from transformers import TextIteratorStreamer
 
-from sit_vqa import evaluation
+from sit_vqa import checkpoint, evaluation
 from sit_vqa.collate import SampleTransform
 from sit_vqa.data.templates import Templates, parse_sit_output
 from sit_vqa.errors import SitVqaError
@@ -149,6 +149,7 @@ class VqaDemo:
         if (path / "config.json").is_file():
             return cls._load_exported(path, device)
         directory = resolve_checkpoint(path)
+        _check_base_model_present(directory)
         model, processor, manifest = load_checkpoint(directory, device=device)
         if manifest.get("model_type") != "instructblip":
             raise DemoInputError(f"{directory}: a {manifest.get('model_type')!r} checkpoint has no image input; "
@@ -261,6 +262,17 @@ class VqaDemo:
                 eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.transform.pad_token_id,
             )
         return decode_generated(self.model, self.tokenizer, generated, batch["input_ids"].shape[1])
+
+
+def _check_base_model_present(directory: Path) -> None:
+    """A run saves its (tiny or local) base model beside its checkpoints: a checkpoint copied alone lacks it."""
+    manifest = checkpoint.read_manifest(directory)
+    base = directory / str(manifest.get("base_model"))
+    if manifest.get("base_model_is_relative") and not (base / "config.json").is_file():
+        raise DemoInputError(
+            f"{directory} is incomplete: its base model {manifest['base_model']} (saved by the training run beside "
+            f"the checkpoints) is missing at {base.resolve()}; copy the whole run directory, not only {directory.name}/"
+        )
 
 
 def _reply(text: str, instruction: str) -> Reply:
