@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
+import transformers
 from PIL import Image
 from transformers import TextIteratorStreamer
 
@@ -312,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: bad input, with the message on stderr)."""
     parser = make_parser()
     args = parser.parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars would clutter the answers
     if args.serve == bool(args.image):
         parser.error("pass --image (and --question) to ask from the command line, or --serve for the web page")
     try:
