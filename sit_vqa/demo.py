@@ -34,7 +34,7 @@ from typing import Any, Union
 import torch
 import transformers
 from PIL import Image
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from sit_vqa import checkpoint, evaluation
 from sit_vqa.collate import SampleTransform
@@ -224,22 +224,27 @@ class VqaDemo:
             yield _reply(self._generate(batch, options)[0], record["instruction"])
             return
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        abandoned = threading.Event()  # set when the caller stops reading (a closed page): stop generating too
         result: dict[str, Any] = {}
 
         def generate_in_background():
             try:
-                result["texts"] = self._generate(batch, options, streamer=streamer)
+                result["texts"] = self._generate(batch, options, streamer=streamer,
+                                                 stopping_criteria=StoppingCriteriaList([_StopWhen(abandoned)]))
             except BaseException as error:  # re-raised below, in the caller's thread
                 result["error"] = error
                 streamer.end()  # else the loop below would wait for text forever
 
         thread = threading.Thread(target=generate_in_background, daemon=True)
         thread.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            yield _reply(text, record["instruction"])
-        thread.join()
+        try:
+            text = ""
+            for piece in streamer:
+                text += piece
+                yield _reply(text, record["instruction"])
+        finally:
+            abandoned.set()
+            thread.join()
         if "error" in result:
             raise result["error"]
         # the final text is decoded the evaluation's way (the streamer's piecewise decoding may space differently)
@@ -255,14 +260,24 @@ class VqaDemo:
         samples = [self.transform(record, with_target=False) for record in records]
         return {key: value.to(self.device) for key, value in self.collator(samples).items()}
 
-    def _generate(self, batch: dict[str, torch.Tensor], options: GenerationOptions, streamer=None) -> list[str]:
+    def _generate(self, batch: dict[str, torch.Tensor], options: GenerationOptions, **extra) -> list[str]:
         with torch.inference_mode(), evaluation._autocast(self.model, self.device):
             generated = self.model.generate(
-                **batch, **options.generate_kwargs(), streamer=streamer,
+                **batch, **options.generate_kwargs(), **extra,
                 # the hub checkpoints' LM generation config names the wrong EOS (DESIGN.md, Pitfalls)
                 eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.transform.pad_token_id,
             )
         return decode_generated(self.model, self.tokenizer, generated, batch["input_ids"].shape[1])
+
+
+class _StopWhen(StoppingCriteria):
+    """Stops generation once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def _check_base_model_present(directory: Path) -> None:
