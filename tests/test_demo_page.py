@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from sit_vqa.demo import VqaDemo
+from sit_vqa.demo import GenerationOptions, VqaDemo
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "sample" / "val2014"
@@ -176,8 +176,6 @@ def test_gradio_client_calls_the_same_server(server, api, tmp_path):
     client = Client(url, verbose=False)
     settings = ("auto", 24, 1, False, 1.0, 1.0, 1.0)  # prompt, max new tokens, beams, sample, temperature, ...
     description, answer, raw = client.predict(handle_file(str(FIRST_IMAGE)), "Is it red?", *settings, api_name="/ask")
-    from sit_vqa.demo import GenerationOptions
-
     expected = api.ask(FIRST_IMAGE, "Is it red?", options=GenerationOptions(max_new_tokens=24))
     assert (description, answer, raw) == (expected.description or "", expected.answer, expected.raw)
 
