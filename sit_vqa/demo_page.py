@@ -30,17 +30,6 @@ SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Robo
 SYSTEM_MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 
 
-class UnopenedImage(gr.Image):
-    """gr.Image that hands the uploaded file's path on unopened. gr.Image itself opens uploads with PIL
-    before the event runs, so a non-image, a truncated file or a decompression bomb would fail there with
-    PIL's message; `load_image` checks them with messages that say what to upload instead."""
-
-    is_template = True  # drawn by gr.Image's frontend component
-
-    def preprocess(self, payload):
-        return None if payload is None else payload.path
-
-
 def sample_examples(count: int = NUM_EXAMPLES) -> list[list[str]]:
     """[image path, question] of the first `count` bundled val images with their first question (none if the
     sample data is not beside the package, as in a wheel install)."""
@@ -60,17 +49,22 @@ def sample_examples(count: int = NUM_EXAMPLES) -> list[list[str]]:
 def build_page(demo: VqaDemo, prompt: str = "auto", options: GenerationOptions = GenerationOptions()) -> gr.Blocks:
     """The page's layout and its one event, `ask` (also the API name gradio_client calls)."""
 
-    def ask(image_path, question, prompt, max_new_tokens, num_beams, do_sample, temperature, top_p,
+    def ask(image, question, prompt, max_new_tokens, num_beams, do_sample, temperature, top_p,
             repetition_penalty):
-        if not image_path:
+        # The events run with preprocess=False: gr.Image would open the upload with PIL before this runs,
+        # so a non-image, a truncated file or a decompression bomb would fail there with PIL's message.
+        # Unprocessed, `image` is the upload's file data ({"path", "orig_name", ...}), already checked by
+        # gradio to lie in its upload folder; load_image checks the rest, with messages that say what to do.
+        if not image or not image.get("path"):
             raise gr.Error("upload an image first (or pick one of the examples)")
         try:
             settings = GenerationOptions(
                 max_new_tokens=int(max_new_tokens), num_beams=int(num_beams), do_sample=bool(do_sample),
                 temperature=float(temperature), top_p=float(top_p), repetition_penalty=float(repetition_penalty),
             )
-            image = load_image(image_path, name=Path(image_path).name)  # the name the person uploaded
-            for reply in demo.stream(image, question, prompt=prompt, options=settings):
+            name = image.get("orig_name") or Path(image["path"]).name  # the name the person uploaded
+            pixels = load_image(image["path"], name=name)
+            for reply in demo.stream(pixels, question, prompt=prompt, options=settings):
                 yield reply.description or "", reply.answer, reply.raw
         except SitVqaError as error:  # shown in the page; the server goes on serving
             raise gr.Error(str(error)) from None
@@ -81,7 +75,7 @@ def build_page(demo: VqaDemo, prompt: str = "auto", options: GenerationOptions =
                     "Upload an image, ask a question about it.")
         with gr.Row():
             with gr.Column():
-                image = UnopenedImage(label="Image", type="filepath", sources=["upload", "clipboard"],
+                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"],
                                  elem_id="image")
                 question = gr.Textbox(label="Question", placeholder="What color is the shape?", elem_id="question")
                 button = gr.Button("Ask", variant="primary", elem_id="ask")
@@ -106,8 +100,8 @@ def build_page(demo: VqaDemo, prompt: str = "auto", options: GenerationOptions =
         inputs = [image, question, prompt_choice, max_new_tokens, num_beams, do_sample, temperature, top_p,
                   repetition_penalty]
         outputs = [description, answer, raw]
-        button.click(ask, inputs, outputs, api_name="ask")
-        question.submit(ask, inputs, outputs, api_name=False)
+        button.click(ask, inputs, outputs, api_name="ask", preprocess=False)
+        question.submit(ask, inputs, outputs, api_name=False, preprocess=False)
     return page
 
 
