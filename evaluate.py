@@ -26,7 +26,6 @@ different questions or with different metric versions are refused.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence

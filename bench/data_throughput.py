@@ -32,7 +32,11 @@ from transformers import BlipImageProcessorPil
 from sit_vqa.collate import SampleTransform
 from sit_vqa.data.photo_like import write_photo_like_jpegs
 from sit_vqa.images import image_transform
-from sit_vqa.tiny import IMAGE_TOKEN, build_tiny_qformer_tokenizer, build_tiny_word_tokenizer
+from sit_vqa.tiny import (
+    IMAGE_TOKEN,
+    build_tiny_qformer_tokenizer,
+    build_tiny_word_tokenizer,
+)
 
 BATCH = 16
 INSTRUCTION = "first describe the image, then answer the question based on the image. question: what color is the circle?"

@@ -25,8 +25,8 @@ import statistics
 import time
 
 import torch
-from transformers import BlipImageProcessorPil, InstructBlipProcessor
 from train_throughput import FULL_SIZE, build
+from transformers import BlipImageProcessorPil, InstructBlipProcessor
 
 from sit_vqa import model as model_lib
 from sit_vqa.data.photo_like import write_photo_like_jpegs

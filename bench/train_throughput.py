@@ -43,11 +43,11 @@ from transformers import (
 )
 
 from sit_vqa import model as model_lib
+from sit_vqa.collate import IGNORE_INDEX
+from sit_vqa.feature_cache import encoder_states, use_cached_features
 from sit_vqa.precision import keep_trained_fp32
 from sit_vqa.replicas import replica_config
 from sit_vqa.tiny import build_tiny_instructblip
-from sit_vqa.collate import IGNORE_INDEX
-from sit_vqa.feature_cache import encoder_states, use_cached_features
 
 FULL_SIZE = ("vicuna-7b", "flan-t5-xl")  # the hub checkpoints' structure at full size: sit_vqa.replicas
 

@@ -25,7 +25,13 @@ from collections.abc import Mapping
 from transformers import TrainerCallback
 
 from sit_vqa.errors import ConfigError
-from sit_vqa.evaluation import GenerationSettings, generate_texts, load_eval_records, prompt_for_mode, score_generations
+from sit_vqa.evaluation import (
+    GenerationSettings,
+    generate_texts,
+    load_eval_records,
+    prompt_for_mode,
+    score_generations,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,12 @@ from sit_vqa.data.templates import Templates, load_templates, parse_sit_output
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, EvaluationError
 from sit_vqa.metrics.vqa import evaluate_vqa, question_accuracy
-from sit_vqa.model import build_model, decode_generated, generation_kwargs, is_encoder_decoder
+from sit_vqa.model import (
+    build_model,
+    decode_generated,
+    generation_kwargs,
+    is_encoder_decoder,
+)
 from sit_vqa.reports import build_report, write_outputs
 
 logger = logging.getLogger(__name__)

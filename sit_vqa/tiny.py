@@ -10,7 +10,15 @@ byte-level, for open-vocabulary Alpaca text.
 from __future__ import annotations
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from transformers import (
     BertTokenizer,
     BlipImageProcessorPil,

@@ -32,7 +32,11 @@ from sit_vqa.config import DataArguments, RunConfig
 from sit_vqa.data.prepared import load_prepared, prepare_cached
 from sit_vqa.data.text_sit import build_text_sit, load_alpaca
 from sit_vqa.errors import ConfigError, SitVqaError
-from sit_vqa.feature_cache import build_feature_cache, record_image_paths, use_cached_features
+from sit_vqa.feature_cache import (
+    build_feature_cache,
+    record_image_paths,
+    use_cached_features,
+)
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.model import is_encoder_decoder, load_base_model, prepare_for_training
 

@@ -4,6 +4,8 @@ Session models are for read-only use (forward, generate, transforms); tests that
 load weights build their own with `build_tiny_instructblip` (a fraction of a second).
 """
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -53,3 +55,19 @@ def replica_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("replicas")
     return {kind: save_replica(kind, root / kind) for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """A run directory of the quickstart recipe, trained for a few steps (the demo and export tests' checkpoint)."""
+    from sit_vqa.config import load_config
+    from sit_vqa.training import run_training
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path_factory.mktemp("quickstart_run")
+    overrides = ["--output_dir", str(out / "run"), "--prepared_cache_dir", str(out / "cache"), "--report_to", "none",
+                 "--max_steps", "6", "--save_steps", "6", "--subset_questions", "48", "--logging_steps", "3"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(repo)  # the config names data/sample/... relative to the repository
+        run_training(load_config(repo / "configs" / "quickstart.yaml", overrides))
+    return out / "run"

@@ -9,7 +9,13 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from sit_vqa.collate import IGNORE_INDEX, SampleError, SampleTransform, SitCollator, TransformedDataset
+from sit_vqa.collate import (
+    IGNORE_INDEX,
+    SampleError,
+    SampleTransform,
+    SitCollator,
+    TransformedDataset,
+)
 from sit_vqa.tiny import build_tiny_instructblip
 
 INSTRUCTION = "What color is the circle?"

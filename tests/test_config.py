@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sit_vqa.config import CONFIG_DIR, SECTIONS, ConfigError, load_config, resolve_config_path
+from sit_vqa.config import (
+    CONFIG_DIR,
+    SECTIONS,
+    ConfigError,
+    load_config,
+    resolve_config_path,
+)
 from sit_vqa.data.join import JoinOptions
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))

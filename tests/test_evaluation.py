@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from sit_vqa import checkpoint as ckpt
+from sit_vqa.checkpoint import resolve_checkpoint
 from sit_vqa.config import DataArguments, load_config
 from sit_vqa.data.join import JoinOptions
 from sit_vqa.data.prepared import prepare_dataset
 from sit_vqa.data.templates import BASELINE_TASK, SIT_TASK, Templates
-from sit_vqa.checkpoint import resolve_checkpoint
 from sit_vqa.errors import CheckpointError, EvaluationError
 from sit_vqa.evaluation import (
     METRIC_VERSIONS,

@@ -9,21 +9,20 @@ import huggingface_hub.constants
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import InstructBlipForConditionalGeneration, LlamaForCausalLM, T5ForConditionalGeneration
+from transformers import (
+    InstructBlipForConditionalGeneration,
+    LlamaForCausalLM,
+    T5ForConditionalGeneration,
+)
 
+from sit_vqa.checkpoint import (
+    load_trainable_weights,
+    save_trainable_weights,
+    trainable_state_dict,
+)
 from sit_vqa.collate import SampleTransform
 from sit_vqa.data.templates import Templates, parse_sit_output
-from sit_vqa.checkpoint import load_trainable_weights, save_trainable_weights, trainable_state_dict
 from sit_vqa.errors import CheckpointError, ModelLoadError
-from sit_vqa.precision import bf16_by_default, frozen_dtype, keep_trained_fp32
-from sit_vqa.tiny import (
-    IMAGE_TOKEN,
-    TINY_VOCAB_WORDS,
-    build_tiny_byte_tokenizer,
-    build_tiny_causal_lm,
-    build_tiny_instructblip,
-    build_tiny_word_tokenizer,
-)
 from sit_vqa.model import (
     ParamCounts,
     apply_lora,
@@ -32,6 +31,15 @@ from sit_vqa.model import (
     decode_generated,
     load_causal_lm,
     load_instructblip,
+)
+from sit_vqa.precision import bf16_by_default, frozen_dtype, keep_trained_fp32
+from sit_vqa.tiny import (
+    IMAGE_TOKEN,
+    TINY_VOCAB_WORDS,
+    build_tiny_byte_tokenizer,
+    build_tiny_causal_lm,
+    build_tiny_instructblip,
+    build_tiny_word_tokenizer,
 )
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sit_vqa.data.prepared import REPORT_FILE, load_prepared
 from sit_vqa.config import DataArguments
+from sit_vqa.data.prepared import REPORT_FILE, load_prepared
 from sit_vqa.prepare import main, make_parser
 from tests.data.conftest import build_official_data, write_official_files
 

@@ -13,9 +13,9 @@ from transformers import TrainerCallback
 
 import train
 from sit_vqa import checkpoint as ckpt
+from sit_vqa.checkpoint import load_checkpoint
 from sit_vqa.config import load_config
 from sit_vqa.errors import ConfigError
-from sit_vqa.checkpoint import load_checkpoint
 from sit_vqa.tiny import build_tiny_instructblip
 from sit_vqa.training import NonFiniteLossError, run_training
 
@@ -126,7 +126,6 @@ def test_a_save_cut_off_midway_leaves_the_previous_checkpoint(tmp_path, monkeypa
     def write_then_die(directory, *args, **kwargs):  # the process dies after the weights, before the manifest
         calls.append(directory)
         if len(calls) == 2:
-            from sit_vqa import model as model_lib
 
             ckpt.save_trainable_weights(args[0], Path(directory) / ckpt.WEIGHTS_NAME)
             raise KeyboardInterrupt("killed while saving")

@@ -26,7 +26,13 @@ from pathlib import Path
 import msgspec
 
 from sit_vqa.errors import DataError
-from sit_vqa.files import check_same_ids, encoding_error, json_error, read_bytes, wrong_file_hint
+from sit_vqa.files import (
+    check_same_ids,
+    encoding_error,
+    json_error,
+    read_bytes,
+    wrong_file_hint,
+)
 
 QUESTIONS_FILE = (
     "the GQA questions file (testdev_balanced_questions.json: an object keyed by question id, each value with "

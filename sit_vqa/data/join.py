@@ -46,10 +46,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sit_vqa.data.coco import CocoCaptions, load_captions
-from sit_vqa.data.templates import TEMPLATE_FIELDS, TEMPLATE_KEYS, Templates, load_templates
-from sit_vqa.data.vqav2 import ANSWER_POLICIES, VqaAnnotations, VqaQuestions, read_annotations, read_questions
-from sit_vqa.data.image_check import EXAMPLES_PER_REASON, count_missing_images, drop_bad_images
+from sit_vqa.data.coco import CocoCaptions
+from sit_vqa.data.image_check import (
+    EXAMPLES_PER_REASON,
+    count_missing_images,
+    drop_bad_images,
+)
+from sit_vqa.data.templates import (
+    TEMPLATE_FIELDS,
+    TEMPLATE_KEYS,
+    Templates,
+    load_templates,
+)
+from sit_vqa.data.vqav2 import (
+    ANSWER_POLICIES,
+    VqaAnnotations,
+    VqaQuestions,
+)
 from sit_vqa.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,14 @@ import datasets
 
 from sit_vqa import __version__
 from sit_vqa.data.coco import load_captions
-from sit_vqa.data.join import COLUMNS, FORMAT_VERSION, JoinOptions, JoinReport, join_records, require_image_dir
+from sit_vqa.data.join import (
+    COLUMNS,
+    FORMAT_VERSION,
+    JoinOptions,
+    JoinReport,
+    join_records,
+    require_image_dir,
+)
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import DataError
 from sit_vqa.files import atomic_path, gc_paused

@@ -18,7 +18,13 @@ from pathlib import Path
 import msgspec
 
 from sit_vqa.errors import DataError
-from sit_vqa.files import check_same_ids, encoding_error, json_error, read_bytes, wrong_file_hint
+from sit_vqa.files import (
+    check_same_ids,
+    encoding_error,
+    json_error,
+    read_bytes,
+    wrong_file_hint,
+)
 
 SQUAD_FILE = (
     'a SQuAD v1.1-format file (e.g. xquad.de.json: {"version": "1.1", "data": [{"title", "paragraphs": '

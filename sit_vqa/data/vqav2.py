@@ -25,7 +25,12 @@ import pyarrow.compute as pc
 
 from sit_vqa.errors import ConfigError, DataError
 from sit_vqa.files import check_unique_ids, decode_json, read_bytes, wrong_file_hint
-from sit_vqa.vqa_format import ANNOTATIONS_FILE, QUESTIONS_FILE, AnnotationsFile, QuestionsFile
+from sit_vqa.vqa_format import (
+    ANNOTATIONS_FILE,
+    QUESTIONS_FILE,
+    AnnotationsFile,
+    QuestionsFile,
+)
 
 ANSWER_POLICIES = ("multiple_choice_answer", "most_frequent")
 

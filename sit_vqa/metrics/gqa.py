@@ -39,7 +39,13 @@ import msgspec
 
 from sit_vqa.data.gqa import GqaQuestion, read_gqa_questions
 from sit_vqa.errors import DataError, SitVqaError
-from sit_vqa.files import check_same_ids, encoding_error, json_error, read_bytes, wrong_file_hint
+from sit_vqa.files import (
+    check_same_ids,
+    encoding_error,
+    json_error,
+    read_bytes,
+    wrong_file_hint,
+)
 
 PREDICTIONS_FORMAT = 'GQA predictions in the official format, [{"questionId": "<id>", "prediction": "<answer>"}, ...]'
 EXACT = "exact string match (official eval.py)"

@@ -67,8 +67,20 @@ from pathlib import Path
 import msgspec
 
 from sit_vqa.errors import DataError, SitVqaError
-from sit_vqa.files import decode_json, gc_paused, read_bytes, write_text_atomically, wrong_file_hint
-from sit_vqa.vqa_format import Annotation, AnnotationsFile, Question, QuestionsFile, Result
+from sit_vqa.files import (
+    decode_json,
+    gc_paused,
+    read_bytes,
+    write_text_atomically,
+    wrong_file_hint,
+)
+from sit_vqa.vqa_format import (
+    Annotation,
+    AnnotationsFile,
+    Question,
+    QuestionsFile,
+    Result,
+)
 
 PRECISION = 2  # decimals of every reported number, the official default (VQAEval's n=2)
 

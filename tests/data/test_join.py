@@ -9,8 +9,20 @@ import datasets
 import pytest
 
 from sit_vqa.data.coco import load_captions
-from sit_vqa.data.join import COLUMNS, DESCRIBE_QUESTION_ID, JoinOptions, JoinReport, join_records
-from sit_vqa.data.prepared import REPORT_FILE, cache_key, load_prepared, prepare_cached, prepare_dataset
+from sit_vqa.data.join import (
+    COLUMNS,
+    DESCRIBE_QUESTION_ID,
+    JoinOptions,
+    JoinReport,
+    join_records,
+)
+from sit_vqa.data.prepared import (
+    REPORT_FILE,
+    cache_key,
+    load_prepared,
+    prepare_cached,
+    prepare_dataset,
+)
 from sit_vqa.data.templates import Templates, parse_sit_output
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, DataError

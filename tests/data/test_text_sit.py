@@ -8,8 +8,13 @@ from pathlib import Path
 import pytest
 
 from sit_vqa.data.templates import parse_sit_output
+from sit_vqa.data.text_sit import (
+    TextSitError,
+    build_text_sit,
+    continue_sentence,
+    load_alpaca,
+)
 from sit_vqa.errors import DataError
-from sit_vqa.data.text_sit import TextSitError, build_text_sit, continue_sentence, load_alpaca
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "alpaca_sample"
 

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sit_vqa.metrics.gqa import GQAMetricError, normalize_gqa_answer, score_gqa, score_gqa_files
+from sit_vqa.metrics.gqa import (
+    GQAMetricError,
+    normalize_gqa_answer,
+    score_gqa,
+    score_gqa_files,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 GQA_QUESTIONS = REPO / "data" / "gqa_sample" / "testdev_balanced_questions.json"
