@@ -74,7 +74,7 @@ def _set_trained_eos(model, processor) -> None:
     """Make every generation config of the export end at the tokenizer's EOS (the one the targets end with).
 
     InstructBLIP's generate() hands over to the language model's own generate(), whose generation config
-    comes from the text config on loading: both need the id (DESIGN.md, Pitfalls).
+    comes from the text config on loading: both need the id.
     """
     align_generation_config(model, processor.tokenizer)
     ids = generation_kwargs(processor.tokenizer)  # loaders rebuild the LM's generation config from its text config

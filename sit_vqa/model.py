@@ -284,7 +284,7 @@ def generation_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     Every `generate()` call (evaluation, the in-training evaluation, the demo) passes these. The hub's
     Salesforce/instructblip-vicuna-7b says eos 1 in its LM config and generation config while its tokenizer's
     EOS (ending every training target) is "</s>" = 2; InstructBLIP's generate runs the language model's
-    generate with the LM's own generation config, so without these it never stops (DESIGN.md, pitfalls).
+    generate with the LM's own generation config, so without these it never stops.
     """
     eos = tokenizer.eos_token_id
     if eos is None:

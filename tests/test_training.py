@@ -302,3 +302,18 @@ def test_vqa_accuracy_is_scored_during_training(tmp_path):
     for record in scored.values():
         assert 0.0 <= record["eval_vqa_accuracy"] <= 100.0
         assert 0.0 <= record["eval_vqa_answer_marker_rate"] <= 1.0
+
+
+@pytest.mark.parametrize(("overrides", "frozen"), [
+    ((), torch.float32),
+    (("--bf16", "true", "--model_dtype", "bfloat16"), torch.bfloat16),
+])
+def test_the_frozen_dtype_a_run_trained_with_is_recorded_and_loaded_back(tmp_path, overrides, frozen):
+    """One rule decides the frozen dtype (sit_vqa.precision); the checkpoint records it; evaluation, the demo
+    and export load the base model in it, whatever device or config they run with."""
+    final = run_training(quick_config(tmp_path, "--max_steps", "1", *overrides))
+    assert ckpt.read_manifest(final)["frozen_dtype"] == str(frozen).removeprefix("torch.")
+    model, _, _ = load_checkpoint(final)
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {frozen}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert model.query_tokens.dtype == torch.float32
