@@ -345,9 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
         )
         if args.serve:
-            from sit_vqa import (
-                demo_page,  # gradio is needed for the page only (the `demo` extra)
-            )
+            # gradio (the `demo` extra) is needed for the page only, and takes seconds to import
+            from sit_vqa import demo_page
 
             demo_page.serve(VqaDemo.load(args.checkpoint, args.device), host=args.host, port=args.port,
                             share=args.share, prompt=args.prompt, options=options)
