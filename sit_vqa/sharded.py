@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from accelerate import PartialState  # the launcher glue the Trainer itself uses
 
 from sit_vqa.errors import EvaluationError
 from sit_vqa.files import remove, write_error, write_json_atomically
@@ -96,11 +97,9 @@ def join_launch(device: str | None) -> tuple[Ranks, str]:
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not launched and not dist.is_initialized():
         return Ranks(), device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from accelerate import PartialState  # the Trainer's own launcher glue; only needed here
-
     state = PartialState(cpu=device == "cpu")
-    if device in (None, "cuda"):
-        device = str(state.device)
+    if device in (None, "cuda"):  # this rank's GPU; plain "cpu" on a machine without one (as for one process)
+        device = "cpu" if state.device.type == "cpu" else str(state.device)
     return Ranks(state.process_index, state.num_processes), device
 
 
