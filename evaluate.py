@@ -19,6 +19,20 @@ Generation settings default to the config's per_device_eval_batch_size, generati
 generation_max_new_tokens (64: room for "Description: <caption>\\nAnswer: <answer>"). Any other config key can
 be overridden as on train.py, e.g. --eval_questions PATH.
 
+Several processes (one per GPU, or CPU processes with --device cpu): launch the same command with torchrun or
+accelerate launch. Each process generates its share of the batches, the first one scores and writes; the
+files are those of a one-process run with the same --batch-size (each batch is one a single process makes):
+
+    torchrun --nproc_per_node 8 evaluate.py --config vqa_sit.yaml --checkpoint runs/vqa_sit --out runs/eval/sit
+    accelerate launch --num_processes 8 evaluate.py --config vqa_sit.yaml --checkpoint runs/vqa_sit --out ...
+
+Outputs are appended to OUT/partial/ (rank-R.jsonl, one line per question, on disk batch by batch) while they
+are made. A run that dies (crash, kill, preemption) is continued by running the same command again: what is
+on disk is kept, the rest is generated, and the files are those an uninterrupted run writes; the number of
+processes may differ. A rerun with other settings (checkpoint, split, --limit, prompt, --batch-size,
+--max-new-tokens, --num-beams, data) is refused with the settings that differ; --restart discards the partial
+outputs. OUT/partial/ is removed once the report is written.
+
 --compare prints a markdown table of the runs' accuracies (overall and per answer type) with deltas against the
 first run, and writes compare.md and compare.json into --out (default: the current directory). Runs scored on
 different questions or with different metric versions are refused.
@@ -85,6 +99,11 @@ def _evaluate(parser, command: CommandArguments, options: EvalOptions, overrides
     config = load_config(command.config, overrides, data_roles=("eval",))  # no training data needed
     run = run_evaluation(config, options)
     report = run.report
+    if report is None:  # a process of a multi-process run other than the first: that one reports
+        return
+    if run.reused:
+        print(f"continued an interrupted run: {run.reused} of {report['num_questions']} questions were "
+              f"already generated in {run.out_dir / 'partial'}")
     types = ", ".join(f"{name} {value:.2f}" for name, value in report["perAnswerType"].items())
     print(f"{report['settings']['name']}: VQA accuracy {report['overall']:.2f} on {report['num_questions']} "
           f"questions ({types}); \"Answer:\" marker in {100 * report['answer_marker_rate']:.1f}% of outputs")

@@ -13,6 +13,10 @@ process (median round reported):
 Random weights pick EOS only by chance: the 7B models (vocab 32k) generate the full budget, the tiny ones
 (vocab ~250) stop earlier now and then; the mean generated length is printed beside each figure.
 
+evaluate.py runs this same generation through `sit_vqa.sharded`: under torchrun / accelerate launch each
+process generates its share of the batches (the figures here are per process), and every batch's outputs
+are appended to OUT/partial/ with one write and one fsync, which these figures leave out.
+
 Full-size models come from bench/train_throughput.py (same architectures, built on the GPU in bf16); their
 prompts are tokenized with the tiny word-level tokenizers (ids valid in the real vocabularies), so prompt
 lengths are close to, not equal to, the real tokenizers'.

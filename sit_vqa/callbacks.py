@@ -12,22 +12,28 @@ eval_vqa_answer_marker_rate; TensorBoard shows them under eval/. The questions a
 seeded sample of `eval_subset_questions` (the same ones `evaluate.py --limit N` picks with that N),
 asked with the prompt of the training mode (SIT for sit and mixed).
 
-Generation runs on the main process only, on the unwrapped model (plain DDP keeps no collective in the
-forward pass; the other ranks wait at their next synchronisation). Not for FSDP / DeepSpeed ZeRO-3, whose
-sharded forward needs every rank.
+Under DDP every rank generates its share of the questions (the batches evaluate.py would make, dealt out as
+`sit_vqa.sharded` deals them to evaluate.py's processes) on the unwrapped model -- plain DDP keeps no
+collective in generation -- and the texts are gathered on every rank, so the numbers equal a one-process
+evaluation of the same weights. (Generating on one rank alone left the others waiting in the next gradient
+all-reduce; a large eval_subset_questions passed ddp_timeout and killed the run.) Every rank scores and logs
+the same numbers, as the Trainer logs its loss on every rank; the loggers write on the main process only.
+Not for FSDP / DeepSpeed ZeRO-3, whose sharded forward needs every rank in step.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 
 from transformers import TrainerCallback
 
+from sit_vqa import sharded
 from sit_vqa.errors import ConfigError
 from sit_vqa.evaluation import (
     GenerationSettings,
-    generate_texts,
+    generate_batches,
     load_eval_records,
     prompt_for_mode,
     score_generations,
@@ -84,7 +90,7 @@ class VqaEvalCallback(TrainerCallback):
         return cls(trainer, records.dataset, every_n_steps=training.eval_vqa_steps, generation=generation)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every_n_steps or not state.is_world_process_zero:
+        if state.global_step % self.every_n_steps:
             return control
         metrics = self.evaluate(model if model is not None else self.trainer.model)
         # Trainer.log ends in on_log, which clears should_log: keep a loss log that falls on this step.
@@ -94,13 +100,19 @@ class VqaEvalCallback(TrainerCallback):
         return control
 
     def evaluate(self, model) -> dict[str, float]:
-        """The logged numbers for `model` on the records; the model's train/eval mode is left as it was."""
-        texts = generate_texts(model, self.processor, self.records, self.generation, progress=False)
+        """The logged numbers for `model` on the records; the model's train/eval mode is left as it was.
+        Under torch.distributed every rank must call it (each generates its share)."""
+        generate = functools.partial(generate_batches, model, self.processor, self.records, self.generation,
+                                     progress=False)
+        ranks = sharded.Ranks.current()
+        texts = sharded.generate_gathered(len(self.records), self.generation.batch_size, generate, ranks)
         scored = score_generations(self.records, texts, legacy=self.legacy_metric)
         metrics = metric_logs(scored.metrics)
         marked = sum(p["has_answer_marker"] for p in scored.predictions)
         metrics[f"{METRIC_PREFIX}_answer_marker_rate"] = round(marked / len(scored.predictions), 4)
-        logger.info("VQA accuracy %.2f on %d held-out questions", metrics[f"{METRIC_PREFIX}_accuracy"], len(texts))
+        if ranks.is_main:
+            logger.info("VQA accuracy %.2f on %d held-out questions", metrics[f"{METRIC_PREFIX}_accuracy"],
+                        len(texts))
         return metrics
 
 

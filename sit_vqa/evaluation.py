@@ -8,8 +8,11 @@ Steps (each a function here, so `evaluate.py`, the training callback and the tes
    one record per question), an optional seeded subset (`limit`), and the instruction of the chosen prompt:
    the SIT instruction for checkpoints trained in mode sit or mixed, the baseline one otherwise
    (`resolve_prompt`). The same `limit` and seed always pick the same questions.
-2. `generate_texts` -- batched greedy (or beam) generation under `torch.inference_mode`; decoder-only LMs
-   get left-padded prompts, whose echo is cut off (`decode_generated`); T5 returns decoder ids only.
+2. `generate_texts` / `generate_batches` -- batched greedy (or beam) generation under `torch.inference_mode`;
+   decoder-only LMs get left-padded prompts, whose echo is cut off (`decode_generated`); T5 returns decoder
+   ids only. `run_evaluation` hands `generate_batches` to `sit_vqa.sharded`, which splits the batches across
+   the processes of a torchrun / accelerate launch and appends the outputs to OUT/partial/ as they are made
+   (a rerun with the same settings continues an interrupted run).
 3. `score_generations` -- every output goes through the shared parser `parse_sit_output`: its answer is
    what gets scored (a baseline output has no marker and is its own answer); the official VQAv2 accuracy
    (`sit_vqa.metrics.vqa`) of those answers against the records' ten annotator answers.
@@ -26,9 +29,12 @@ zero-shot rows that would otherwise ramble).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,8 +46,8 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
-from sit_vqa import precision
-from sit_vqa.checkpoint import load_checkpoint, resolve_checkpoint
+from sit_vqa import precision, sharded
+from sit_vqa.checkpoint import WEIGHTS_NAME, load_checkpoint, resolve_checkpoint
 from sit_vqa.collate import SampleTransform, TransformedDataset
 from sit_vqa.data.coco import load_captions
 from sit_vqa.data.join import DESCRIBE_KIND, JoinOptions, join_records
@@ -191,6 +197,18 @@ def generate_texts(
     The model is put in eval mode for the call and left in the mode it was in. feature_cache: a
     sit_vqa.feature_cache.FeatureCache holding the records' images (the model needs use_cached_features).
     """
+    batches = sharded.batches_of(len(records), settings.batch_size)
+    generated = generate_batches(model, processor, records, settings, batches, progress=progress,
+                                 feature_cache=feature_cache)
+    return [text for texts in generated for text in texts]
+
+
+def generate_batches(
+    model, processor, records, settings: GenerationSettings, batches: Sequence[Sequence[int]], *,
+    progress: bool = True, feature_cache=None,
+) -> Iterator[list[str]]:
+    """The outputs of each batch of `batches` (lists of record indices) in turn: the generate function that
+    `sit_vqa.sharded` runs on every rank. The model is in eval mode until the last batch is out."""
     transform = SampleTransform.for_model(
         model, processor, max_instruction_length=settings.max_instruction_length,
         image_pipeline=settings.image_pipeline, feature_cache=feature_cache,
@@ -198,24 +216,24 @@ def generate_texts(
     collator = transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
     loader = torch.utils.data.DataLoader(
         TransformedDataset(records, functools.partial(transform, with_target=False)),
-        batch_size=settings.batch_size, collate_fn=collator, num_workers=settings.num_workers,
+        batch_sampler=[list(batch) for batch in batches], collate_fn=collator, num_workers=settings.num_workers,
     )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    texts: list[str] = []
     try:
-        with torch.inference_mode(), precision.autocast_for(model, device):
-            for batch in _progress(loader, progress):
+        for batch in _progress(loader, progress):
+            # inference mode per batch, not around the yield: the caller's code between batches runs as usual
+            with torch.inference_mode(), precision.autocast_for(model, device):
                 batch = {key: value.to(device) for key, value in batch.items()}
                 generated = model.generate(
                     **batch, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
                     do_sample=False, **generation_kwargs(transform.tokenizer),  # stop at the targets' EOS
                 )
-                texts.extend(decode_generated(model, transform.tokenizer, generated, batch["input_ids"].shape[1]))
+                texts = decode_generated(model, transform.tokenizer, generated, batch["input_ids"].shape[1])
+            yield texts
     finally:
         model.train(was_training)
-    return texts
 
 
 def _progress(loader, enabled: bool):
@@ -309,6 +327,9 @@ class EvalOptions:
     progress: bool = field(default=True, metadata={"help": "show a progress bar (--no-progress: none)"})
     allow_partial_load: bool = field(default=False, metadata={
         "help": "load a checkpoint whose weights file lacks some trained tensors (they keep the base model's values)"})
+    restart: bool = field(default=False, metadata={
+        "help": "discard the outputs an interrupted run left in OUT/partial/ and start over (default: continue "
+                "that run, when its settings are these)"})
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -324,13 +345,19 @@ class EvalOptions:
 @dataclass
 class EvalRun:
     out_dir: Path
-    report: dict
+    report: dict | None  # None on the processes of a multi-process run other than the main one
     paths: dict[str, Path] = field(default_factory=dict)
+    reused: int = 0  # questions whose outputs an interrupted earlier run had written (not generated again)
 
 
 def run_evaluation(config, options: EvalOptions = EvalOptions()) -> EvalRun:
-    """Evaluate a checkpoint (or the config's base model, zero-shot) on a split; write the four files."""
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """Evaluate a checkpoint (or the config's base model, zero-shot) on a split; write the four files.
+
+    Under torchrun / accelerate launch every process generates its share (`sit_vqa.sharded`) and the main one
+    scores and writes (the others return an EvalRun without report). Outputs are appended to OUT/partial/ as
+    they are made: a rerun with the same settings continues an interrupted run (options.restart: starts over).
+    """
+    ranks, device = sharded.join_launch(options.device)
     model, processor, manifest, checkpoint = _load_model(config, options, device)
     trained = manifest["config"] if manifest else None
     prompt = resolve_prompt(options.prompt, manifest)
@@ -339,19 +366,22 @@ def run_evaluation(config, options: EvalOptions = EvalOptions()) -> EvalRun:
         config.data, split=options.split, prompt=prompt, templates=templates,
         limit=options.limit, seed=config.data.subset_seed,
     )
-    training = config.training
-    generation = GenerationSettings(
-        batch_size=options.batch_size or training.per_device_eval_batch_size,
-        max_new_tokens=options.max_new_tokens or training.generation_max_new_tokens,
-        num_beams=options.num_beams or training.generation_num_beams,
-        max_instruction_length=(trained or {}).get("max_instruction_length", config.model.max_instruction_length),
-        num_workers=training.dataloader_num_workers,
-        image_pipeline=(trained or {}).get("image_pipeline", config.model.image_pipeline),
-    )
+    generation = _generation_settings(config, options, trained)
     name = options.name or _run_name(checkpoint, config)
-    logger.info("evaluating %s on %d %s questions (prompt %s)", name, len(records.dataset), options.split, prompt)
-    generations = generate_texts(model, processor, records.dataset, generation, progress=options.progress)
-    scored = score_generations(records.dataset, generations, legacy=options.legacy_metric)
+    out_dir = Path(options.out_dir or _default_out_dir(name, options))
+    if ranks.is_main:
+        logger.info("evaluating %s on %d %s questions (prompt %s, %d process(es))", name, len(records.dataset),
+                    options.split, prompt, ranks.world_size)
+    generate = functools.partial(generate_batches, model, processor, records.dataset, generation,
+                                 progress=options.progress and ranks.is_main)
+    generated = sharded.generate_to_disk(
+        list(records.dataset["question_id"]), generation.batch_size, generate, out_dir,
+        _fingerprint(model, checkpoint, manifest, config, records.dataset, generation, device),
+        restart=options.restart, ranks=ranks,
+    )
+    if generated.texts is None:  # not the main process: it merges, scores and writes
+        return EvalRun(out_dir, None, reused=generated.reused)
+    scored = score_generations(records.dataset, generated.texts, legacy=options.legacy_metric)
     settings = {
         "name": name,
         "checkpoint": str(checkpoint) if checkpoint else None,
@@ -371,9 +401,46 @@ def run_evaluation(config, options: EvalOptions = EvalOptions()) -> EvalRun:
         "legacy_metric": options.legacy_metric,
     }
     report = build_report(scored, settings, records.join_report)
-    out_dir = Path(options.out_dir or _default_out_dir(name, options))
     paths = write_outputs(out_dir, scored, report)
-    return EvalRun(out_dir, report, paths)
+    sharded.remove_partial(out_dir)  # only now: a crash before this line keeps every generated output
+    return EvalRun(out_dir, report, paths, reused=generated.reused)
+
+
+def _generation_settings(config, options: EvalOptions, trained: Mapping | None) -> GenerationSettings:
+    """The options', else the config's generation settings; the instruction length and image pipeline the
+    checkpoint was trained with."""
+    training = config.training
+    return GenerationSettings(
+        batch_size=options.batch_size or training.per_device_eval_batch_size,
+        max_new_tokens=options.max_new_tokens or training.generation_max_new_tokens,
+        num_beams=options.num_beams or training.generation_num_beams,
+        max_instruction_length=(trained or {}).get("max_instruction_length", config.model.max_instruction_length),
+        num_workers=training.dataloader_num_workers,
+        image_pipeline=(trained or {}).get("image_pipeline", config.model.image_pipeline),
+    )
+
+
+def _fingerprint(model, checkpoint: Path | None, manifest, config, records, generation, device: str) -> dict:
+    """What decides the generated texts, beyond the records' keys and the batch size (sharded adds those):
+    an interrupted run is continued only when all of it is the same. Not the metric: it scores afterwards."""
+    if checkpoint is None:
+        weights = {"base_model": dataclasses.asdict(config.model)}
+    else:
+        stat = (checkpoint / WEIGHTS_NAME).stat()  # a checkpoint saved again in place changes size or mtime
+        weights = {"checkpoint": str(checkpoint.resolve()), "global_step": manifest.get("global_step"),
+                   "weights_file": [stat.st_size, stat.st_mtime_ns]}
+    columns = [list(records[name]) for name in ("question_id", "image_path", "instruction")]
+    inputs = json.dumps(columns, ensure_ascii=False)
+    return {
+        **weights,
+        "inputs_sha256": hashlib.sha256(inputs.encode()).hexdigest(),  # questions, images and prompts
+        "max_new_tokens": generation.max_new_tokens,
+        "num_beams": generation.num_beams,
+        "max_instruction_length": generation.max_instruction_length,
+        "image_pipeline": generation.image_pipeline,
+        "device_type": torch.device(device).type,
+        "dtypes": sorted({str(parameter.dtype) for parameter in model.parameters()}),
+    }
 
 
 def _load_model(config, options: EvalOptions, device: str):

@@ -1,17 +1,20 @@
 """VqaEvalCallback in a real transformers Trainer: VQA accuracy logged every N steps next to the loss."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from transformers import Trainer, TrainerCallback
 
-from sit_vqa.callbacks import VqaEvalCallback, metric_logs
+from sit_vqa.callbacks import METRIC_PREFIX, VqaEvalCallback, metric_logs
 from sit_vqa.collate import SampleTransform
 from sit_vqa.config import load_config
 from sit_vqa.data.templates import SIT_TASK
 from sit_vqa.errors import ConfigError
-from sit_vqa.evaluation import load_eval_records
+from sit_vqa.evaluation import EvalOptions, load_eval_records, run_evaluation
 from sit_vqa.model import build_model
 from sit_vqa.training import JsonlLogCallback, TransformedDataset
 
@@ -93,3 +96,34 @@ def test_a_text_only_run_cannot_score_vqa(tmp_path):
     config = load_config(REPO / "configs" / "text_sit.yaml", ["--output_dir", str(tmp_path), "--eval_vqa_steps", "5"])
     with pytest.raises(ConfigError, match="needs an image model"):
         VqaEvalCallback.from_config(None, config)
+
+
+@pytest.mark.slow
+def test_under_two_process_ddp_every_rank_generates_and_the_numbers_equal_one_process(tmp_path):
+    """Two gloo processes train and score 12 questions in batches of 4 (rank 0 two batches, rank 1 one). A
+    rank that skipped its share, or waited while another generated, would hit ddp_timeout (60 s) and fail."""
+    run_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "train.py", "--config", "quickstart.yaml", "--output_dir", str(run_dir), "--max_steps", "2",
+        "--save_steps", "100", "--logging_steps", "1", "--subset_questions", "16", "--per_device_train_batch_size", "2",
+        "--prepared_cache_dir", str(tmp_path / "cache"), "--report_to", "none", "--ddp_backend", "gloo",
+        "--ddp_timeout", "60", "--train_all", "false",
+        "--eval_vqa_steps", "2", "--eval_subset_questions", "12", "--per_device_eval_batch_size", "4",
+        "--generation_max_new_tokens", "24",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    logged = [entry for entry in log if "eval_vqa_accuracy" in entry]
+    assert [entry["step"] for entry in logged] == [2]  # written once, by the main process
+
+    # the final weights are those of step 2: one process evaluating them must give the logged numbers
+    config = load_config(REPO / "configs" / "quickstart.yaml", ["--output_dir", str(tmp_path / "unused")])
+    options = EvalOptions(checkpoint=str(run_dir / "final"), limit=12, batch_size=4, max_new_tokens=24,
+                          device="cpu", progress=False, out_dir=str(tmp_path / "eval"))
+    report = run_evaluation(config, options).report
+    expected = metric_logs(report)
+    expected[f"{METRIC_PREFIX}_answer_marker_rate"] = report["answer_marker_rate"]
+    assert {key: logged[0][key] for key in expected} == expected
