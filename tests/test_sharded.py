@@ -11,7 +11,13 @@ import pytest
 
 from sit_vqa import sharded
 from sit_vqa.errors import EvaluationError
-from sit_vqa.sharded import Ranks, batches_of, generate_to_disk, plan_batches, read_partial
+from sit_vqa.sharded import (
+    Ranks,
+    batches_of,
+    generate_to_disk,
+    plan_batches,
+    read_partial,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = [1000 + 7 * i for i in range(23)]  # 23 records, batch 4: five full batches and one of 3
