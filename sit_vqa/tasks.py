@@ -361,7 +361,7 @@ class XgqaSet(GqaSet):
                 "matching": NORMALIZED if self.normalize else EXACT, "translate_first": self.translate_first}
 
     def markdown(self, report: Mapping) -> list[str]:
-        return language_table(report, ["accuracy", "binary", "open", "answer_marker_rate", "translation_chrf"])
+        return language_table(report)
 
 
 class XquadSet:
@@ -436,7 +436,7 @@ class XquadSet:
                 "has_answer_marker": parsed.has_answer_marker, "gt_answers": record["answers"]}
 
     def markdown(self, report: Mapping) -> list[str]:
-        return language_table(report, ["exact_match", "f1", "sequence_rate", "translation_chrf"])
+        return language_table(report)
 
 
 class TextSet:
@@ -531,13 +531,23 @@ def text_answer(output: str, record: Mapping, marker: str | None) -> str:
     return text
 
 
-def language_table(report: Mapping, keys: Sequence[str]) -> list[str]:
+LANGUAGE_COLUMNS = {  # (report key, column title); the first is what `overall` averages
+    "xgqa": [("accuracy", "Accuracy"), ("binary", "Binary"), ("open", "Open"),
+             ("answer_marker_rate", "\"Answer:\" marker"), ("translation_chrf", "Translation chrF")],
+    "xquad": [("f1", "F1"), ("exact_match", "EM"), ("sequence_rate", "Follows the sequence %"),
+              ("translation_chrf", "Translation chrF")],
+}
+
+
+def language_table(report: Mapping) -> list[str]:
+    """Per language the set's numbers, then the mean row (over the non-English languages) of the first."""
     per_language = report["perLanguage"]
-    keys = [key for key in keys if any(per_language[lang].get(key) is not None for lang in per_language)]
-    rows = [[lang, scores["questions"], *(scores.get(key) for key in keys)] for lang, scores in per_language.items()]
-    rows.append([f"**mean** ({', '.join(report['mean_over'])})", "", report["overall"],
-                 *([""] * (len(keys) - 1))])
-    return _table(["Language", "Questions", *keys], rows)
+    columns = [(key, title) for key, title in LANGUAGE_COLUMNS[report["task"]]
+               if any(scores.get(key) is not None for scores in per_language.values())]
+    rows = [[lang, scores["questions"], *(scores.get(key) for key, _ in columns)]
+            for lang, scores in per_language.items()]
+    rows.append([f"**mean** ({', '.join(report['mean_over'])})", "", report["overall"], *([""] * (len(columns) - 1))])
+    return _table(["Language", "Questions", *(title for _, title in columns)], rows)
 
 
 def _squad_as_alpaca(record: Mapping) -> dict:
@@ -640,11 +650,13 @@ def task_markdown(evaluation_set, report: Mapping) -> str:
 
 
 def summary(report: Mapping) -> str:
-    """The line(s) evaluate.py prints: the overall score, then the columns (per language: the table)."""
+    """What evaluate.py prints: the overall score with the columns, or for xGQA / XQuAD the per-language table."""
     settings = report["settings"]
+    headline = f"{settings['name']}: {report['score_name']} {_cell(report['overall'])} on {report['num_questions']} questions"
+    if "perLanguage" in report:
+        return headline + "\n\n" + "\n".join(language_table(report))
     columns = ", ".join(f"{name} {_cell(value)}" for name, value in report["columns"].items())
-    return (f"{settings['name']}: {report['score_name']} {_cell(report['overall'])} on {report['num_questions']} "
-            f"questions ({columns})")
+    return f"{headline} ({columns})"
 
 
 def _task_data(task: TaskOptions, config) -> str:
