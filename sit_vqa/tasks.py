@@ -243,7 +243,13 @@ class GqaSet:
         if not path.is_file():
             raise DataError(f"GQA questions file not found: {path}; pass --task-data FILE (e.g. "
                             "testdev_balanced_questions.json, see data/README.md)")
+        self._check_image_dir()
         return {ENGLISH: _subset(_balanced(read_gqa_records(path, self.image_dir)), limit, seed)}
+
+    def _check_image_dir(self) -> None:
+        if not self.image_dir.is_dir():
+            raise DataError(f"GQA image folder not found: {self.image_dir}; pass --image-dir DIR holding the GQA "
+                            "images <imageId>.jpg (images.zip, see data/README.md)")
 
     @property
     def metric(self) -> str:
@@ -328,6 +334,7 @@ class XgqaSet(GqaSet):
     def _read(self, options: TaskOptions, limit, seed) -> dict[str, list[dict]]:
         files = language_files(options.data_path, XGQA_FILE, options.languages, "xGQA")
         english_path = options.data_path / XGQA_FILE.format(ENGLISH)
+        self._check_image_dir()
         english = _balanced(read_gqa_records(english_path, self.image_dir))
         self.english_questions = {r["question_id"]: r["question"] for r in english}
         chosen = seeded_subset([r["question_id"] for r in english], limit, seed)
