@@ -349,7 +349,7 @@ BAD_INPUT = {
                           ["xquad.zh.json", "repeats a question id"]),
     "unknown language": ("text_sit.yaml", ["--task", "xquad", "--task-data", str(XQUAD), "--languages", "fr"],
                          ["no xquad.fr.json", "found: de, en, zh"]),
-    "GQA missing": ("quickstart.yaml", ["--task", "gqa"], ["data/gqa/testdev_balanced_questions.json not found",
+    "GQA missing": ("quickstart.yaml", ["--task", "gqa"], ["GQA questions file not found: data/gqa/testdev_balanced_questions.json",
                                                            "--task-data"]),
     "GQA images missing": ("quickstart.yaml", ["--task", "gqa", "--task-data", str(GQA)], ["data/gqa/images",
                                                                                           "--image-dir"]),
