@@ -33,6 +33,7 @@ from sit_vqa.tasks import (
     TextSet,
     XgqaSet,
     XquadSet,
+    text_answer,
     translation_of,
 )
 
@@ -274,6 +275,9 @@ def test_text_scores_hand_made_repeat_and_translate_outputs():
     assert numbers["sequence_rate"] == pytest.approx(100 * 4 / 6)
     assert numbers["first_step_fidelity"] == pytest.approx(100 * 3 / 6)
     assert numbers["answer_rouge_l"] == pytest.approx(100.0)  # multi-line answers are kept whole
+    two_lines = "1. Practise daily.\n2. Talk a lot."
+    assert text_answer(f"Input: x\nAnswer: {two_lines}", {"input": "x"}, "Input:") == two_lines
+    assert text_answer(two_lines, {"input": "x"}, "Input:") == two_lines  # no marker: the whole output
 
     translate = _text_set("translate")
     records = translate.records("translate", None, config)
