@@ -48,7 +48,7 @@ from sit_vqa.config import HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation import EvalOptions, run_evaluation
 from sit_vqa.reports import compare_markdown, compare_runs, write_comparison
-from sit_vqa.tasks import TaskOptions, config_overrides, run_task, summary
+from sit_vqa.tasks import TaskOptions, config_overrides, run_task, summary, vqa_options
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _evaluate(parser, command: CommandArguments, options: EvalOptions, task: Tas
         print(summary(run.report))
         print(f"wrote {', '.join(path.name for path in run.paths.values())} to {run.out_dir}")
         return
-    run = run_evaluation(config, options)
+    run = run_evaluation(config, vqa_options(options, task, config))
     report = run.report
     types = ", ".join(f"{name} {value:.2f}" for name, value in report["perAnswerType"].items())
     print(f"{report['settings']['name']}: VQA accuracy {report['overall']:.2f} on {report['num_questions']} "

@@ -59,10 +59,22 @@ from sit_vqa.data.text_sit import (
     load_alpaca,
 )
 from sit_vqa.errors import ConfigError, DataError, EvaluationError
-from sit_vqa.evaluation import EvalOptions, EvalRun, GenerationSettings, generate_texts, resolve_prompt
+from sit_vqa.evaluation import (
+    EvalOptions,
+    EvalRun,
+    GenerationSettings,
+    generate_texts,
+    resolve_prompt,
+)
 from sit_vqa.metrics.gqa import EXACT, NORMALIZED, score_gqa
 from sit_vqa.metrics.squad import score_squad
-from sit_vqa.metrics.text import chrf, exact_copy_rate, rouge_l, sequence_rate, split_sequence
+from sit_vqa.metrics.text import (
+    chrf,
+    exact_copy_rate,
+    rouge_l,
+    sequence_rate,
+    split_sequence,
+)
 from sit_vqa.model import build_model
 from sit_vqa.reports import question_set_hash, write_report_files
 
@@ -627,11 +639,24 @@ def run_task(config, options: EvalOptions, task: TaskOptions) -> EvalRun:
         "num_beams": generation.num_beams, "max_new_tokens": generation.max_new_tokens, "device": device,
     }
     report = build_task_report(evaluation_set, scored, settings)
-    out_dir = Path(options.out_dir or Path("runs") / "eval" / f"{name}-{task.task}"
-                   f"{f'-limit{options.limit}' if options.limit else ''}")
+    out_dir = Path(options.out_dir or default_out_dir(name, task.task, options.limit))
     markdown = task_markdown(evaluation_set, report)
     paths = write_report_files(out_dir, scored.results, scored.predictions, report, markdown)
     return EvalRun(out_dir, report, paths)
+
+
+def default_out_dir(name: str, task: str, limit: int | None) -> Path:
+    return Path("runs") / "eval" / f"{name}-{task}{f'-limit{limit}' if limit else ''}"
+
+
+def vqa_options(options: EvalOptions, task: TaskOptions, config) -> EvalOptions:
+    """The options of a VQAv2-format run: OK-VQA's default folder names the set, so that it never overwrites
+    the VQAv2 evaluation of the same checkpoint (runs/eval/<name>-val)."""
+    if task.task != "okvqa" or options.out_dir:
+        return options
+    checkpoint = resolve_checkpoint(options.checkpoint) if options.checkpoint else None
+    name = options.name or _run_name(checkpoint, config)
+    return dataclasses.replace(options, out_dir=str(default_out_dir(name, "okvqa", options.limit)))
 
 
 def build_task_report(evaluation_set, scored: Scored, settings: Mapping) -> dict:
