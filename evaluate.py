@@ -19,8 +19,9 @@ Generation settings default to the config's per_device_eval_batch_size, generati
 generation_max_new_tokens (64: room for "Description: <caption>\\nAnswer: <answer>"). Any other config key can
 be overridden as on train.py, e.g. --eval_questions PATH.
 
---task picks the set (default: vqa, the config's eval_* VQAv2 split; text for a causal_lm config); each writes the same four kinds of files, its
-results in the set's official format (sit_vqa.tasks has the details):
+--task picks the set (default: vqa, the config's eval_* VQAv2 split; text, its held-out eval_text_data, for a
+causal_lm config); each writes the same four kinds of files, its results in the set's official format
+(sit_vqa.tasks has the details):
 
     python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample
     python evaluate.py --config quickstart.yaml --zero-shot --task gqa \\
@@ -30,9 +31,10 @@ results in the set's official format (sit_vqa.tasks has the details):
     python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit --task xquad --task-data data/xquad_sample
     python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit --task text   # the held-out eval_text_data
 
---compare prints a markdown table of the runs' accuracies (overall and per answer type) with deltas against the
-first run, and writes compare.md and compare.json into --out (default: the current directory). Runs scored on
-different tasks, on different questions or with different metric versions are refused.
+--compare prints a markdown table of the runs' scores (overall and the set's columns: per answer type, per
+language, ...) with deltas against the first run, and writes compare.md and compare.json into --out (default:
+the current directory). Runs of different tasks, on different questions or with different metric versions are
+refused.
 """
 
 from __future__ import annotations
