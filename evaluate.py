@@ -1,4 +1,4 @@
-"""Score VQA accuracy of a checkpoint (or of the base model alone) on the evaluation split; compare runs.
+"""Score a checkpoint (or the base model alone) on VQAv2 or another evaluation set (--task); compare runs.
 
     python evaluate.py --config quickstart.yaml --checkpoint runs/quickstart/final    # -> runs/eval/quickstart-val/
     python evaluate.py --config quickstart.yaml --zero-shot                          # the base model, no training
@@ -19,7 +19,19 @@ Generation settings default to the config's per_device_eval_batch_size, generati
 generation_max_new_tokens (64: room for "Description: <caption>\\nAnswer: <answer>"). Any other config key can
 be overridden as on train.py, e.g. --eval_questions PATH.
 
-Several processes (one per GPU, or CPU processes with --device cpu): launch the same command with torchrun or
+--task picks the set (default: vqa, the config's eval_* VQAv2 split; text, its held-out eval_text_data, for a
+causal_lm config); each writes the same four kinds of files, its results in the set's official format
+(sit_vqa.tasks has the details):
+
+    python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample
+    python evaluate.py --config quickstart.yaml --zero-shot --task gqa \\
+        --task-data data/gqa_sample/testdev_balanced_questions.json --image-dir data/gqa_sample/images
+    python evaluate.py --config quickstart.yaml --zero-shot --task xgqa --task-data data/xgqa_sample \\
+        --image-dir data/gqa_sample/images --translate-first
+    python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit --task xquad --task-data data/xquad_sample
+    python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit --task text   # the held-out eval_text_data
+
+VQAv2 and OK-VQA on several processes (one per GPU, or CPU processes with --device cpu): launch the command with torchrun or
 accelerate launch. Each process generates its share of the batches, the first one scores and writes; the
 files are those of a one-process run with the same --batch-size (each batch is one a single process makes):
 
@@ -33,9 +45,10 @@ processes may differ. A rerun with other settings (checkpoint, split, --limit, p
 --max-new-tokens, --num-beams, data) is refused with the settings that differ; --restart discards the partial
 outputs. OUT/partial/ is removed once the report is written.
 
---compare prints a markdown table of the runs' accuracies (overall and per answer type) with deltas against the
-first run, and writes compare.md and compare.json into --out (default: the current directory). Runs scored on
-different questions or with different metric versions are refused.
+--compare prints a markdown table of the runs' scores (overall and the set's columns: per answer type, per
+language, ...) with deltas against the first run, and writes compare.md and compare.json into --out (default:
+the current directory). Runs of different tasks, on different questions or with different metric versions are
+refused.
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ from sit_vqa.config import HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation import EvalOptions, run_evaluation
 from sit_vqa.reports import compare_markdown, compare_runs, write_comparison
+from sit_vqa.tasks import TaskOptions, config_overrides, run_task, summary, vqa_options
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ class CommandArguments:
 
 def make_parser() -> HfArgumentParser:
     return HfArgumentParser(
-        (CommandArguments, EvalOptions), prog="python evaluate.py", description=__doc__,
+        (CommandArguments, EvalOptions, TaskOptions), prog="python evaluate.py", description=__doc__,
         formatter_class=HelpFormatter,
         allow_abbrev=False,  # unknown options are config overrides; never let them match ours by prefix
     )
@@ -78,26 +92,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: bad input, with the message on stderr)."""
     parser = make_parser()
     try:
-        command, options, overrides = parser.parse_args_into_dataclasses(
+        command, options, task, overrides = parser.parse_args_into_dataclasses(
             args=argv, return_remaining_strings=True, look_for_args_file=False
         )
         if command.compare:
             _compare(parser, command, options, overrides)
         else:
-            _evaluate(parser, command, options, overrides)
+            _evaluate(parser, command, options, task, overrides)
     except SitVqaError as error:  # bad config, data, checkpoint or reports: the message says what to fix
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-def _evaluate(parser, command: CommandArguments, options: EvalOptions, overrides: list[str]) -> None:
+def _evaluate(parser, command: CommandArguments, options: EvalOptions, task: TaskOptions, overrides: list[str]) -> None:
     if not command.config:
         parser.error("--config is required to evaluate (or pass --compare RUN_DIR ...)")
     if command.zero_shot and options.checkpoint:
         parser.error("--zero-shot evaluates the base model: leave --checkpoint out")
-    config = load_config(command.config, overrides, data_roles=("eval",))  # no training data needed
-    run = run_evaluation(config, options)
+    # no training data needed; the user's overrides come last and win over the task's
+    config = load_config(command.config, config_overrides(task) + overrides, data_roles=("eval",))
+    task = task.for_model_type(config.model.model_type)
+    if task.task not in ("vqa", "okvqa"):
+        run = run_task(config, options, task)
+        print(summary(run.report))
+        print(f"wrote {', '.join(path.name for path in run.paths.values())} to {run.out_dir}")
+        return
+    run = run_evaluation(config, vqa_options(options, task, config))
     report = run.report
     if report is None:  # a process of a multi-process run other than the first: that one reports
         return

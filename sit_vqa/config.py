@@ -133,6 +133,13 @@ class DataArguments(JoinOptions):
     text_mode: Literal["plain", "repeat", "translate"] = field(
         default="repeat", metadata={"help": "causal_lm: plain Alpaca, 'First repeat the input, then ...', or translate."}
     )
+    eval_text_data: str | None = field(
+        default=None, metadata={"help": "causal_lm: held-out Alpaca-format records that evaluate.py answers "
+                                "(never trained on: training reads text_data only)."}
+    )
+    eval_text_data_translated: str | None = field(
+        default=None, metadata={"help": "causal_lm, text_mode=translate: eval_text_data in the other language."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -351,6 +358,8 @@ def _check_paths(run: RunConfig, roles: tuple[str, ...]) -> None:
     path_keys = [f"{role}_{key}" for role in roles for key in (*RAW_FILE_KEYS, "dataset_dir")]
     if "train" in roles:
         path_keys += ["text_data", "text_data_translated"]
+    if "eval" in roles:
+        path_keys += ["eval_text_data", "eval_text_data_translated"]
     for key in path_keys:
         value = getattr(data, key)
         if value and not Path(value).exists():

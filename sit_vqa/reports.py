@@ -3,7 +3,12 @@
 - `build_report` / `write_outputs` -- results.json (official format), predictions.jsonl, report.json and
   report.md, with the share of outputs that carried the "Answer:" / "Description:" markers;
 - `compare_runs` -- a side-by-side table of several runs' reports, with deltas against the first, refused when
-  the runs were scored on different questions or with different metric versions.
+  the runs were scored on different tasks, questions or metric versions.
+
+Every report (VQAv2 here, GQA / xGQA / XQuAD / text in `sit_vqa.tasks`) carries the keys a comparison reads:
+`task`, `metric`, `score_name` (what `overall` is), `overall`, `columns` (the table's other numbers, e.g. per
+answer type or per language) and `question_set_sha256`. Reports written before `task` and `columns` existed
+are VQA reports: their columns are `perAnswerType`.
 
 Only reads and writes JSON and markdown: no model, no torch.
 """
@@ -24,9 +29,14 @@ REPORT_FILES = ("results.json", "predictions.jsonl", "report.json", "report.md")
 COMPARE_FILES = ("compare.md", "compare.json")
 
 
-def question_set_hash(question_ids: Sequence[int]) -> str:
-    """sha256 of the sorted question ids: runs can be compared only when these agree."""
-    text = ",".join(map(str, sorted(int(qid) for qid in question_ids)))
+def question_set_hash(question_ids: Sequence[int | str]) -> str:
+    """sha256 of the sorted question ids: runs can be compared only when these agree. Integer ids (VQAv2, and
+    GQA's digit strings) sort as numbers; other ids (XQuAD's hex strings, "<lang>:<id>") as strings."""
+    try:
+        ordered = sorted(int(qid) for qid in question_ids)
+    except ValueError:
+        ordered = sorted(str(qid) for qid in question_ids)
+    text = ",".join(map(str, ordered))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -40,7 +50,10 @@ def build_report(
     with_description = sum(p["description"] is not None for p in predictions)
     join_report = join_report or {}
     return {
+        "task": "vqa",
+        "score_name": "VQA accuracy",
         "overall": scored.metrics["overall"],
+        "columns": scored.metrics["perAnswerType"],
         "perAnswerType": scored.metrics["perAnswerType"],
         "perQuestionType": scored.metrics["perQuestionType"],
         "answer_marker_rate": round(with_answer / count, 4),
@@ -102,20 +115,33 @@ def report_markdown(report: Mapping) -> str:
 
 
 def _ordered(per_answer_type: Mapping[str, float]) -> list[tuple[str, float]]:
+    """VQAv2's answer types in their table order, then other names in the order given (stable sort: the
+    columns of the other sets keep the order their reports list them in)."""
     rank = {name: i for i, name in enumerate(ANSWER_TYPES)}
-    return sorted(per_answer_type.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    return sorted(per_answer_type.items(), key=lambda item: rank.get(item[0], len(rank)))
 
 
 def write_outputs(out_dir: str | Path, scored, report: Mapping) -> dict[str, Path]:
     """results.json, predictions.jsonl, report.json and report.md in out_dir; returns their paths."""
+    return write_report_files(out_dir, {"results.json": scored.results}, scored.predictions, report,
+                              report_markdown(report))
+
+
+def write_report_files(
+    out_dir: str | Path, results: Mapping[str, object], predictions: Sequence[Mapping], report: Mapping,
+    markdown: str,
+) -> dict[str, Path]:
+    """The files of any evaluation: each results file (name -> its JSON, in the set's official format),
+    predictions.jsonl, report.md and report.json; returns their paths by name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in REPORT_FILES}
-    write_text_atomically(paths["results.json"], json.dumps(scored.results, ensure_ascii=False) + "\n")
+    paths = {name: out_dir / name for name in (*results, "predictions.jsonl", "report.md", "report.json")}
+    for name, content in results.items():
+        write_text_atomically(paths[name], json.dumps(content, ensure_ascii=False) + "\n")
     with atomic_path(paths["predictions.jsonl"]) as temporary, temporary.open("w", encoding="utf-8") as handle:
-        for prediction in scored.predictions:
+        for prediction in predictions:
             handle.write(json.dumps(prediction, ensure_ascii=False) + "\n")
-    write_text_atomically(paths["report.md"], report_markdown(report))
+    write_text_atomically(paths["report.md"], markdown)
     # written last: a directory with report.json is a complete evaluation (what --compare reads)
     write_json_atomically(paths["report.json"], report)
     return paths
@@ -137,16 +163,26 @@ def read_report(run: str | Path) -> dict:
         ) from None
     except json.JSONDecodeError as error:
         raise EvaluationError(f"{path}: not valid JSON ({error}); evaluate the run again") from None
-    missing = [key for key in ("overall", "perAnswerType", "question_set_sha256", "metric") if key not in report]
+    missing = [key for key in ("overall", "question_set_sha256", "metric") if key not in report]
+    if "columns" not in report and "perAnswerType" not in report:
+        missing.append("columns")
     if missing:
         raise EvaluationError(f"{path}: not an evaluation report (no {', '.join(missing)}); evaluate the run again")
     return report
 
 
+def _task(report: Mapping) -> str:
+    return report.get("task", "vqa")  # reports from before the other sets existed are VQA reports
+
+
+def _columns(report: Mapping) -> Mapping[str, float | None]:
+    return report["columns"] if "columns" in report else report["perAnswerType"]
+
+
 def compare_runs(runs: Sequence[str | Path], names: Sequence[str] | None = None) -> dict:
     """Side-by-side numbers of several evaluations, with deltas against the first (the reference row).
 
-    Refused (EvaluationError) when the runs were scored on different questions or metric versions.
+    Refused (EvaluationError) when the runs were scored on different tasks, questions or metric versions.
     """
     if not runs:
         raise EvaluationError("nothing to compare: pass one or more evaluation directories")
@@ -160,20 +196,22 @@ def compare_runs(runs: Sequence[str | Path], names: Sequence[str] | None = None)
     reference = reports[0]
     for report, name, run in zip(reports[1:], names[1:], runs[1:]):
         _check_comparable(reference, names[0], runs[0], report, name, run)
-    answer_types = [name for name, _ in _ordered({t: 0 for r in reports for t in r["perAnswerType"]})]
+    columns = [name for name, _ in _ordered({column: 0 for r in reports for column in _columns(r)})]
     rows = []
     for report, name, run in zip(reports, names, runs):
         row = {"name": name, "run": str(run), "overall": report["overall"],
-               "perAnswerType": {t: report["perAnswerType"].get(t) for t in answer_types},
+               "columns": {column: _columns(report).get(column) for column in columns},
                "answer_marker_rate": report.get("answer_marker_rate")}
-        row["delta"] = {column: _delta(report, reference, column) for column in ("overall", *answer_types)}
+        row["delta"] = {column: _delta(report, reference, column) for column in ("overall", *columns)}
         rows.append(row)
     return {
         "reference": names[0],
+        "task": _task(reference),
+        "score_name": reference.get("score_name", "VQA accuracy"),
         "metric": reference["metric"],
         "question_set_sha256": reference["question_set_sha256"],
         "num_questions": reference.get("num_questions"),
-        "answer_types": answer_types,
+        "columns": columns,
         "rows": rows,
     }
 
@@ -184,6 +222,11 @@ def _report_name(report: Mapping, run: str | Path) -> str:
 
 
 def _check_comparable(reference: Mapping, reference_name: str, reference_run, report: Mapping, name: str, run) -> None:
+    if _task(report) != _task(reference):
+        raise EvaluationError(
+            f"cannot compare {name} ({run}, task {_task(report)}) with {reference_name} ({reference_run}, task "
+            f"{_task(reference)}): compare runs evaluated on the same set (the same --task)"
+        )
     if report["metric"] != reference["metric"]:
         raise EvaluationError(
             f"cannot compare {name} ({run}, metric {report['metric']}) with {reference_name} ({reference_run}, "
@@ -198,7 +241,7 @@ def _check_comparable(reference: Mapping, reference_name: str, reference_run, re
 
 
 def _value(report: Mapping, column: str) -> float | None:
-    return report["overall"] if column == "overall" else report["perAnswerType"].get(column)
+    return report["overall"] if column == "overall" else _columns(report).get(column)
 
 
 def _delta(report: Mapping, reference: Mapping, column: str) -> float | None:
@@ -210,9 +253,9 @@ def _delta(report: Mapping, reference: Mapping, column: str) -> float | None:
 
 def compare_markdown(comparison: Mapping) -> str:
     """The comparison as a markdown table: accuracy per column, then (delta vs the reference row)."""
-    columns = ["overall", *comparison["answer_types"]]
+    columns = ["overall", *comparison["columns"]]
     lines = [
-        f"VQA accuracy ({comparison['metric']}, {comparison['num_questions']} questions, "
+        f"{comparison.get('score_name', 'VQA accuracy')} ({comparison['metric']}, {comparison['num_questions']} questions, "
         f"deltas vs {comparison['reference']})",
         "",
         "| Run | " + " | ".join(c if c != "overall" else "Overall" for c in columns) + " |",
@@ -221,7 +264,7 @@ def compare_markdown(comparison: Mapping) -> str:
     for index, row in enumerate(comparison["rows"]):
         cells = []
         for column in columns:
-            value = row["overall"] if column == "overall" else row["perAnswerType"][column]
+            value = row["overall"] if column == "overall" else row["columns"][column]
             delta = row["delta"][column]
             cell = "–" if value is None else f"{value:.2f}"
             if index and delta is not None:

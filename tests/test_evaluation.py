@@ -344,7 +344,7 @@ def test_compare_numbers_and_deltas(tmp_path):
         52.35, {"other": 41.1, "yes/no": 80.5, "number": 19.0}, name="sit"))
     comparison = compare_runs([zero, sit])
     assert comparison["reference"] == "zero-shot"
-    assert comparison["answer_types"] == ["yes/no", "number", "other"]
+    assert comparison["columns"] == ["yes/no", "number", "other"]
     reference, row = comparison["rows"]
     assert reference["delta"] == {"overall": 0.0, "yes/no": 0.0, "number": 0.0, "other": 0.0}
     assert row["name"] == "sit" and row["overall"] == 52.35
