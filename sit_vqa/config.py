@@ -48,6 +48,11 @@ class ModelArguments:
                   "or 't5' (encoder-decoder LM). For causal_lm any value builds the tiny causal LM."},
     )
     tiny_model_seed: int = field(default=0, metadata={"help": "Seed of the tiny model's random weights."})
+    tiny_hidden_size: int = field(default=32, metadata={"help": "Tiny model: width of every part (ViT, Q-Former, LM)."})
+    tiny_num_layers: int = field(default=2, metadata={"help": "Tiny model: layers of every part."})
+    tiny_image_size: int = field(default=32, metadata={"help": "Tiny InstructBLIP: image side in pixels."})
+    tiny_patch_size: int | None = field(default=None, metadata={"help": "Tiny InstructBLIP: ViT patch side (default: image side / 4)."})
+    tiny_num_query_tokens: int = field(default=4, metadata={"help": "Tiny InstructBLIP: Q-Former query tokens."})
     train_vision_post_layernorm: bool = field(
         default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
     )
@@ -80,7 +85,8 @@ class ModelArguments:
             )
         if self.use_lora and self.model_type != "causal_lm":
             raise ConfigError("use_lora applies to model_type causal_lm only (InstructBLIP trains its Q-Former)")
-        for name in ("max_instruction_length", "max_target_length", "lora_r"):
+        for name in ("max_instruction_length", "max_target_length", "lora_r", "tiny_hidden_size", "tiny_num_layers",
+                     "tiny_image_size", "tiny_num_query_tokens"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -102,6 +108,17 @@ class DataArguments:
     eval_captions: str | None = field(default=None, metadata={"help": "Validation COCO captions."})
     eval_image_dir: str | None = field(default=None, metadata={"help": "Directory of the validation images."})
     eval_dataset_dir: str | None = field(default=None, metadata={"help": "A prepared validation dataset."})
+    sample_dir: str | None = field(
+        default=None,
+        metadata={"help": "Generate the procedural sample (sit_vqa.data.sample: official VQAv2 + COCO formats) into "
+                  "this directory on first use and train and evaluate on it; it sets the train_*/eval_* files."},
+    )
+    sample_train_images: int = field(default=64, metadata={"help": "sample_dir: train2014 images to generate."})
+    sample_val_images: int = field(default=24, metadata={"help": "sample_dir: val2014 images to generate."})
+    sample_seed: int = field(default=0, metadata={"help": "sample_dir: the generator's seed."})
+    sample_style: Literal["bundled", "simple"] = field(
+        default="bundled", metadata={"help": "sample_dir: bundled (like data/sample) or simple (64 px, 1-3 shapes)."}
+    )
     mode: Literal["sit", "baseline", "mixed", "multitask"] = field(
         default="sit", metadata={"help": "Training targets: SIT, plain instruction tuning, both, or the multitask control."}
     )
@@ -129,6 +146,12 @@ class DataArguments:
     text_data_translated: str | None = field(
         default=None, metadata={"help": "causal_lm, text_mode=translate: the same records in another language."}
     )
+    eval_text_data: str | None = field(
+        default=None, metadata={"help": "causal_lm: held-out Alpaca-format records (python -m sit_vqa.text_eval)."}
+    )
+    eval_text_data_translated: str | None = field(
+        default=None, metadata={"help": "causal_lm, text_mode=translate: the held-out records in the other language."}
+    )
     text_mode: Literal["plain", "repeat", "translate"] = field(
         default="repeat", metadata={"help": "causal_lm: plain Alpaca, 'First repeat the input, then ...', or translate."}
     )
@@ -138,7 +161,23 @@ class DataArguments:
             raise ConfigError("set subset_questions or subset_images, not both")
         if not 0.0 <= self.mixed_sit_fraction <= 1.0:
             raise ConfigError(f"mixed_sit_fraction must be in [0, 1], got {self.mixed_sit_fraction}")
+        if self.sample_dir:
+            self._use_generated_sample()
         self.build_templates()  # fail now, not after the model has loaded
+
+    def _use_generated_sample(self) -> None:
+        """Point the raw train/eval keys into sample_dir (part of parsing: the config is frozen afterwards)."""
+        from sit_vqa.data.sample import split_paths
+
+        given = [f"{split}_{key}" for split in ("train", "eval") for key in (*RAW_SPLIT_KEYS, "dataset_dir")
+                 if getattr(self, f"{split}_{key}")]
+        if given:
+            raise ConfigError(f"sample_dir sets the data files; remove {', '.join(given)} (or sample_dir)")
+        if self.sample_train_images < 1 or self.sample_val_images < 1:
+            raise ConfigError("sample_train_images and sample_val_images must be at least 1")
+        for split, sample_split in (("train", "train2014"), ("eval", "val2014")):
+            for key, path in split_paths(self.sample_dir, sample_split).items():
+                setattr(self, f"{split}_{key}", path)
 
     def build_templates(self) -> Templates:
         """The configured templates, checked: known fields, valid format strings, and targets whose answer
@@ -250,10 +289,21 @@ def load_config(
     except ValueError as error:  # TrainingArguments.__post_init__ explains itself
         raise ConfigError(f"{source}: {error}") from None
     run = RunConfig(model, data, training, source)
+    if data.sample_dir:
+        _generate_sample(data)
     if model.model_dtype == "bfloat16" and not training.bf16:
         raise ConfigError(f"{source}: model_dtype bfloat16 needs bf16: true (bf16 autocast for the fp32 trained weights)")
     _check_paths(run, data_splits)
     return run
+
+
+def _generate_sample(data: DataArguments) -> None:
+    from sit_vqa.data.sample import ensure_sample
+
+    if ensure_sample(data.sample_dir, data.sample_train_images, data.sample_val_images, data.sample_seed,
+                     data.sample_style):
+        print(f"generated the procedural sample ({data.sample_train_images} train, {data.sample_val_images} val "
+              f"images, style {data.sample_style}) in {data.sample_dir}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -343,6 +393,8 @@ def _check_paths(run: RunConfig, splits: tuple[str, ...]) -> None:
     path_keys = [f"{split}_{key}" for split in splits for key in (*RAW_SPLIT_KEYS, "dataset_dir")]
     if "train" in splits:
         path_keys += ["text_data", "text_data_translated"]
+    if "eval" in splits:
+        path_keys += ["eval_text_data", "eval_text_data_translated"]
     for key in path_keys:
         value = getattr(data, key)
         if value and not Path(value).exists():
