@@ -51,8 +51,11 @@ class Budget:
     max_steps: int
 
 
-FULL = Budget(train_images=4000, val_images=500, max_steps=900)
-QUICK = Budget(train_images=1500, val_images=200, max_steps=250)
+FULL = Budget(train_images=4000, val_images=500, max_steps=1000)
+QUICK = Budget(train_images=1500, val_images=200, max_steps=300)
+# What the quick variant's test asks of the SIT run beyond the image-blind question prior (in points; it
+# measured +7.3): a model trained on images shuffled against their questions reaches the prior and no more.
+QUICK_MARGIN_OVER_PRIOR = 4.0
 
 # Every run's settings (config keys, as on train.py's command line) besides data, mode, seed and steps.
 # The model and optimiser are the quickstart's (configs/quickstart.yaml): a ~0.4 M-weight InstructBLIP
@@ -60,7 +63,7 @@ QUICK = Budget(train_images=1500, val_images=200, max_steps=250)
 RUN_SETTINGS = {
     "model_type": "instructblip", "tiny_model": "decoder", "tiny_hidden_size": 64, "tiny_num_layers": 2,
     "tiny_image_size": 64, "tiny_patch_size": 8, "tiny_num_query_tokens": 8, "train_all": True,
-    "sample_style": "simple", "caption_policy": "random", "use_cpu": True, "learning_rate": 3e-3,
+    "sample_style": "simple", "caption_policy": "random", "use_cpu": True, "learning_rate": 4e-3,
     "warmup_steps": 30, "lr_scheduler_type": "cosine", "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64, "logging_steps": 50, "save_strategy": "no", "report_to": "none",
     "disable_tqdm": True, "dataloader_num_workers": 0, "overwrite_output_dir": True,
@@ -96,7 +99,7 @@ def train_and_evaluate(out: Path, budget: Budget, arm: str, seed: int) -> dict:
 
     name = f"{arm}-seed{seed}"
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    with open(out / "logs" / f"{name}.log", "w", encoding="utf-8") as log:
+    with open(out / "logs" / f"{name}.log", "w", encoding="utf-8", buffering=1) as log:  # line by line
         sys.stdout = sys.stderr = log
         logging.basicConfig(level=logging.WARNING, stream=log, force=True)
         config = load_run_config(out, budget, arm, seed)
@@ -114,10 +117,10 @@ def train_and_evaluate(out: Path, budget: Budget, arm: str, seed: int) -> dict:
     }
 
 
-def run_all(out: Path, budget: Budget, seeds: Sequence[int], workers: int) -> list[dict]:
+def run_all(out: Path, budget: Budget, seeds: Sequence[int], workers: int, arms: Sequence[str] = ARMS) -> list[dict]:
     """Every (arm, seed), `workers` at a time in spawned processes (one thread each)."""
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before they import torch
-    jobs = [(arm, seed) for seed in seeds for arm in ARMS]  # neighbours differ in arm: no shared join cache
+    jobs = [(arm, seed) for seed in seeds for arm in arms]  # neighbours differ in arm: no shared join cache
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(train_and_evaluate, out, budget, arm, seed) for arm, seed in jobs]
@@ -245,7 +248,11 @@ def description_scores(predictions: list[dict], captions_by_image: dict[int, lis
 
 
 def captions_by_image(captions_path: str | Path) -> dict[int, list[str]]:
-    document = json.loads(Path(captions_path).read_text(encoding="utf-8"))
+    return captions_by_image_from(json.loads(Path(captions_path).read_text(encoding="utf-8")))
+
+
+def captions_by_image_from(document: dict) -> dict[int, list[str]]:
+    """image id -> its reference captions, from a COCO captions document."""
     by_image: dict[int, list[str]] = defaultdict(list)
     for annotation in document["annotations"]:
         by_image[annotation["image_id"]].append(annotation["caption"])
@@ -282,6 +289,8 @@ def table_markdown(results: dict) -> str:
         lines.append(f"| {name} (image-blind) | " + " | ".join(f"{_value(reference, c):.1f}" for c in COLUMNS) + " |")
     for arm in ARMS:
         rows = [run for run in runs if run["arm"] == arm]
+        if not rows:
+            continue
         lines.append(f"| {arm} | " + " | ".join(_spread([_value(r, c) for r in rows]) for c in COLUMNS) + " |")
     sit = [run["description"] for run in runs if run["arm"] == "sit"]
     if sit:
@@ -303,14 +312,33 @@ def table_markdown(results: dict) -> str:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def run_experiment(out: str | Path, seeds: Sequence[int] = (0, 1), quick: bool = False, workers: int = 2) -> dict:
+def learning_failures(results: dict, margin_over_prior: float = QUICK_MARGIN_OVER_PRIOR) -> list[str]:
+    """What did not learn: a run below the majority answer + 10 points, or the SIT run below the image-blind
+    question prior + margin_over_prior (overall accuracy). SIT is held to the prior because it learns to look
+    first (its description needs the image in every record); at the quick budget the baseline is only just
+    above the prior and the multitask control not yet. Empty when everything learned."""
+    majority = results["references"]["majority"]["overall"]
+    prior = results["references"]["question prior"]["overall"]
+    failures = []
+    for run in results["runs"]:
+        if run["overall"] < majority + 10:
+            failures.append(f"{run['name']}: {run['overall']:.2f} < majority {majority:.2f} + 10")
+        if run["arm"] == "sit" and run["overall"] < prior + margin_over_prior:
+            failures.append(f"{run['name']}: {run['overall']:.2f} < question prior {prior:.2f} + {margin_over_prior}")
+    return failures
+
+
+def run_experiment(
+    out: str | Path, seeds: Sequence[int] = (0, 1), quick: bool = False, workers: int = 2,
+    arms: Sequence[str] = ARMS,
+) -> dict:
     from sit_vqa.data.sample import ensure_sample
 
     started = time.perf_counter()
     out, budget = Path(out), QUICK if quick else FULL
     ensure_sample(out / "data", budget.train_images, budget.val_images, style="simple")  # once, before the workers
     config = load_run_config(out, budget)
-    runs = run_all(out, budget, seeds, workers)
+    runs = run_all(out, budget, seeds, workers, arms)
     captions = captions_by_image(config.data.eval_captions)
     for run in runs:
         if run["arm"] == "sit":
@@ -333,9 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1; with --quick: 0)")
     parser.add_argument("--quick", action="store_true", help=f"smaller set and budget ({QUICK})")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time, one thread each (default: 2)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="default: all three")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1])
-    results = run_experiment(args.out, seeds, quick=args.quick, workers=args.workers)
+    results = run_experiment(args.out, seeds, quick=args.quick, workers=args.workers, arms=args.arms)
     print(table_markdown(results), end="")
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'table.md'}")
     return 0

@@ -34,6 +34,7 @@ TASKS = {
     "Give the last word.": lambda words: words[-1],
 }
 SPLIT_SIZES = {"train": 1500, "val": 200}
+DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "text_sample"
 DEFAULT_SEED = 0
 
 
