@@ -11,7 +11,7 @@ SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 PATH_KEYS = (
     "train_questions", "train_annotations", "train_captions", "train_image_dir",
     "eval_questions", "eval_annotations", "eval_captions", "eval_image_dir",
-    "text_data", "text_data_translated",
+    "text_data", "text_data_translated", "eval_text_data", "eval_text_data_translated",
 )
 
 
