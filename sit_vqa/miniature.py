@@ -1,7 +1,9 @@
 """The miniature experiment: baseline vs multitask vs SIT, a tiny InstructBLIP, procedural scenes, a CPU.
 
-    python -m sit_vqa.miniature --out runs/miniature                 # 2 seeds, 3 arms: about 20 min on 2 cores
-    python -m sit_vqa.miniature --out runs/miniature-quick --quick   # 1 seed, smaller set and budget: ~3 min
+    python -m sit_vqa.miniature --out runs/miniature                 # 2 seeds, 3 arms: ~17 min on 2 idle cores
+    python -m sit_vqa.miniature --out runs/miniature-quick --quick   # 1 seed, smaller set and budget: ~3-4 min
+
+Measured figures, the machine and the times: docs/MINIATURE.md.
 
 1. Generates a procedural train/val set in the official VQAv2 + COCO formats (`sit_vqa.data.sample`, style
    "simple": 64 px images of 1-3 coloured shapes, five captions each, questions on colour, shape, count and
