@@ -1,6 +1,6 @@
 """Fine-tune InstructBLIP's Q-Former with sequential instruction tuning (or a causal LM on text-only SIT).
 
-    python train.py --config quickstart.yaml          # CPU, bundled sample data, tiny model, about a minute
+    python train.py --config quickstart.yaml          # CPU, generated sample data, tiny model, about a minute
     python train.py --config vqa_sit.yaml             # the paper's recipe on one GPU (real COCO + VQAv2 files)
     python train.py --config vqa_sit.yaml --learning_rate 2e-5 --output_dir runs/sit_lr2e-5
     python train.py --config vqa_sit.yaml --resume    # continue from the latest complete checkpoint
@@ -41,7 +41,16 @@ def main(argv: list[str] | None = None):
     final = run_training(config)
     if config.training.should_save:
         print(f"\ncheckpoint: {final}")
+        print(f"score it:   {score_command(known.config, final, config.model.model_type)}")
     return final
+
+
+def score_command(config_arg: str | None, final, model_type: str) -> str:
+    """The one command that scores the checkpoint: VQA accuracy (image), or the text SIT check (text-only)."""
+    config_part = f"--config {config_arg} " if config_arg else ""
+    if model_type == "causal_lm":
+        return f"python -m sit_vqa.text_eval {config_part}--checkpoint {final}"
+    return f"python evaluate.py {config_part}--checkpoint {final}"
 
 
 if __name__ == "__main__":

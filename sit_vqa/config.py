@@ -27,6 +27,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from sit_vqa import precision
 from sit_vqa.data.join import JoinOptions
+from sit_vqa.data.sample import ensure_sample, split_paths
 from sit_vqa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -53,6 +54,11 @@ class ModelArguments:
                   "or 't5' (encoder-decoder LM). For causal_lm any value builds the tiny causal LM."},
     )
     tiny_model_seed: int = field(default=0, metadata={"help": "Seed of the tiny model's random weights."})
+    tiny_hidden_size: int = field(default=32, metadata={"help": "Tiny model: width of every part (ViT, Q-Former, LM)."})
+    tiny_num_layers: int = field(default=2, metadata={"help": "Tiny model: layers of every part."})
+    tiny_image_size: int = field(default=32, metadata={"help": "Tiny InstructBLIP: image side in pixels."})
+    tiny_patch_size: int | None = field(default=None, metadata={"help": "Tiny InstructBLIP: ViT patch side (default: image side / 4)."})
+    tiny_num_query_tokens: int = field(default=4, metadata={"help": "Tiny InstructBLIP: Q-Former query tokens."})
     train_vision_post_layernorm: bool = field(
         default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
     )
@@ -91,7 +97,8 @@ class ModelArguments:
             )
         if self.use_lora and self.model_type != "causal_lm":
             raise ConfigError("use_lora applies to model_type causal_lm only (InstructBLIP trains its Q-Former)")
-        for name in ("max_instruction_length", "max_target_length", "lora_r"):
+        for name in ("max_instruction_length", "max_target_length", "lora_r", "tiny_hidden_size", "tiny_num_layers",
+                     "tiny_image_size", "tiny_num_query_tokens"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -116,6 +123,17 @@ class DataArguments(JoinOptions):
     eval_captions: str | None = field(default=None, metadata={"help": "Validation COCO captions."})
     eval_image_dir: str | None = field(default=None, metadata={"help": "Directory of the validation images."})
     eval_dataset_dir: str | None = field(default=None, metadata={"help": "A prepared validation dataset."})
+    sample_dir: str | None = field(
+        default=None,
+        metadata={"help": "Generate the procedural sample (sit_vqa.data.sample: official VQAv2 + COCO formats) into "
+                  "this directory on first use and train and evaluate on it; it sets the train_*/eval_* files."},
+    )
+    sample_train_images: int = field(default=64, metadata={"help": "sample_dir: train2014 images to generate."})
+    sample_val_images: int = field(default=24, metadata={"help": "sample_dir: val2014 images to generate."})
+    sample_seed: int = field(default=0, metadata={"help": "sample_dir: the generator's seed."})
+    sample_style: Literal["bundled", "simple"] = field(
+        default="bundled", metadata={"help": "sample_dir: bundled (like data/sample) or simple (64 px, 1-3 shapes)."}
+    )
     eval_subset_questions: int | None = field(
         default=200, metadata={"help": "Questions of the eval split scored during training (None: all)."}
     )
@@ -146,6 +164,20 @@ class DataArguments(JoinOptions):
         if self.eval_subset_questions is not None and self.eval_subset_questions < 1:
             raise ConfigError(f"eval_subset_questions must be a positive integer (or null: all), "
                               f"got {self.eval_subset_questions}")
+        if self.sample_dir:
+            self._use_generated_sample()
+
+    def _use_generated_sample(self) -> None:
+        """Point the raw train/eval keys into sample_dir: part of parsing (the config is frozen afterwards)."""
+        given = [f"{role}_{key}" for role in DATA_ROLES for key in (*RAW_FILE_KEYS, "dataset_dir")
+                 if getattr(self, f"{role}_{key}")]
+        if given:
+            raise ConfigError(f"sample_dir sets the data files; remove {', '.join(given)} (or sample_dir)")
+        if self.sample_train_images < 1 or self.sample_val_images < 1:
+            raise ConfigError("sample_train_images and sample_val_images must be at least 1")
+        for role, sample_split in (("train", "train2014"), ("eval", "val2014")):
+            for key, path in split_paths(self.sample_dir, sample_split).items():
+                object.__setattr__(self, f"{role}_{key}", path)
 
     def raw_files(self, role: str) -> dict[str, str] | None:
         """The raw files of the train_* or eval_* keys as {questions, annotations, captions, image_dir}, or None."""
@@ -258,11 +290,20 @@ def load_config(
     run = RunConfig(model, data, training, source)
     if model.model_dtype == "bfloat16" and not training.bf16:
         raise ConfigError(f"{source}: model_dtype bfloat16 needs bf16: true (bf16 autocast for the fp32 trained weights)")
+    if data.sample_dir:
+        _generate_sample(data)
     if data.feature_cache_dir and (model.train_all or model.model_type != "instructblip"):
         raise ConfigError(f"{source}: feature_cache_dir caches the frozen ViT of an instructblip model; it cannot be "
                           "used with train_all (the ViT would train) or model_type causal_lm")
     _check_paths(run, data_roles)
     return run
+
+
+def _generate_sample(data: DataArguments) -> None:
+    if ensure_sample(data.sample_dir, data.sample_train_images, data.sample_val_images, data.sample_seed,
+                     data.sample_style):
+        print(f"generated the procedural sample ({data.sample_train_images} train, {data.sample_val_images} val "
+              f"images, style {data.sample_style}) in {data.sample_dir}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -235,11 +235,17 @@ def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32,
                   trust_remote_code=args.trust_remote_code)
     if args.model_type == "instructblip":
         if args.tiny_model:
-            model, processor = build_tiny_instructblip(args.tiny_model, seed=args.tiny_model_seed)
+            model, processor = build_tiny_instructblip(
+                args.tiny_model, seed=args.tiny_model_seed, image_size=args.tiny_image_size,
+                patch_size=args.tiny_patch_size, num_query_tokens=args.tiny_num_query_tokens,
+                hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers,
+            )
         else:
             model, processor = load_instructblip(args.model_name_or_path, **common)
     elif args.tiny_model:
-        model, processor = build_tiny_causal_lm(seed=args.tiny_model_seed)
+        model, processor = build_tiny_causal_lm(
+            seed=args.tiny_model_seed, hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers
+        )
     else:
         model, processor = load_causal_lm(args.model_name_or_path, **common)
     if device is not None:

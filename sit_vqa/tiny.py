@@ -108,29 +108,39 @@ def build_tiny_qformer_tokenizer() -> BertTokenizer:
 
 
 def build_tiny_instructblip(
-    lm_kind: str = "decoder", *, seed: int = 0, image_size: int = 32, num_query_tokens: int = 4
+    lm_kind: str = "decoder",
+    *,
+    seed: int = 0,
+    image_size: int = 32,
+    num_query_tokens: int = 4,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    patch_size: int | None = None,
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
-    """A randomly initialised InstructBLIP of about 0.1 M parameters, built offline.
+    """A randomly initialised InstructBLIP, built offline (about 0.1 M parameters at the defaults).
 
     lm_kind: "decoder" (LLaMA language model, like Vicuna) or "t5" (encoder-decoder, like Flan-T5).
+    hidden_size and num_layers apply to the ViT, the Q-Former and the LM alike (feed-forward 2 x hidden);
+    patch_size defaults to a quarter of image_size (a 4 x 4 patch grid). The defaults keep the tests
+    fast; the quickstart and the miniature experiment ask for a larger model (their configs' tiny_* keys).
     Same classes as the hub models (config, model, processor with BlipImageProcessorPil), so every
     code path the real model takes is exercised. Weights are a deterministic function of seed.
     """
     _check_lm_kind(lm_kind)
     tokenizer = build_tiny_word_tokenizer(lm_kind=lm_kind)
     qformer_tokenizer = build_tiny_qformer_tokenizer()
-    hidden = 32
+    sizes = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                 num_attention_heads=2)
     vision_config = InstructBlipVisionConfig(
-        hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=max(image_size // 4, 1),
+        image_size=image_size, patch_size=patch_size or max(image_size // 4, 1),
         initializer_range=0.02,  # the default (1e-10) would make a random ViT's output ignore the image
+        **sizes,
     )
     qformer_config = InstructBlipQFormerConfig(
-        vocab_size=len(qformer_tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, cross_attention_frequency=1, max_position_embeddings=512,
-        pad_token_id=qformer_tokenizer.pad_token_id,
+        vocab_size=len(qformer_tokenizer), cross_attention_frequency=1, max_position_embeddings=512,
+        pad_token_id=qformer_tokenizer.pad_token_id, **sizes,
     )
-    text_config = _tiny_text_config(lm_kind, tokenizer, hidden)
+    text_config = _tiny_text_config(lm_kind, tokenizer, hidden_size, num_layers)
     config = InstructBlipConfig(
         vision_config=vision_config,
         qformer_config=qformer_config,
@@ -150,17 +160,19 @@ def build_tiny_instructblip(
     return model.eval(), processor
 
 
-def _tiny_text_config(lm_kind: str, tokenizer: PreTrainedTokenizerBase, hidden: int) -> LlamaConfig | T5Config:
+def _tiny_text_config(
+    lm_kind: str, tokenizer: PreTrainedTokenizerBase, hidden: int, layers: int = 2
+) -> LlamaConfig | T5Config:
     ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     if lm_kind == "decoder":
         return LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
             bos_token_id=tokenizer.bos_token_id, **ids,
         )
     return T5Config(
-        vocab_size=len(tokenizer), d_model=hidden, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
-        num_heads=2, decoder_start_token_id=tokenizer.pad_token_id, **ids,
+        vocab_size=len(tokenizer), d_model=hidden, d_kv=hidden // 2, d_ff=2 * hidden, num_layers=layers,
+        num_decoder_layers=layers, num_heads=2, decoder_start_token_id=tokenizer.pad_token_id, **ids,
     )
 
 
@@ -182,11 +194,14 @@ def build_tiny_byte_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_causal_lm(*, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """A tiny LLaMA (2 layers, hidden 32) with a byte-level tokenizer, for the text-only SIT path."""
+def build_tiny_causal_lm(
+    *, seed: int = 0, hidden_size: int = 32, num_layers: int = 2
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A tiny LLaMA (2 layers, hidden 32 by default) with a byte-level tokenizer, for the text-only SIT path."""
     tokenizer = build_tiny_byte_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )

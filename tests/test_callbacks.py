@@ -37,7 +37,7 @@ class TrainModeProbe(TrainerCallback):
 
 
 def test_vqa_accuracy_is_logged_every_n_steps_next_to_the_loss(tmp_path):
-    config = load_config(REPO / "configs" / "quickstart.yaml", [
+    config = load_config(REPO / "tests" / "configs" / "bundled_sample.yaml", [
         "--output_dir", str(tmp_path), "--report_to", "none", "--train_all", "false", "--save_strategy", "no",
         "--max_steps", "4", "--logging_steps", "1", "--per_device_train_batch_size", "2",
         "--eval_vqa_steps", "2", "--eval_subset_questions", "4", "--generation_max_new_tokens", "8",
@@ -93,7 +93,7 @@ def test_bad_settings_are_config_errors():
 
 
 def test_a_text_only_run_cannot_score_vqa(tmp_path):
-    config = load_config(REPO / "configs" / "text_sit.yaml", ["--output_dir", str(tmp_path), "--eval_vqa_steps", "5"])
+    config = load_config(REPO / "tests" / "configs" / "text_lora.yaml", ["--output_dir", str(tmp_path), "--eval_vqa_steps", "5"])
     with pytest.raises(ConfigError, match="needs an image model"):
         VqaEvalCallback.from_config(None, config)
 

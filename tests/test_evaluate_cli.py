@@ -35,7 +35,7 @@ def sit_checkpoint(tmp_path_factory):
 
 
 def run_main(*argv: str) -> int:
-    return evaluate.main(["--config", "quickstart.yaml", "--no-progress", *argv])
+    return evaluate.main(["--config", str(REPO / "tests" / "configs" / "bundled_sample.yaml"), "--no-progress", *argv])
 
 
 def read_outputs(out: Path):
@@ -100,7 +100,7 @@ def test_zero_shot_uses_the_base_model_and_the_baseline_prompt(tmp_path):
     assert run_main("--zero-shot", "--limit", "4", "--out", str(out), "--max-new-tokens", "6") == 0
     _, predictions, report = read_outputs(out)
     assert report["settings"]["zero_shot"] is True and report["settings"]["checkpoint"] is None
-    assert report["settings"]["prompt"] == "baseline" and report["settings"]["name"] == "zero-shot-quickstart"
+    assert report["settings"]["prompt"] == "baseline" and report["settings"]["name"] == "zero-shot-bundled_sample"
     assert all(p["prompt"].startswith(BASELINE_TASK) for p in predictions)
     assert all(len(p["generation"].split()) <= 6 for p in predictions)
     # leaving --checkpoint out is the same zero-shot row
@@ -134,7 +134,7 @@ def test_prompt_override_and_legacy_metric(sit_checkpoint, tmp_path):
 
 def test_default_output_directory_and_config_overrides(sit_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default output goes under ./runs/eval
-    argv = ["--config", str(REPO / "configs" / "quickstart.yaml"), "--checkpoint", str(sit_checkpoint),
+    argv = ["--config", str(REPO / "tests" / "configs" / "bundled_sample.yaml"), "--checkpoint", str(sit_checkpoint),
             "--limit", "2", "--no-progress", "--max-new-tokens", "3"]
     for key in ("questions", "annotations", "captions", "image_dir"):
         argv += [f"--eval_{key}", str(getattr(sample_data(), f"eval_{key}"))]
@@ -184,7 +184,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert "no_such_key" in capsys.readouterr().err
     assert evaluate.main(["--compare", str(tmp_path / "missing")]) == 2
     assert "missing not found" in capsys.readouterr().err
-    for argv in (["--limit", "2"], ["--config", "quickstart.yaml", "--zero-shot", "--checkpoint", str(tmp_path)]):
+    for argv in (["--limit", "2"], ["--config", str(REPO / "tests" / "configs" / "bundled_sample.yaml"), "--zero-shot", "--checkpoint", str(tmp_path)]):
         with pytest.raises(SystemExit) as exit_info:
             evaluate.main(argv)
         assert exit_info.value.code == 2

@@ -63,7 +63,7 @@ def sample_data(**overrides) -> DataArguments:
 def write_tiny_checkpoint(directory: Path, *overrides: str, mode: str = "sit") -> Path:
     """A checkpoint of the quickstart config's tiny model (`--key value` overrides), as train.py writes one:
     trainable weights (query tokens moved off their initial values) + processor + manifest."""
-    config = load_config(REPO / "configs" / "quickstart.yaml", ["--mode", mode, "--train_all", "false", *overrides])
+    config = load_config(REPO / "tests" / "configs" / "bundled_sample.yaml", ["--mode", mode, "--train_all", "false", *overrides])
     model, processor = build_model(config.model, quiet=True)
     with torch.no_grad():
         model.query_tokens.add_(0.5)
@@ -216,7 +216,7 @@ def test_t5_generation_is_decoded_from_decoder_ids(tiny_t5):
 
 
 def test_generation_leaves_the_model_in_train_mode_when_it_was():
-    config = load_config(REPO / "configs" / "quickstart.yaml")
+    config = load_config(REPO / "tests" / "configs" / "bundled_sample.yaml")
     model, processor = build_model(config.model, quiet=True)
     model.train()
     records = load_eval_records(sample_data(), prompt="sit", limit=2).dataset

@@ -22,8 +22,12 @@ from sit_vqa.training import NonFiniteLossError, run_training
 REPO = Path(__file__).resolve().parent.parent
 
 
-def quick_config(tmp_path, *overrides, config="quickstart.yaml"):
-    """The quickstart config, shrunk to a few steps on a few questions, writing under tmp_path."""
+SMALL_CONFIG = REPO / "tests" / "configs" / "bundled_sample.yaml"  # data/sample, the smallest tiny model
+TEXT_LORA_CONFIG = REPO / "tests" / "configs" / "text_lora.yaml"  # the tiny causal LM with LoRA adapters
+
+
+def quick_config(tmp_path, *overrides, config=SMALL_CONFIG):
+    """The small test config, shrunk to a few steps on a few questions, writing under tmp_path."""
     base = [
         "--output_dir", str(tmp_path / "run"),
         "--prepared_cache_dir", str(tmp_path / "cache"),
@@ -33,9 +37,9 @@ def quick_config(tmp_path, *overrides, config="quickstart.yaml"):
         "--save_steps", "2",
         "--save_total_limit", "5",
     ]
-    if config == "quickstart.yaml":
+    if config == SMALL_CONFIG:
         base += ["--subset_questions", "24", "--train_all", "false"]
-    return load_config(REPO / "configs" / config, [*base, *overrides])
+    return load_config(config, [*base, *overrides])
 
 
 def logged_losses(run_dir: Path) -> dict[int, float]:
@@ -176,7 +180,7 @@ def test_t5_tiny_model_trains(tmp_path):
 
 
 def test_text_only_path_trains_lora_through_the_same_trainer(tmp_path):
-    config = quick_config(tmp_path, "--max_steps", "3", config="text_sit.yaml")
+    config = quick_config(tmp_path, "--max_steps", "3", config=TEXT_LORA_CONFIG)
     final = run_training(config)
     losses = logged_losses(tmp_path / "run")
     assert len(losses) == 3 and all(map(torch.isfinite, torch.tensor(list(losses.values()))))
@@ -191,7 +195,7 @@ def test_text_only_path_trains_lora_through_the_same_trainer(tmp_path):
 
 def test_train_main_runs_the_quickstart_and_logs_to_tensorboard(tmp_path, capsys):
     final = train.main([
-        "--config", "quickstart.yaml", "--output_dir", str(tmp_path / "qs"), "--max_steps", "3",
+        "--config", str(SMALL_CONFIG), "--output_dir", str(tmp_path / "qs"), "--max_steps", "3",
         "--prepared_cache_dir", str(tmp_path / "cache"), "--subset_questions", "16",
     ])
     assert f"checkpoint: {final}" in capsys.readouterr().out
@@ -255,7 +259,7 @@ def test_a_used_output_dir_needs_resume_or_overwrite(tmp_path):
 def test_two_process_ddp_run_on_cpu_matches_one_process(tmp_path, lm_kind):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-        "train.py", "--config", "quickstart.yaml", "--output_dir", str(tmp_path / "ddp"), "--max_steps", "3",
+        "train.py", "--config", str(SMALL_CONFIG), "--output_dir", str(tmp_path / "ddp"), "--max_steps", "3",
         "--save_steps", "2", "--logging_steps", "1", "--subset_questions", "32", "--per_device_train_batch_size", "2",
         "--prepared_cache_dir", str(tmp_path / "cache"), "--report_to", "none", "--ddp_backend", "gloo",
         "--tiny_model", lm_kind, "--train_all", "false",

@@ -28,10 +28,12 @@ one with the same seed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
 import random
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -58,9 +60,7 @@ SHAPE_COLORS = {
 }
 BACKGROUND_COLORS = {"white": (245, 245, 245), "gray": (128, 128, 128), "black": (25, 25, 25)}
 SHAPE_KINDS = ("circle", "square", "triangle", "diamond", "star")
-IMAGE_SIDES = (96, 112, 128)
 GRID = 3  # shapes sit in distinct cells of a GRID x GRID grid
-MAX_SHAPES = 5
 JPEG_SETTINGS = {"format": "JPEG", "quality": 90, "subsampling": 0, "optimize": False}
 
 # Disjoint id ranges keep train and val image ids apart however many images are generated.
@@ -79,6 +79,25 @@ SHAPE_VARIANTS = {  # what annotators write instead of the canonical shape name
     "diamond": ("rhombus", "a diamond", "Diamond"),
     "star": ("a star", "Star", "stars"),
 }
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """How hard the scenes are: image sides (each drawn independently for width and height) and how
+    many shapes (1..max_shapes) an image holds."""
+
+    image_sides: tuple[int, ...]
+    max_shapes: int
+
+
+# "bundled": the committed data/sample (and the default). "simple": square 64 px images with 1-3 shapes,
+# for the quickstart and the miniature experiment -- a model of a million weights trained for minutes on a
+# CPU learns colour, shape and count from them; five shapes on 96-128 px rectangles need far longer.
+SCENE_STYLES = {
+    "bundled": SceneStyle(image_sides=(96, 112, 128), max_shapes=5),
+    "simple": SceneStyle(image_sides=(64,), max_shapes=3),
+}
+DEFAULT_STYLE = "bundled"
 
 
 @dataclass(frozen=True)
@@ -155,10 +174,11 @@ def image_ids(split: str, n_images: int, seed: int) -> list[int]:
 # ----------------------------------------------------------------------------- scenes and pixels
 
 
-def make_scene(image_id: int, rng: random.Random) -> Scene:
-    width, height = rng.choice(IMAGE_SIDES), rng.choice(IMAGE_SIDES)
+def make_scene(image_id: int, rng: random.Random, style: SceneStyle = SCENE_STYLES[DEFAULT_STYLE]) -> Scene:
+    width, height = rng.choice(style.image_sides), rng.choice(style.image_sides)
     background = rng.choice(sorted(BACKGROUND_COLORS))
-    cells = rng.sample([(row, col) for row in range(GRID) for col in range(GRID)], rng.randint(1, MAX_SHAPES))
+    grid_cells = [(row, col) for row in range(GRID) for col in range(GRID)]
+    cells = rng.sample(grid_cells, rng.randint(1, style.max_shapes))
     shapes = tuple(
         _place_shape(rng.choice(SHAPE_KINDS), rng.choice(sorted(SHAPE_COLORS)), cell, width, height, rng)
         for cell in sorted(cells)
@@ -429,11 +449,12 @@ def file_name(split: str, image_id: int) -> str:
     return f"COCO_{split}_{image_id:012d}.jpg"
 
 
-def build_split(split: str, n_images: int, seed: int = DEFAULT_SEED) -> SplitData:
+def build_split(split: str, n_images: int, seed: int = DEFAULT_SEED, style: str = DEFAULT_STYLE) -> SplitData:
     """All files of one split, in memory: the scenes plus the three official JSON documents and JPEGs."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    scenes = [make_scene(i, _rng(seed, split, i, "scene")) for i in image_ids(split, n_images, seed)]
+    scene_style = scene_style_named(style)
+    scenes = [make_scene(i, _rng(seed, split, i, "scene"), scene_style) for i in image_ids(split, n_images, seed)]
     questions, annotations, images, captions = [], [], [], []
     for scene in scenes:
         images.append(_image_entry(split, scene))
@@ -470,6 +491,12 @@ def build_split(split: str, n_images: int, seed: int = DEFAULT_SEED) -> SplitDat
         },
         images={file_name(split, scene.image_id): encode_jpeg(draw_scene(scene)) for scene in scenes},
     )
+
+
+def scene_style_named(name: str) -> SceneStyle:
+    if name not in SCENE_STYLES:
+        raise ValueError(f"unknown scene style {name!r}; expected one of {', '.join(SCENE_STYLES)}")
+    return SCENE_STYLES[name]
 
 
 def _image_entry(split: str, scene: Scene) -> dict:
@@ -521,6 +548,7 @@ def write_sample(
     train_images: int = DEFAULT_TRAIN_IMAGES,
     val_images: int = DEFAULT_VAL_IMAGES,
     seed: int = DEFAULT_SEED,
+    style: str = DEFAULT_STYLE,
 ) -> list[Path]:
     """Generate both splits into out_dir; return the written paths."""
     out_dir = Path(out_dir)
@@ -530,7 +558,7 @@ def write_sample(
     for split, n_images in zip(SPLITS, (train_images, val_images)):
         if n_images < 1:
             raise ValueError(f"{split}: need at least 1 image, got {n_images}")
-        files.update(split_files(build_split(split, n_images, seed)))
+        files.update(split_files(build_split(split, n_images, seed, style)))
     _refuse_stale_images(out_dir, files)
     written = []
     for relative, content in sorted(files.items()):
@@ -553,6 +581,49 @@ def _refuse_stale_images(out_dir: Path, files: dict[str, bytes]) -> None:
             )
 
 
+SETTINGS_FILE = "sample_settings.json"
+
+
+def split_paths(out_dir: str | Path, split: str) -> dict[str, str]:
+    """The four raw inputs of a generated split, keyed like the config's train_*/eval_* keys."""
+    out_dir = Path(out_dir)
+    return {
+        "questions": str(out_dir / f"v2_OpenEnded_mscoco_{split}_questions.json"),
+        "annotations": str(out_dir / f"v2_mscoco_{split}_annotations.json"),
+        "captions": str(out_dir / f"captions_{split}.json"),
+        "image_dir": str(out_dir / split),
+    }
+
+
+def ensure_sample(
+    out_dir: str | Path, train_images: int, val_images: int, seed: int = DEFAULT_SEED, style: str = DEFAULT_STYLE
+) -> bool:
+    """Generate the sample into out_dir unless it already holds this very one; True when it generated.
+
+    out_dir/sample_settings.json (written last) records the settings and a hash of this generator's
+    source, so a changed generator or other settings regenerate, and a cut-off generation is redone.
+    Only a directory that is empty, missing or one of ours (it has the settings file) is written to.
+    """
+    out_dir = Path(out_dir)
+    settings = {"train_images": train_images, "val_images": val_images, "seed": seed, "style": style,
+                "generator_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+    settings_path = out_dir / SETTINGS_FILE
+    if settings_path.is_file() and json.loads(settings_path.read_text(encoding="utf-8")) == settings:
+        return False
+    if settings_path.is_file():  # ours, with other settings: clear our files, keep nothing stale
+        settings_path.unlink()
+        for split in SPLITS:
+            shutil.rmtree(out_dir / split, ignore_errors=True)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise DataError(
+            f"{out_dir} is not empty and holds no {SETTINGS_FILE}: it is not a generated sample; point sample_dir "
+            "at a new directory"
+        )
+    write_sample(out_dir, train_images, val_images, seed, style)
+    settings_path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    return True
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sit_vqa.data.sample",
@@ -563,6 +634,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-images", type=int, default=DEFAULT_TRAIN_IMAGES, help="number of train2014 images")
     parser.add_argument("--val-images", type=int, default=DEFAULT_VAL_IMAGES, help="number of val2014 images")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (same seed -> same bytes)")
+    parser.add_argument("--style", choices=list(SCENE_STYLES), default=DEFAULT_STYLE,
+                        help="scene difficulty: bundled (data/sample) or simple (64 px, 1-3 shapes)")
     return parser
 
 
@@ -571,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_images < 1 or args.val_images < 1:
         make_parser().error("--train-images and --val-images must be at least 1")
     try:
-        written = write_sample(args.out, args.train_images, args.val_images, args.seed)
+        written = write_sample(args.out, args.train_images, args.val_images, args.seed, args.style)
     except SitVqaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,32 @@
+"""The first README command learns: python train.py --config quickstart.yaml, then evaluate.py on its val split."""
+
+import json
+
+import pytest
+
+import evaluate
+import train
+from sit_vqa.config import load_config
+from sit_vqa.miniature import reference_scores
+
+
+@pytest.mark.slow
+def test_quickstart_learns_far_above_the_majority_answer(tmp_path, capsys):
+    overrides = ["--output_dir", str(tmp_path / "run"), "--sample_dir", str(tmp_path / "data"),
+                 "--report_to", "none", "--disable_tqdm", "true"]
+    final = train.main(["--config", "quickstart.yaml", *overrides])
+    printed = capsys.readouterr().out
+    assert f"checkpoint: {final}" in printed and f"python evaluate.py --config quickstart.yaml --checkpoint {final}" in printed
+    out = tmp_path / "eval"
+    assert evaluate.main(["--config", "quickstart.yaml", "--checkpoint", str(final), "--out", str(out),
+                          "--no-progress", "--sample_dir", str(tmp_path / "data")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    references = reference_scores(load_config("quickstart.yaml", overrides))
+    majority, prior = references["majority"], references["question prior"]
+    assert report["overall"] >= majority["overall"] + 20, (report["overall"], majority)
+    assert report["overall"] > prior["overall"], (report["overall"], prior)
+    for answer_type in ("number", "other"):
+        assert report["perAnswerType"][answer_type] >= 30, report["perAnswerType"]
+    assert report["answer_marker_rate"] > 0.95  # readable "Description: ... Answer: ..." outputs
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sum(p["description"] is not None for p in predictions) > 0.95 * len(predictions)
