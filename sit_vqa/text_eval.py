@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sit_vqa.data.templates import parse_sit_output
-from sit_vqa.errors import ConfigError
+from sit_vqa.errors import ConfigError, SitVqaError
+from sit_vqa.files import write_json_atomically, write_text_atomically
 
 
 def follows_sequence(target: str, generation: str) -> dict[str, bool]:
@@ -58,8 +59,8 @@ def held_out_records(data) -> list[dict]:
 
 def evaluate_text(config, checkpoint: str | None, *, max_new_tokens: int = 96, batch_size: int = 32) -> tuple[dict, list]:
     """(scores, per-record predictions) of a checkpoint, or of the config's untrained model."""
-    from sit_vqa.evaluation import GenerationSettings, generate_texts
     from sit_vqa.checkpoint import load_checkpoint
+    from sit_vqa.evaluation import GenerationSettings, generate_texts
     from sit_vqa.model import build_model
 
     if checkpoint:
@@ -89,15 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.checkpoint) == args.zero_shot:
         parser.error("pass --checkpoint DIR or --zero-shot")
-    config = load_config(args.config, data_splits=("eval",))
-    scores, predictions = evaluate_text(config, args.checkpoint, max_new_tokens=args.max_new_tokens)
+    try:
+        config = load_config(args.config, data_roles=("eval",))
+        scores, predictions = evaluate_text(config, args.checkpoint, max_new_tokens=args.max_new_tokens)
+    except SitVqaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     name = "zero-shot" if args.zero_shot else Path(args.checkpoint).resolve().parent.name
     out_dir = Path(args.out or Path("runs") / "eval" / f"{name}-text")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "text_eval.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as handle:
-        for prediction in predictions:
-            handle.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+    write_json_atomically(out_dir / "text_eval.json", scores)
+    write_text_atomically(out_dir / "predictions.jsonl",
+                          "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
     print(f"{name}: {100 * scores['sequence']:.1f}% of {scores['num_records']} held-out outputs carry out the sequence "
           f"(first step exact {100 * scores['first_step']:.1f}%, answer exact {100 * scores['answer']:.1f}%)")
     print(f"wrote text_eval.json, predictions.jsonl to {out_dir}")
