@@ -23,7 +23,8 @@ be overridden as on train.py, e.g. --eval_questions PATH.
 causal_lm config); each writes the same four kinds of files, its results in the set's official format
 (sit_vqa.tasks has the details):
 
-    python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample
+    python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample \\
+        --eval_captions data/sample/captions_val2014.json --eval_image_dir data/sample/val2014
     python evaluate.py --config quickstart.yaml --zero-shot --task gqa \\
         --task-data data/gqa_sample/testdev_balanced_questions.json --image-dir data/gqa_sample/images
     python evaluate.py --config quickstart.yaml --zero-shot --task xgqa --task-data data/xgqa_sample \\

@@ -168,14 +168,13 @@ class DataArguments(JoinOptions):
             self._use_generated_sample()
 
     def _use_generated_sample(self) -> None:
-        """Point the raw train/eval keys into sample_dir: part of parsing (the config is frozen afterwards)."""
-        given = [f"{role}_{key}" for role in DATA_ROLES for key in (*RAW_FILE_KEYS, "dataset_dir")
-                 if getattr(self, f"{role}_{key}")]
-        if given:
-            raise ConfigError(f"sample_dir sets the data files; remove {', '.join(given)} (or sample_dir)")
+        """Point the raw train/eval keys of each role left unset into sample_dir: part of parsing (the config is
+        frozen afterwards). A role with any file of its own keeps its files (e.g. another eval set)."""
         if self.sample_train_images < 1 or self.sample_val_images < 1:
             raise ConfigError("sample_train_images and sample_val_images must be at least 1")
         for role, sample_split in (("train", "train2014"), ("eval", "val2014")):
+            if any(getattr(self, f"{role}_{key}") for key in (*RAW_FILE_KEYS, "dataset_dir")):
+                continue
             for key, path in split_paths(self.sample_dir, sample_split).items():
                 object.__setattr__(self, f"{role}_{key}", path)
 

@@ -4,7 +4,8 @@
         --task-data data/gqa_sample/testdev_balanced_questions.json --image-dir data/gqa_sample/images
     python evaluate.py --config quickstart.yaml --zero-shot --task xgqa --task-data data/xgqa_sample \\
         --image-dir data/gqa_sample/images [--translate-first]
-    python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample
+    python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample \\
+        --eval_captions data/sample/captions_val2014.json --eval_image_dir data/sample/val2014
     python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit --task xquad --task-data data/xquad_sample
     python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit            # --task text: eval_text_data
 

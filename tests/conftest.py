@@ -69,5 +69,5 @@ def quickstart_run(tmp_path_factory):
                  "--max_steps", "6", "--save_steps", "6", "--subset_questions", "48", "--logging_steps", "3"]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(repo)  # the config names data/sample/... relative to the repository
-        run_training(load_config(repo / "configs" / "quickstart.yaml", overrides))
+        run_training(load_config(repo / "tests" / "configs" / "bundled_sample.yaml", overrides))
     return out / "run"

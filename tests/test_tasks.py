@@ -38,6 +38,9 @@ from sit_vqa.tasks import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+# the small configs the tests keep (the shipped demo configs train larger models on generated data)
+IMAGE_CONFIG = str(REPO / "tests" / "configs" / "bundled_sample.yaml")
+TEXT_CONFIG = str(REPO / "tests" / "configs" / "text_lora.yaml")
 DATA = REPO / "data"
 GQA = DATA / "gqa_sample" / "testdev_balanced_questions.json"
 GQA_IMAGES = DATA / "gqa_sample" / "images"
@@ -62,7 +65,7 @@ def read_outputs(out: Path, results: str = "results.json"):
 
 
 def gqa_zero_shot(out: Path, *argv: str) -> int:
-    return run_main("quickstart.yaml", "--zero-shot", "--task", "gqa", "--task-data", str(GQA), "--image-dir",
+    return run_main(IMAGE_CONFIG, "--zero-shot", "--task", "gqa", "--task-data", str(GQA), "--image-dir",
                     str(GQA_IMAGES), "--out", str(out), "--max-new-tokens", "4", *argv)
 
 
@@ -99,7 +102,7 @@ def test_gqa_scoring_of_hand_made_outputs_matches_the_scorer_on_the_written_file
     scorer."""
     for normalize, expected in ((False, 50.0), (True, 75.0)):
         evaluation_set = _gqa_set(gqa_normalize=normalize)
-        records = evaluation_set.records("sit", None, load_config("quickstart.yaml", data_roles=()))[:4]
+        records = evaluation_set.records("sit", None, load_config(IMAGE_CONFIG, data_roles=()))[:4]
         answers = [r["answer"] for r in records]
         generations = [f"Description: a scene.\nAnswer: {answers[0]}", answers[1],
                        f"Answer: {answers[2].capitalize()}.", "Answer: purple elephant"]
@@ -117,7 +120,7 @@ def test_gqa_scoring_of_hand_made_outputs_matches_the_scorer_on_the_written_file
 
 def test_xgqa_translate_first_end_to_end_per_language(tmp_path, capsys):
     out = tmp_path / "xgqa"
-    assert run_main("quickstart.yaml", "--zero-shot", "--task", "xgqa", "--task-data", str(XGQA), "--image-dir",
+    assert run_main(IMAGE_CONFIG, "--zero-shot", "--task", "xgqa", "--task-data", str(XGQA), "--image-dir",
                     str(GQA_IMAGES), "--languages", "de", "zh", "--translate-first", "--limit", "6",
                     "--out", str(out), "--max-new-tokens", "6") == 0
     assert {p.name for p in out.iterdir()} == {"results_de.json", "results_zh.json", "predictions.jsonl",
@@ -153,7 +156,7 @@ def test_xgqa_scores_hand_made_translations_against_the_english_questions():
     task = TaskOptions(task="xgqa", task_data=str(XGQA), image_dir=str(GQA_IMAGES), languages=["de"],
                        translate_first=True)
     evaluation_set = XgqaSet(task, EvalOptions(limit=3), seed=0)
-    records = evaluation_set.records("sit", None, load_config("quickstart.yaml", data_roles=()))
+    records = evaluation_set.records("sit", None, load_config(IMAGE_CONFIG, data_roles=()))
     assert records[0]["instruction"].startswith(
         "First translate the question into English, then describe the image, then answer the input question")
     english = [evaluation_set.english_questions[r["question_id"]] for r in records]
@@ -173,8 +176,8 @@ def test_xgqa_scores_hand_made_translations_against_the_english_questions():
 
 def test_okvqa_end_to_end_with_the_official_vqa_accuracy(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default output goes under ./runs/eval, beside no VQAv2 run's
-    out = tmp_path / "runs" / "eval" / "zero-shot-quickstart-okvqa"
-    assert evaluate.main(["--config", str(REPO / "configs" / "quickstart.yaml"), "--zero-shot", "--no-progress",
+    out = tmp_path / "runs" / "eval" / "zero-shot-bundled_sample-okvqa"
+    assert evaluate.main(["--config", str(IMAGE_CONFIG), "--zero-shot", "--no-progress",
                           "--task", "okvqa", "--task-data", str(OKVQA), "--max-new-tokens", "4",
                           "--eval_captions", str(DATA / "sample" / "captions_val2014.json"),
                           "--eval_image_dir", str(DATA / "sample" / "val2014")]) == 0
@@ -192,7 +195,7 @@ def test_okvqa_end_to_end_with_the_official_vqa_accuracy(tmp_path, monkeypatch):
 
 def test_xquad_end_to_end_equals_the_official_squad_scorer(tmp_path, capsys):
     out = tmp_path / "xquad"
-    assert run_main("text_sit.yaml", "--zero-shot", "--task", "xquad", "--task-data", str(XQUAD),
+    assert run_main(TEXT_CONFIG, "--zero-shot", "--task", "xquad", "--task-data", str(XQUAD),
                     "--translate-first", "--out", str(out), "--max-new-tokens", "8") == 0
     _, predictions, report = read_outputs(out, "results_de.json")
     assert report["task"] == "xquad" and report["mean_over"] == ["de", "zh"] and report["num_questions"] == 33
@@ -227,7 +230,7 @@ def test_xquad_scores_hand_made_outputs():
 
 def write_text_checkpoint(directory: Path, *overrides: str) -> Path:
     """A LoRA checkpoint of text_sit.yaml's tiny causal LM as train.py writes one (adapters moved off zero)."""
-    config = load_config(REPO / "configs" / "text_sit.yaml", list(overrides))
+    config = load_config(TEXT_CONFIG, list(overrides))
     model, tokenizer = build_model(config.model, quiet=True)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -242,7 +245,7 @@ def test_text_checkpoint_end_to_end_on_the_held_out_records(tmp_path):
     write_text_checkpoint(tmp_path / "text" / "final", "--text_mode", "translate")
     out = tmp_path / "eval"
     # no --task: a causal_lm config evaluates its held-out eval_text_data
-    assert run_main("text_sit.yaml", "--checkpoint", str(tmp_path / "text"), "--out", str(out),
+    assert run_main(TEXT_CONFIG, "--checkpoint", str(tmp_path / "text"), "--out", str(out),
                     "--max-new-tokens", "8") == 0
     results, predictions, report = read_outputs(out)
     assert report["task"] == "text" and report["num_questions"] == 8
@@ -260,12 +263,12 @@ def test_text_checkpoint_end_to_end_on_the_held_out_records(tmp_path):
 
 
 def _text_set(mode: str) -> TextSet:
-    config = load_config("text_sit.yaml", ["--text_mode", mode], data_roles=("eval",))
+    config = load_config(TEXT_CONFIG, ["--text_mode", mode], data_roles=("eval",))
     return TextSet(TaskOptions(task="text"), EvalOptions(), config)
 
 
 def test_text_scores_hand_made_repeat_and_translate_outputs():
-    config = load_config("text_sit.yaml", data_roles=())
+    config = load_config(TEXT_CONFIG, data_roles=())
     repeat = _text_set("repeat")
     records = repeat.records("repeat", None, config)
     with_input = [i for i, r in enumerate(records) if r["input"]]
@@ -303,7 +306,7 @@ def test_compare_runs_on_one_set_and_refuse_other_sets_and_metrics(tmp_path, cap
     assert gqa_zero_shot(tmp_path / "base", "--limit", "6") == 0
     assert gqa_zero_shot(tmp_path / "sit", "--limit", "6", "--prompt", "sit") == 0
     assert gqa_zero_shot(tmp_path / "norm", "--limit", "6", "--gqa-normalize") == 0
-    assert run_main("quickstart.yaml", "--zero-shot", "--task", "xgqa", "--task-data", str(XGQA), "--image-dir",
+    assert run_main(IMAGE_CONFIG, "--zero-shot", "--task", "xgqa", "--task-data", str(XGQA), "--image-dir",
                     str(GQA_IMAGES), "--languages", "en", "--limit", "6", "--out", str(tmp_path / "xgqa"),
                     "--max-new-tokens", "2") == 0
     capsys.readouterr()
@@ -336,37 +339,37 @@ def bad_files(tmp_path_factory):
         qas = document["data"][0]["paragraphs"][0]["qas"]
         qas[0]["id"] = "not-in-english" if change == "foreign" else qas[1]["id"]
         (xquad / f"xquad.{lang}.json").write_text(json.dumps(document))
-    config = (REPO / "configs" / "text_sit.yaml").read_text().replace("eval_text_data", "# eval_text_data")
+    config = Path(TEXT_CONFIG).read_text().replace("eval_text_data", "# eval_text_data")
     (root / "no_eval.yaml").write_text(config)
     return root
 
 
 BAD_INPUT = {
-    "GQA file as VQAv2": ("quickstart.yaml", ["--eval_questions", str(GQA)], ["testdev_balanced_questions.json",
+    "GQA file as VQAv2": (IMAGE_CONFIG, ["--eval_questions", str(GQA)], ["testdev_balanced_questions.json",
                                                                           "GQA questions file"]),
-    "VQAv2 file as GQA": ("quickstart.yaml", ["--task", "gqa", "--task-data",
+    "VQAv2 file as GQA": (IMAGE_CONFIG, ["--task", "gqa", "--task-data",
                                               str(DATA / "sample" / "v2_OpenEnded_mscoco_val2014_questions.json"),
                                               "--image-dir", str(GQA_IMAGES)], ["VQAv2-style questions file"]),
-    "xGQA ids differ": ("quickstart.yaml", ["--task", "xgqa", "--task-data", "{bad}/xgqa", "--image-dir",
+    "xGQA ids differ": (IMAGE_CONFIG, ["--task", "xgqa", "--task-data", "{bad}/xgqa", "--image-dir",
                                             str(GQA_IMAGES), "--languages", "de"],
                         ["testdev_balanced_questions_de.json: its question ids differ", "99999999"]),
-    "XQuAD ids differ": ("text_sit.yaml", ["--task", "xquad", "--task-data", "{bad}/xquad", "--languages", "de"],
+    "XQuAD ids differ": (TEXT_CONFIG, ["--task", "xquad", "--task-data", "{bad}/xquad", "--languages", "de"],
                          ["xquad.de.json: its question ids differ", "not-in-english"]),
-    "XQuAD repeated id": ("text_sit.yaml", ["--task", "xquad", "--task-data", "{bad}/xquad", "--languages", "zh"],
+    "XQuAD repeated id": (TEXT_CONFIG, ["--task", "xquad", "--task-data", "{bad}/xquad", "--languages", "zh"],
                           ["xquad.zh.json", "repeats a question id"]),
-    "unknown language": ("text_sit.yaml", ["--task", "xquad", "--task-data", str(XQUAD), "--languages", "fr"],
+    "unknown language": (TEXT_CONFIG, ["--task", "xquad", "--task-data", str(XQUAD), "--languages", "fr"],
                          ["no xquad.fr.json", "found: de, en, zh"]),
-    "GQA missing": ("quickstart.yaml", ["--task", "gqa"], ["GQA questions file not found: data/gqa/testdev_balanced_questions.json",
+    "GQA missing": (IMAGE_CONFIG, ["--task", "gqa"], ["GQA questions file not found: data/gqa/testdev_balanced_questions.json",
                                                            "--task-data"]),
-    "GQA images missing": ("quickstart.yaml", ["--task", "gqa", "--task-data", str(GQA)], ["data/gqa/images",
+    "GQA images missing": (IMAGE_CONFIG, ["--task", "gqa", "--task-data", str(GQA)], ["data/gqa/images",
                                                                                           "--image-dir"]),
-    "text set on an image model": ("quickstart.yaml", ["--task", "text", "--eval_text_data",
+    "text set on an image model": (IMAGE_CONFIG, ["--task", "text", "--eval_text_data",
                                                        str(DATA / "alpaca_sample" / "alpaca_eval_en.json")],
                                    ["model_type causal_lm"]),
-    "GQA on a text model": ("text_sit.yaml", ["--task", "gqa", "--task-data", str(GQA), "--image-dir",
+    "GQA on a text model": (TEXT_CONFIG, ["--task", "gqa", "--task-data", str(GQA), "--image-dir",
                                               str(GQA_IMAGES)], ["an image model (model_type instructblip)"]),
     "no held-out text": ("{bad}/no_eval.yaml", [], ["no_eval.yaml", "set eval_text_data"]),
-    "option of another set": ("quickstart.yaml", ["--translate-first"], ["--translate-first applies to"]),
+    "option of another set": (IMAGE_CONFIG, ["--translate-first"], ["--translate-first applies to"]),
 }
 
 
@@ -383,7 +386,7 @@ def test_bad_input_exits_2_naming_the_file(case, bad_files, capsys):
 
 def test_bad_input_through_the_command_has_no_traceback(bad_files):
     done = subprocess.run(
-        [sys.executable, "evaluate.py", "--config", "text_sit.yaml", "--zero-shot", "--task", "xquad",
+        [sys.executable, "evaluate.py", "--config", TEXT_CONFIG, "--zero-shot", "--task", "xquad",
          "--task-data", str(bad_files / "xquad"), "--languages", "de"],
         check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
