@@ -309,6 +309,8 @@ class EvalOptions:
     progress: bool = field(default=True, metadata={"help": "show a progress bar (--no-progress: none)"})
     allow_partial_load: bool = field(default=False, metadata={
         "help": "load a checkpoint whose weights file lacks some trained tensors (they keep the base model's values)"})
+    base_model: str | None = field(default=None, metadata={
+        "help": "the checkpoint's base model (a save_pretrained directory or hub id), when it is not where it says"})
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -385,7 +387,8 @@ def _load_model(config, options: EvalOptions, device: str):
         model, processor = build_model(config.model, dtype=dtype, device=device, quiet=True)
         return model.eval(), processor, None, None
     directory = resolve_checkpoint(options.checkpoint)
-    model, processor, manifest = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load)
+    model, processor, manifest = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load,
+                                                 base_model=options.base_model)
     _require_image_model(manifest.get("model_type"), str(directory))
     return model, processor, manifest, directory
 

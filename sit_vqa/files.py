@@ -266,6 +266,15 @@ def write_cause(error: BaseException) -> str | None:
     return None
 
 
+def is_write_failure(error: BaseException) -> bool:
+    """Whether `error` is a write that failed for one of the causes a user fixes (space, quota, file-size
+    limit, read-only, permission), also when a library reports it only in its message."""
+    number = getattr(error, "errno", None)
+    if number is None and (match := _OS_ERROR_NUMBER.search(str(error))):
+        number = int(match.group(1))
+    return number in _WRITE_CAUSES or "unexpected pos" in str(error) or "PytorchStreamWriter failed" in str(error)
+
+
 def write_error(path: str | Path, error: BaseException, hint: str = "") -> WriteError:
     cause = write_cause(error) or str(error)
     return WriteError(f"cannot write {path}: {cause}. Free space or pick a writable location{hint}.")
