@@ -72,6 +72,21 @@ def gc_paused():
             gc.enable()
 
 
+_INT64 = np.iinfo(np.int64)
+
+
+def int64_ids(path: Path, json_key: str, values: list[int], field: str) -> np.ndarray:
+    """`values` (the `field` of every `$.<json_key>[*]`) as an int64 array; a DataError naming the first record
+    whose id does not fit (the official files' ids all do; Arrow tables and the join need int64)."""
+    for index, value in enumerate(values):
+        if not _INT64.min <= value <= _INT64.max:
+            raise DataError(
+                f"{path}: $.{json_key}[{index}].{field} is {value}, beyond the 64-bit integer range "
+                f"({_INT64.min}..{_INT64.max}) that ids must fit; fix that record or use the official file"
+            )
+    return np.array(values, dtype=np.int64)
+
+
 def check_unique_ids(path: Path, json_key: str, ids: np.ndarray, field: str) -> None:
     """Raise a DataError naming up to 5 repeated values of `$.<json_key>[*].<field>` and where they are."""
     unique, counts = np.unique(ids, return_counts=True)
