@@ -323,7 +323,7 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomically(output_dir / "data_report.json", data_report)
         write_json_atomically(output_dir / "run_config.json", config.to_dict())
-        if resume_from is not None:
+        if resume_from is not None and not _finished(resume_from, args):  # a finished run trains no step
             cut_log_at(output_dir / LOG_NAME, resume_from)
 
     trainer = SitTrainer(
