@@ -261,5 +261,5 @@ def test_a_directory_and_a_non_utf8_file_are_config_errors(tmp_path):
         load_config(tmp_path)
     path = tmp_path / "latin1.yaml"
     path.write_bytes("tiny_model: decoder\n# caf\xe9\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 24\)"):
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 25\)"):
         load_config(path)
