@@ -225,9 +225,31 @@ class SitTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        _check_ranges(self)
         if self.bf16 is None:
             self.bf16 = precision.bf16_by_default(self.use_cpu)
         super().__post_init__()
+
+
+# Values that cannot be meant (TrainingArguments accepts save_steps: -5 and trains without saving).
+POSITIVE = ("save_steps", "logging_steps", "eval_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+            "gradient_accumulation_steps", "num_train_epochs", "learning_rate", "generation_max_new_tokens",
+            "generation_num_beams", "save_total_limit")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "dataloader_num_workers", "eval_vqa_steps", "max_grad_norm", "seed")
+
+
+def _check_ranges(args: SitTrainingArguments) -> None:
+    for name in POSITIVE:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    for name in NON_NEGATIVE:
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"{name} must not be negative, got {value}")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ConfigError(f"max_steps must be a positive number of steps, or -1 to train num_train_epochs; "
+                          f"got {args.max_steps}")
 
 
 @dataclass(frozen=True)
@@ -277,8 +299,7 @@ def load_config(
         values = _read_yaml(path)
     parser = HfArgumentParser(SECTIONS, allow_abbrev=False)  # a typo never silently sets another key
     fields = _field_types()
-    for key, value in values.items():
-        _check_value(source, key, value, fields)
+    values = {key: _check_value(source, key, value, fields) for key, value in values.items()}
     parser.set_defaults(**values)
     try:
         model, data, training = parser.parse_args_into_dataclasses(args=overrides or [], look_for_args_file=False)
@@ -333,15 +354,32 @@ def _field_types() -> dict[str, Any]:
     return types_by_name
 
 
-def _check_value(source: str, key: str, value: Any, fields: dict[str, Any]) -> None:
+def _check_value(source: str, key: str, value: Any, fields: dict[str, Any]) -> Any:
+    """The value of `key` as the field's type wants it; a ConfigError naming the file and key otherwise."""
     if key not in fields:
         close = difflib.get_close_matches(key, fields, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ConfigError(f"{source}: unknown key {key!r}.{hint} (python train.py --help lists every key)")
+    value = _number_from_string(value, fields[key])
     if not _matches(value, fields[key]):
         raise ConfigError(
             f"{source}: key {key!r} must be {_describe(fields[key])}, got {type(value).__name__} {value!r}"
         )
+    return value
+
+
+def _number_from_string(value: Any, annotation: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads `1e-3` (no dot) as a string: take a numeric string for a numeric field."""
+    if not isinstance(value, str) or _matches(value, annotation):
+        return value
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    for kind in (int, float):
+        if kind in members:
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    return value
 
 
 def _matches(value: Any, annotation: Any) -> bool:

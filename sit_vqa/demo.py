@@ -37,7 +37,7 @@ from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from sit_vqa import evaluation
-from sit_vqa.checkpoint import load_checkpoint, read_manifest, resolve_checkpoint
+from sit_vqa.checkpoint import load_checkpoint, resolve_checkpoint
 from sit_vqa.collate import SampleTransform
 from sit_vqa.data.templates import Templates, load_templates, parse_sit_output
 from sit_vqa.errors import SitVqaError
@@ -148,8 +148,11 @@ class VqaDemo:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> VqaDemo:
-        """From a run dir, a checkpoint dir (checkpoint-N, final) or a model directory written by sit_vqa.export."""
+    def load(cls, path: str | Path, device: str | None = None, *, allow_partial: bool = False,
+             base_model: str | Path | None = None) -> VqaDemo:
+        """From a run dir, a checkpoint dir (checkpoint-N, final) or a model directory written by sit_vqa.export.
+        allow_partial: load a weights file that lacks some trained tensors; base_model: the base model to
+        rebuild on instead of the one the checkpoint names (a copy elsewhere)."""
         path = Path(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not path.is_dir():
@@ -158,8 +161,8 @@ class VqaDemo:
         if (path / "config.json").is_file():
             return cls._load_exported(path, device)
         directory = resolve_checkpoint(path)
-        _check_base_model_present(directory)
-        model, processor, manifest = load_checkpoint(directory, device=device)
+        model, processor, manifest = load_checkpoint(directory, device=device, allow_partial=allow_partial,
+                                                     base_model=base_model)
         if manifest.get("model_type") != "instructblip":
             raise DemoInputError(f"{directory}: a {manifest.get('model_type')!r} checkpoint has no image input; "
                                  "the demo needs an InstructBLIP checkpoint (model_type instructblip)")
@@ -288,17 +291,6 @@ class _StopWhen(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-def _check_base_model_present(directory: Path) -> None:
-    """A run saves its (tiny or local) base model beside its checkpoints: a checkpoint copied alone lacks it."""
-    manifest = read_manifest(directory)
-    base = directory / str(manifest.get("base_model"))
-    if manifest.get("base_model_is_relative") and not (base / "config.json").is_file():
-        raise DemoInputError(
-            f"{directory} is incomplete: its base model {manifest['base_model']} (saved by the training run beside "
-            f"the checkpoints) is missing at {base.resolve()}; copy the whole run directory, not only {directory.name}/"
-        )
-
-
 def _reply(text: str, instruction: str) -> Reply:
     parsed = parse_sit_output(text)
     return Reply(parsed.description, parsed.answer, text, instruction)
@@ -321,6 +313,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", choices=evaluation.PROMPTS, default="auto",
                         help="instruction: auto follows the checkpoint's training mode (default: %(default)s)")
     parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda if available, else cpu)")
+    parser.add_argument("--base-model", help="the checkpoint's base model (a save_pretrained directory or hub id), "
+                        "when it is not where the checkpoint says")
+    parser.add_argument("--allow-partial-load", action="store_true",
+                        help="load a checkpoint whose weights file lacks some trained tensors (they keep the base "
+                        "model's values)")
     defaults = GenerationOptions()
     generation = parser.add_argument_group("generation (defaults: the evaluation's)")
     generation.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
@@ -348,11 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # gradio (the `demo` extra) is needed for the page only, and takes seconds to import
             from sit_vqa import demo_page
 
-            demo_page.serve(VqaDemo.load(args.checkpoint, args.device), host=args.host, port=args.port,
+            demo_page.serve(_load(args), host=args.host, port=args.port,
                             share=args.share, prompt=args.prompt, options=options)
             return 0
         image = load_image(args.image)  # before the (slow) model load: a wrong path fails at once
-        demo = VqaDemo.load(args.checkpoint, args.device)
+        demo = _load(args)
         if args.question is not None:
             _print_reply(demo.ask(image, args.question, prompt=args.prompt, options=options))
             return 0
@@ -360,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SitVqaError as error:  # bad image, question, settings or checkpoint: the message says what to fix
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def _load(args: argparse.Namespace) -> VqaDemo:
+    return VqaDemo.load(args.checkpoint, args.device, allow_partial=args.allow_partial_load, base_model=args.base_model)
 
 
 def _interactive(demo: VqaDemo, image: Image.Image, prompt: str, options: GenerationOptions) -> int:

@@ -330,6 +330,8 @@ class EvalOptions:
     restart: bool = field(default=False, metadata={
         "help": "discard the outputs an interrupted run left in OUT/partial/ and start over (default: continue "
                 "that run, when its settings are these)"})
+    base_model: str | None = field(default=None, metadata={
+        "help": "the checkpoint's base model (a save_pretrained directory or hub id), when it is not where it says"})
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -452,7 +454,8 @@ def _load_model(config, options: EvalOptions, device: str):
         model, processor = build_model(config.model, dtype=dtype, device=device, quiet=True)
         return model.eval(), processor, None, None
     directory = resolve_checkpoint(options.checkpoint)
-    model, processor, manifest = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load)
+    model, processor, manifest = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load,
+                                                 base_model=options.base_model)
     _require_image_model(manifest.get("model_type"), str(directory))
     return model, processor, manifest, directory
 

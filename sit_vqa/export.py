@@ -40,14 +40,16 @@ class ExportError(SitVqaError, ValueError):
     """A checkpoint that cannot be exported, or an output directory that would be overwritten."""
 
 
-def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path | None = None) -> Path:
-    """Write the standalone model of `checkpoint` (a run or checkpoint directory) to `out_dir`; returns it."""
+def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path | None = None,
+                 base_model: str | Path | None = None) -> Path:
+    """Write the standalone model of `checkpoint` (a run or checkpoint directory) to `out_dir`; returns it.
+    `base_model` replaces the base model the checkpoint names (a copy elsewhere)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir} exists and is not empty; pass a new --out directory (nothing is overwritten)")
     scores = read_report(report) if report else None
     directory = resolve_checkpoint(checkpoint)
-    model, processor, manifest = load_checkpoint(directory, device="cpu")
+    model, processor, manifest = load_checkpoint(directory, device="cpu", base_model=base_model)
     if manifest.get("model_type") != "instructblip":
         raise ExportError(f"{directory}: only InstructBLIP checkpoints can be exported, got {manifest.get('model_type')!r}")
     _set_trained_eos(model, processor)
@@ -142,9 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="run directory or checkpoint-N / final directory")
     parser.add_argument("--out", required=True, help="new directory for the standalone model")
     parser.add_argument("--report", help="report.json of an evaluation of this checkpoint (or its directory)")
+    parser.add_argument("--base-model", help="the checkpoint's base model (a save_pretrained directory or hub id), "
+                        "when it is not where the checkpoint says")
     args = parser.parse_args(argv)
     try:
-        out = export_model(args.checkpoint, args.out, args.report)
+        out = export_model(args.checkpoint, args.out, args.report, args.base_model)
     except SitVqaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import re
+import resource
 import shutil
 import stat
 import uuid
@@ -70,6 +71,21 @@ def gc_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def int64_ids(path: Path, json_key: str, values: list[int], field: str) -> np.ndarray:
+    """`values` (the `field` of every `$.<json_key>[*]`) as an int64 array; a DataError naming the first record
+    whose id does not fit (the official files' ids all do; Arrow tables and the join need int64)."""
+    for index, value in enumerate(values):
+        if not _INT64.min <= value <= _INT64.max:
+            raise DataError(
+                f"{path}: $.{json_key}[{index}].{field} is {value}, beyond the 64-bit integer range "
+                f"({_INT64.min}..{_INT64.max}) that ids must fit; fix that record or use the official file"
+            )
+    return np.array(values, dtype=np.int64)
 
 
 def check_unique_ids(path: Path, json_key: str, ids: np.ndarray, field: str) -> None:
@@ -248,8 +264,10 @@ _WRITE_CAUSES = {
     errno.EPERM: "permission denied",
 }
 # Libraries that write through their own code report a full disk only in their message text:
-# safetensors says "(os error 28)"; torch's zip writer says "unexpected pos ..." (it checks no errno).
-_OS_ERROR_NUMBER = re.compile(r"os error (\d+)")
+# safetensors says "(os error 28)", shutil.copytree lists "[Errno 28] ..." per file; torch's zip writer says
+# "unexpected pos ..." (it checks no errno: then the filesystem itself is asked, see `_cut_short_cause`).
+_OS_ERROR_NUMBER = re.compile(r"(?:os error |\[Errno )(\d+)")
+_NEARLY_FULL_BYTES = 1 << 20
 
 
 def write_cause(error: BaseException) -> str | None:
@@ -266,8 +284,29 @@ def write_cause(error: BaseException) -> str | None:
     return None
 
 
+def is_write_failure(error: BaseException) -> bool:
+    """Whether `error` is a write that failed for one of the causes a user fixes (space, quota, file-size
+    limit, read-only, permission), also when a library reports it only in its message."""
+    number = getattr(error, "errno", None)
+    if number is None and (match := _OS_ERROR_NUMBER.search(str(error))):
+        number = int(match.group(1))
+    return number in _WRITE_CAUSES or "unexpected pos" in str(error) or "PytorchStreamWriter failed" in str(error)
+
+
+def _cut_short_cause(path: Path) -> str | None:
+    """Why a write that reported no errno was cut short: a (nearly) full filesystem, or a file-size limit."""
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is not None and shutil.disk_usage(existing).free < _NEARLY_FULL_BYTES:
+        return _WRITE_CAUSES[errno.ENOSPC]
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return _WRITE_CAUSES[errno.EFBIG]
+    return None
+
+
 def write_error(path: str | Path, error: BaseException, hint: str = "") -> WriteError:
     cause = write_cause(error) or str(error)
+    if cause.startswith("the write was cut short"):
+        cause = _cut_short_cause(Path(path)) or cause
     return WriteError(f"cannot write {path}: {cause}. Free space or pick a writable location{hint}.")
 
 
@@ -285,6 +324,8 @@ def atomic_path(path: str | Path, *, temporary: str | Path | None = None) -> Ite
         _publish(temporary, path)
     except BaseException as error:
         remove(temporary)
+        if isinstance(error, WriteError) and error.__cause__ is not None:  # a nested write: name what the user asked for
+            raise write_error(path, error.__cause__) from error.__cause__
         if write_cause(error) is not None and not isinstance(error, WriteError):
             raise write_error(path, error) from error
         raise

@@ -105,3 +105,83 @@ def test_sample_generator_bad_input(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     assert_clean_exit_2(run("-m", "sit_vqa.data.sample", "--out", str(blocker)), str(blocker))
+
+
+# ------------------------------------------------------------------------ bad files a new user may have
+
+
+def edited_copy(source: Path, target: Path, edit) -> Path:
+    document = json.loads(source.read_text())
+    edit(document)
+    target.write_text(json.dumps(document))
+    return target
+
+
+def test_ids_beyond_int64_blank_captions_and_an_empty_alpaca_file(tmp_path):
+    def huge_id(document):
+        document["questions"][3]["question_id"] = 2**70
+
+    def blank(document):
+        for annotation in document["annotations"]:
+            annotation["caption"] = "  "
+
+    questions = edited_copy(VAL_QUESTIONS, tmp_path / "questions.json", huge_id)
+    captions = edited_copy(SAMPLE / "captions_val2014.json", tmp_path / "captions.json", blank)
+    files = {"--questions": VAL_QUESTIONS, "--annotations": VAL_ANNOTATIONS,
+             "--captions": SAMPLE / "captions_val2014.json", "--image-dir": SAMPLE / "val2014"}
+
+    def prepare(**replaced):
+        chosen = {**files, **{f"--{k}": v for k, v in replaced.items()}}
+        return run("-m", "sit_vqa.prepare", *[str(x) for pair in chosen.items() for x in pair],
+                   "--out", str(tmp_path / "out"))
+
+    assert_clean_exit_2(prepare(questions=questions), f"{questions}: $.questions[3].question_id is {2**70}",
+                        "64-bit")
+    assert_clean_exit_2(prepare(captions=captions), f"{captions}: all", "captions are blank")
+    evaluated = run("evaluate.py", "--config", "quickstart.yaml", "--zero-shot", "--eval_questions", str(questions),
+                    "--out", str(tmp_path / "eval"))
+    assert_clean_exit_2(evaluated, "$.questions[3].question_id")
+    empty = tmp_path / "alpaca.json"
+    empty.write_text("[]")
+    trained = run("train.py", "--config", "text_sit.yaml", "--text_data", str(empty), "--output_dir",
+                  str(tmp_path / "run"), "--max_steps", "1")
+    assert_clean_exit_2(trained, f"{empty}: the list of records is empty")
+
+
+def keep_one_tensor(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    first = sorted(tensors)[0]
+    save_file({first: tensors[first]}, str(path))
+
+
+IMAGE = SAMPLE / "val2014" / "COCO_val2014_000000325422.jpg"
+
+
+def demo(checkpoint: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run("-m", "sit_vqa.demo", "--checkpoint", str(checkpoint), "--image", str(IMAGE), "--question",
+               "What color is the shape?", "--device", "cpu", "--max-new-tokens", "4", *extra)
+
+
+def test_a_checkpoint_missing_trained_tensors_is_refused_unless_a_partial_load_is_asked(quickstart_run, tmp_path):
+    checkpoint = tmp_path / "final"
+    shutil.copytree(quickstart_run / "final", checkpoint)
+    keep_one_tensor(checkpoint / "trainable.safetensors")
+    missing = "trained tensors are missing, e.g."
+    evaluated = run("evaluate.py", "--config", "quickstart.yaml", "--checkpoint", str(checkpoint), "--limit", "2",
+                    "--out", str(tmp_path / "eval"))
+    assert_clean_exit_2(evaluated, missing, "--allow-partial-load")
+    assert_clean_exit_2(demo(checkpoint), missing, "--allow-partial-load")
+    partial = demo(checkpoint, "--allow-partial-load")  # the option the message names exists on the demo too
+    assert partial.returncode == 0 and "answer:" in partial.stdout, partial.stderr[-2000:]
+
+
+def test_final_copied_alone_answers_and_a_moved_base_model_is_named(quickstart_run, tmp_path):
+    checkpoint = tmp_path / "elsewhere" / "final"
+    shutil.copytree(quickstart_run / "final", checkpoint)
+    base = tmp_path / "base_model"
+    shutil.move(checkpoint / "base_model", base)
+    assert_clean_exit_2(demo(checkpoint), "base model is missing", str(checkpoint / "base_model"), "--base-model")
+    answered = demo(checkpoint, "--base-model", str(base))
+    assert answered.returncode == 0 and "answer:" in answered.stdout, answered.stderr[-2000:]

@@ -226,3 +226,40 @@ def test_train_and_prepare_help_show_the_same_join_defaults():
     train, prepare = (_help_defaults(text, join_options) for text in texts)
     assert train == prepare
     assert train["caption_policy"] == "random" and train["subset_seed"] == "42"
+
+
+@pytest.mark.parametrize("line, key, value", [
+    ("learning_rate: 1e-3", "learning_rate", 1e-3),  # YAML 1.1 reads 1e-3 (no dot) as a string
+    ("weight_decay: '0.1'", "weight_decay", 0.1),
+    ("max_instruction_length: '64'", "max_instruction_length", 64),
+])
+def test_numeric_strings_are_taken_for_numeric_keys(tmp_path, line, key, value):
+    run = load_config(_write(tmp_path, f"tiny_model: decoder\n{line}\n"))
+    section = run.training if hasattr(run.training, key) else run.model
+    assert getattr(section, key) == value and type(getattr(section, key)) is type(value)
+
+
+@pytest.mark.parametrize("line, key", [
+    ("save_steps: -5", "save_steps"),
+    ("logging_steps: 0", "logging_steps"),
+    ("per_device_train_batch_size: 0", "per_device_train_batch_size"),
+    ("gradient_accumulation_steps: -1", "gradient_accumulation_steps"),
+    ("learning_rate: -1e-5", "learning_rate"),
+    ("warmup_steps: -10", "warmup_steps"),
+    ("max_steps: 0", "max_steps"),
+    ("max_steps: -7", "max_steps"),
+    ("save_total_limit: 0", "save_total_limit"),
+    ("max_target_length: 0", "max_target_length"),
+])
+def test_impossible_values_are_refused_at_load(tmp_path, line, key):
+    with pytest.raises(ConfigError, match=rf"run\.yaml: {key} must"):
+        load_config(_write(tmp_path, f"tiny_model: decoder\n{line}\n"))
+
+
+def test_a_directory_and_a_non_utf8_file_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory; pass a YAML file"):
+        load_config(tmp_path)
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("tiny_model: decoder\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 25\)"):
+        load_config(path)

@@ -43,11 +43,11 @@ def run_with_wrong_eos(quickstart_run, tmp_path_factory):
     """The quickstart run with its base model's LM configs naming another EOS, as the hub's Vicuna-7B does."""
     run = tmp_path_factory.mktemp("wrong_eos") / "run"
     shutil.copytree(quickstart_run, run, ignore=shutil.ignore_patterns("runs"))
-    config_path = run / "base_model" / "config.json"
+    config_path = run / "final" / "base_model" / "config.json"
     config = json.loads(config_path.read_text())
     config["text_config"]["eos_token_id"] = 2  # <unk> of the tiny tokenizer; its </s> is 1
     config_path.write_text(json.dumps(config))
-    generation_path = run / "base_model" / "generation_config.json"
+    generation_path = run / "final" / "base_model" / "generation_config.json"
     generation_path.write_text(json.dumps({**json.loads(generation_path.read_text()), "eos_token_id": 2}))
     return run
 

@@ -253,7 +253,7 @@ def test_checkpoint_of_another_lm_kind_names_the_file_and_the_key(tmp_path):
     configure_trainable(t5, train_all=True, quiet=True)
     path = save_trainable_weights(t5, tmp_path / "t5.safetensors")
     decoder, _ = build_tiny_instructblip("decoder")
-    with pytest.raises(CheckpointError, match=r"t5\.safetensors: key 'language_model\.[^']+' is not a parameter"):
+    with pytest.raises(CheckpointError, match=r"t5\.safetensors: \d+ tensor\(s\) are not parameters of .*, e\.g\. language_model\."):
         load_trainable_weights(decoder, path)
 
 

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import NotRequired, TypedDict
 
 import msgspec
-import numpy as np
 from pycocotools.coco import COCO
 
 from sit_vqa.errors import DataError
-from sit_vqa.files import check_unique_ids, decode_json, read_bytes
+from sit_vqa.files import check_unique_ids, decode_json, int64_ids, read_bytes
 
 CAPTIONS_FILE = "COCO captions file (captions_<split>.json)"
 
@@ -79,13 +78,17 @@ def load_captions(path: str | Path) -> CocoCaptions:
     if not parsed.annotations:
         raise DataError(f"{path}: the captions file has no annotations; expected the {CAPTIONS_FILE}")
     # pycocotools indexes by id: a repeated id would silently replace a caption or an image's file_name
-    check_unique_ids(path, "annotations", np.array([a["id"] for a in parsed.annotations], dtype=np.int64), "id")
-    check_unique_ids(path, "images", np.array([i["id"] for i in parsed.images], dtype=np.int64), "id")
+    check_unique_ids(path, "annotations", int64_ids(path, "annotations", [a["id"] for a in parsed.annotations], "id"), "id")
+    check_unique_ids(path, "images", int64_ids(path, "images", [i["id"] for i in parsed.images], "id"), "id")
+    int64_ids(path, "annotations", [a["image_id"] for a in parsed.annotations], "image_id")
     coco = COCO()
     coco.dataset = {"images": parsed.images, "annotations": parsed.annotations}
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
         coco.createIndex()
     by_image, blank = _normalised_captions(coco)
+    if not by_image:
+        raise DataError(f"{path}: all {blank} captions are blank (empty or only whitespace); expected the "
+                        f"{CAPTIONS_FILE} with its caption texts")
     return CocoCaptions(coco, path, by_image, blank)
 
 

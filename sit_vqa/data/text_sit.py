@@ -78,6 +78,8 @@ def check_records(records, source: str) -> None:
     """Raise TextSitError naming source and record index unless records is a list of valid Alpaca records."""
     if not isinstance(records, list):
         raise TextSitError(f"{source}: expected a JSON list of records, got {type(records).__name__}; {_FIX}")
+    if not records:
+        raise TextSitError(f"{source}: the list of records is empty: there is nothing to train on ({_FIX})")
     for index, record in enumerate(records):
         where = f"{source}: record {index}"
         if not isinstance(record, dict):

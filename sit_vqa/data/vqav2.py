@@ -24,7 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sit_vqa.errors import ConfigError, DataError
-from sit_vqa.files import check_unique_ids, decode_json, read_bytes, wrong_file_hint
+from sit_vqa.files import (
+    check_unique_ids,
+    decode_json,
+    int64_ids,
+    read_bytes,
+    wrong_file_hint,
+)
 from sit_vqa.vqa_format import (
     ANNOTATIONS_FILE,
     QUESTIONS_FILE,
@@ -61,11 +67,11 @@ def read_questions(path: str | Path) -> VqaQuestions:
     questions = parsed.questions
     if not questions:
         raise DataError(f"{path}: the questions list is empty; expected the {QUESTIONS_FILE} with its questions")
-    question_ids = np.fromiter((q.question_id for q in questions), dtype=np.int64, count=len(questions))
+    question_ids = int64_ids(path, "questions", [q.question_id for q in questions], "question_id")
     check_unique_ids(path, "questions", question_ids, "question_id")
     table = pa.table({
         "question_id": question_ids,
-        "image_id": np.fromiter((q.image_id for q in questions), dtype=np.int64, count=len(questions)),
+        "image_id": int64_ids(path, "questions", [q.image_id for q in questions], "image_id"),
         "question": pa.array([q.question for q in questions], pa.string()),
     })
     return VqaQuestions(table, parsed.data_subtype, path)
@@ -86,7 +92,7 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
     if not annotations:
         raise DataError(f"{path}: the annotations list is empty; expected the {ANNOTATIONS_FILE} with its annotations")
     count = len(annotations)
-    question_ids = np.fromiter((a.question_id for a in annotations), dtype=np.int64, count=count)
+    question_ids = int64_ids(path, "annotations", [a.question_id for a in annotations], "question_id")
     check_unique_ids(path, "annotations", question_ids, "question_id")
     answer_counts = np.fromiter((len(a.answers) for a in annotations), dtype=np.int64, count=count)
     if not answer_counts.all():
@@ -102,7 +108,7 @@ def read_annotations(path: str | Path, answer_policy: str = "multiple_choice_ans
     all_answers = pa.array([x.answer for a in annotations for x in a.answers], pa.string())
     table = pa.table({
         "question_id": question_ids,
-        "image_id": np.fromiter((a.image_id for a in annotations), dtype=np.int64, count=count),
+        "image_id": int64_ids(path, "annotations", [a.image_id for a in annotations], "image_id"),
         "answer": _single_spaced(pa.array(chosen, pa.string())),
         "answers": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), all_answers),
         "answer_type": pa.array([a.answer_type for a in annotations], pa.string()),
