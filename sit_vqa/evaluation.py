@@ -369,7 +369,7 @@ def run_evaluation(config, options: EvalOptions = EvalOptions()) -> EvalRun:
         limit=options.limit, seed=config.data.subset_seed,
     )
     generation = _generation_settings(config, options, trained)
-    name = options.name or _run_name(checkpoint, config)
+    name = options.name or run_name(checkpoint, config)
     out_dir = Path(options.out_dir or _default_out_dir(name, options))
     if ranks.is_main:
         logger.info("evaluating %s on %d %s questions (prompt %s, %d process(es))", name, len(records.dataset),
@@ -468,7 +468,8 @@ def _require_image_model(model_type: str | None, source: str) -> None:
         )
 
 
-def _run_name(checkpoint: Path | None, config) -> str:
+def run_name(checkpoint: Path | None, config) -> str:
+    """The run's name in reports: the run directory (and checkpoint-N), or zero-shot-<config>."""
     if checkpoint is None:
         return f"zero-shot-{Path(config.source).stem}"
     if checkpoint.name == "final":

@@ -66,6 +66,7 @@ from sit_vqa.evaluation import (
     GenerationSettings,
     generate_texts,
     resolve_prompt,
+    run_name,
 )
 from sit_vqa.metrics.gqa import EXACT, NORMALIZED, score_gqa
 from sit_vqa.metrics.squad import score_squad
@@ -625,7 +626,7 @@ def run_task(config, options: EvalOptions, task: TaskOptions) -> EvalRun:
     prompt = evaluation_set.prompt(options.prompt, manifest)
     records = evaluation_set.records(prompt, manifest, config)
     generation = _generation_settings(config, options, _trained(manifest), evaluation_set.model_type)
-    name = options.name or _run_name(checkpoint, config)
+    name = options.name or run_name(checkpoint, config)
     logger.info("evaluating %s on %d %s records (prompt %s)", name, len(records), task.task, prompt)
     generations = generate_texts(model, processor, records, generation, progress=options.progress)
     scored = evaluation_set.score(records, generations)
@@ -656,7 +657,7 @@ def vqa_options(options: EvalOptions, task: TaskOptions, config) -> EvalOptions:
     if task.task != "okvqa" or options.out_dir:
         return options
     checkpoint = resolve_checkpoint(options.checkpoint) if options.checkpoint else None
-    name = options.name or _run_name(checkpoint, config)
+    name = options.name or run_name(checkpoint, config)
     return dataclasses.replace(options, out_dir=str(default_out_dir(name, "okvqa", options.limit)))
 
 
@@ -729,13 +730,3 @@ def _require(needed: str, found: str | None, source: str) -> None:
         kind = "an image model (model_type instructblip)" if needed == "instructblip" else \
             "a text model (model_type causal_lm, e.g. --config text_sit.yaml)"
         raise EvaluationError(f"{source}: this set is answered by {kind}, got model_type {found!r}")
-
-
-def _run_name(checkpoint: Path | None, config) -> str:
-    if checkpoint is None:
-        return f"zero-shot-{Path(config.source).stem}"
-    if checkpoint.name == "final":
-        return checkpoint.resolve().parent.name
-    if checkpoint.name.startswith("checkpoint-"):
-        return f"{checkpoint.resolve().parent.name}-{checkpoint.name}"
-    return checkpoint.resolve().name
