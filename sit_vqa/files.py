@@ -267,6 +267,8 @@ _WRITE_CAUSES = {
 # safetensors says "(os error 28)", shutil.copytree lists "[Errno 28] ..." per file; torch's zip writer says
 # "unexpected pos ..." (it checks no errno: then the filesystem itself is asked, see `_cut_short_cause`).
 _OS_ERROR_NUMBER = re.compile(r"(?:os error |\[Errno )(\d+)")
+# what torch.save says when its write was cut short (a full disk or a file-size limit): no errno, only text
+_TORCH_CUT_SHORT = ("unexpected pos", "PytorchStreamWriter failed", "basic_ios::clear")
 _NEARLY_FULL_BYTES = 1 << 20
 
 
@@ -279,7 +281,7 @@ def write_cause(error: BaseException) -> str | None:
         return _WRITE_CAUSES[number]
     if isinstance(error, OSError):
         return error.strerror or str(error)
-    if "unexpected pos" in str(error) or "PytorchStreamWriter failed" in str(error):
+    if _torch_cut_short(error):
         return "the write was cut short (most often: no space left on the device)"
     return None
 
@@ -290,7 +292,11 @@ def is_write_failure(error: BaseException) -> bool:
     number = getattr(error, "errno", None)
     if number is None and (match := _OS_ERROR_NUMBER.search(str(error))):
         number = int(match.group(1))
-    return number in _WRITE_CAUSES or "unexpected pos" in str(error) or "PytorchStreamWriter failed" in str(error)
+    return number in _WRITE_CAUSES or _torch_cut_short(error)
+
+
+def _torch_cut_short(error: BaseException) -> bool:
+    return any(text in str(error) for text in _TORCH_CUT_SHORT)
 
 
 def _cut_short_cause(path: Path) -> str | None:

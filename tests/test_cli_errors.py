@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 VAL_QUESTIONS = SAMPLE / "v2_OpenEnded_mscoco_val2014_questions.json"
 VAL_ANNOTATIONS = SAMPLE / "v2_mscoco_val2014_annotations.json"
+SMALL_CONFIG = REPO / "tests" / "configs" / "bundled_sample.yaml"  # data/sample, the smallest tiny model
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -138,7 +139,7 @@ def test_ids_beyond_int64_blank_captions_and_an_empty_alpaca_file(tmp_path):
     assert_clean_exit_2(prepare(questions=questions), f"{questions}: $.questions[3].question_id is {2**70}",
                         "64-bit")
     assert_clean_exit_2(prepare(captions=captions), f"{captions}: all", "captions are blank")
-    evaluated = run("evaluate.py", "--config", "quickstart.yaml", "--zero-shot", "--eval_questions", str(questions),
+    evaluated = run("evaluate.py", "--config", str(SMALL_CONFIG), "--zero-shot", "--eval_questions", str(questions),
                     "--out", str(tmp_path / "eval"))
     assert_clean_exit_2(evaluated, "$.questions[3].question_id")
     empty = tmp_path / "alpaca.json"
@@ -169,7 +170,7 @@ def test_a_checkpoint_missing_trained_tensors_is_refused_unless_a_partial_load_i
     shutil.copytree(quickstart_run / "final", checkpoint)
     keep_one_tensor(checkpoint / "trainable.safetensors")
     missing = "trained tensors are missing, e.g."
-    evaluated = run("evaluate.py", "--config", "quickstart.yaml", "--checkpoint", str(checkpoint), "--limit", "2",
+    evaluated = run("evaluate.py", "--config", str(SMALL_CONFIG), "--checkpoint", str(checkpoint), "--limit", "2",
                     "--out", str(tmp_path / "eval"))
     assert_clean_exit_2(evaluated, missing, "--allow-partial-load")
     assert_clean_exit_2(demo(checkpoint), missing, "--allow-partial-load")
