@@ -71,3 +71,20 @@ def quickstart_run(tmp_path_factory):
         patch.chdir(repo)  # the config names data/sample/... relative to the repository
         run_training(load_config(repo / "tests" / "configs" / "bundled_sample.yaml", overrides))
     return out / "run"
+
+
+@pytest.fixture(scope="session")
+def learned_quickstart(tmp_path_factory):
+    """(final checkpoint dir, RunConfig) of the README's first command, `python train.py --config quickstart.yaml`,
+    trained once per session into a temporary directory (its generated sample too)."""
+    from sit_vqa.config import load_config
+    from sit_vqa.training import run_training
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path_factory.mktemp("learned_quickstart")
+    overrides = ["--output_dir", str(out / "run"), "--sample_dir", str(out / "data"), "--report_to", "none",
+                 "--disable_tqdm", "true"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(repo)
+        config = load_config(repo / "configs" / "quickstart.yaml", overrides)
+        return run_training(config), config

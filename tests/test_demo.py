@@ -5,6 +5,7 @@ import io
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,6 @@ from tests.test_evaluation import write_tiny_checkpoint
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGE = REPO / "data" / "sample" / "val2014" / "COCO_val2014_000000325422.jpg"
 # Flip to True once the quickstart learns (another issue): the easy-question test below then runs.
-QUICKSTART_LEARNS = False
 SHORT = GenerationOptions(max_new_tokens=24)
 
 
@@ -47,12 +47,19 @@ def test_answers_equal_the_evaluations_predictions_for_the_same_inputs(demo, eva
     assert single == replies[1]  # batched (left-padded) and alone agree
 
 
-@pytest.mark.skipif(not QUICKSTART_LEARNS, reason="the quickstart does not learn yet; set QUICKSTART_LEARNS")
-def test_answers_easy_questions_right(demo, eval_records):
-    yes_no = [r for r in eval_records if r["answer_type"] == "yes/no"]
-    replies = demo.ask_many([(r["image_path"], r["question"]) for r in yes_no])
-    accuracy = sum(question_accuracy(reply.answer, r["answers"]) for reply, r in zip(replies, yes_no)) / len(yes_no)
-    assert accuracy >= 0.8
+@pytest.mark.slow
+def test_a_learned_quickstart_answers_sample_questions_right(learned_quickstart):
+    """The demo on the README's quickstart checkpoint answers held-out sample questions far better than the
+    majority answer does (the quickstart's measured gap is 30 points; 15 are asked here)."""
+    final, config = learned_quickstart
+    records = load_eval_records(config.data, prompt="sit", limit=60, seed=0).dataset
+    demo = VqaDemo.load(final, device="cpu")
+    replies = demo.ask_many([(r["image_path"], r["question"]) for r in records])
+    accuracy = sum(question_accuracy(reply.answer, r["answers"]) for reply, r in zip(replies, records)) / len(records)
+    majority_answer = Counter(records["answer"]).most_common(1)[0][0]
+    majority = sum(question_accuracy(majority_answer, r["answers"]) for r in records) / len(records)
+    assert accuracy >= majority + 0.15, (accuracy, majority)
+    assert sum(reply.description is not None for reply in replies) >= 0.9 * len(replies)
 
 
 def test_path_bytes_and_pil_image_give_the_same_reply(demo):
