@@ -18,6 +18,15 @@ import evaluate
 from sit_vqa import checkpoint as ckpt
 from sit_vqa.config import load_config
 from sit_vqa.data.templates import BASELINE_TASK, parse_sit_output
+from sit_vqa.eval_sets import (
+    TRANSLATE_QUESTION_PREFIX,
+    GqaSet,
+    TextSet,
+    XgqaSet,
+    XquadSet,
+    text_answer,
+    translation_of,
+)
 from sit_vqa.evaluation import EvalOptions
 from sit_vqa.metrics import gqa as gqa_metric
 from sit_vqa.metrics.gqa import score_gqa_files
@@ -26,16 +35,7 @@ from sit_vqa.metrics.text import chrf, rouge_l
 from sit_vqa.metrics.vqa import score_files as score_vqa_files
 from sit_vqa.model import build_model
 from sit_vqa.reports import write_report_files
-from sit_vqa.tasks import (
-    TRANSLATE_QUESTION_PREFIX,
-    GqaSet,
-    TaskOptions,
-    TextSet,
-    XgqaSet,
-    XquadSet,
-    text_answer,
-    translation_of,
-)
+from sit_vqa.tasks import TaskOptions
 
 REPO = Path(__file__).resolve().parent.parent
 # the small configs the tests keep (the shipped demo configs train larger models on generated data)
