@@ -26,8 +26,8 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from sit_vqa import precision
+from sit_vqa.data.generated import ensure_sample, split_paths
 from sit_vqa.data.join import JoinOptions
-from sit_vqa.data.sample import ensure_sample, split_paths
 from sit_vqa.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

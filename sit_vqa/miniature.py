@@ -334,7 +334,7 @@ def run_experiment(
     out: str | Path, seeds: Sequence[int] = (0, 1), quick: bool = False, workers: int = 2,
     arms: Sequence[str] = ARMS,
 ) -> dict:
-    from sit_vqa.data.sample import ensure_sample
+    from sit_vqa.data.generated import ensure_sample
 
     started = time.perf_counter()
     out, budget = Path(out), QUICK if quick else FULL

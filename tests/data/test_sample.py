@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from sit_vqa.data import sample
+from sit_vqa.data import generated, sample
 from sit_vqa.data.sample import BACKGROUND_COLORS, SHAPE_COLORS, SHAPE_KINDS, SPLITS
 from sit_vqa.errors import DataError
 
@@ -291,19 +291,19 @@ def test_refuses_to_leave_stale_images_beside_new_json(tmp_path):
 
 def test_ensure_sample_generates_once_and_again_only_for_other_settings(tmp_path):
     out = tmp_path / "generated"
-    assert sample.ensure_sample(out, 3, 2, style="simple") is True
+    assert generated.ensure_sample(out, 3, 2, style="simple") is True
     first = tree_hashes(out)
-    assert sample.ensure_sample(out, 3, 2, style="simple") is False  # same settings: reused as it is
-    assert sample.ensure_sample(out, 2, 2, style="simple") is True  # fewer images: regenerated, nothing stale
+    assert generated.ensure_sample(out, 3, 2, style="simple") is False  # same settings: reused as it is
+    assert generated.ensure_sample(out, 2, 2, style="simple") is True  # fewer images: regenerated, nothing stale
     assert len(list((out / "train2014").glob("*.jpg"))) == 2
-    assert sample.ensure_sample(out, 3, 2, style="simple") is True
+    assert generated.ensure_sample(out, 3, 2, style="simple") is True
     assert tree_hashes(out) == first
 
 
 def test_ensure_sample_refuses_a_directory_it_did_not_make(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="not a generated sample"):
-        sample.ensure_sample(tmp_path, 2, 1)
+        generated.ensure_sample(tmp_path, 2, 1)
 
 
 def test_simple_style_draws_64_px_scenes_of_one_to_three_shapes():
