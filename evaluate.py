@@ -21,7 +21,7 @@ be overridden as on train.py, e.g. --eval_questions PATH.
 
 --task picks the set (default: vqa, the config's eval_* VQAv2 split; text, its held-out eval_text_data, for a
 causal_lm config); each writes the same four kinds of files, its results in the set's official format
-(sit_vqa.tasks has the details):
+(sit_vqa.evaluation.tasks has the details):
 
     python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample \\
         --eval_captions data/sample/captions_val2014.json --eval_image_dir data/sample/val2014
@@ -63,9 +63,9 @@ from transformers import HfArgumentParser
 
 from sit_vqa.config import HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
-from sit_vqa.evaluation import EvalOptions, run_evaluation
-from sit_vqa.reports import compare_markdown, compare_runs, write_comparison
-from sit_vqa.tasks import TaskOptions, config_overrides, run_task, summary, vqa_options
+from sit_vqa.evaluation.vqa import EvalOptions, run_evaluation
+from sit_vqa.evaluation.reports import compare_markdown, compare_runs, write_comparison
+from sit_vqa.evaluation.tasks import TaskOptions, config_overrides, run_task, summary, vqa_options
 
 
 @dataclass(frozen=True)

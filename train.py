@@ -20,7 +20,7 @@ from transformers import HfArgumentParser
 
 from sit_vqa.config import SECTIONS, HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
-from sit_vqa.training import run_training
+from sit_vqa.training.trainer import run_training
 
 
 def make_parser() -> HfArgumentParser:
@@ -49,7 +49,7 @@ def score_command(config_arg: str | None, final, model_type: str) -> str:
     """The one command that scores the checkpoint: VQA accuracy (image), or the text SIT check (text-only)."""
     config_part = f"--config {config_arg} " if config_arg else ""
     if model_type == "causal_lm":
-        return f"python -m sit_vqa.text_eval {config_part}--checkpoint {final}"
+        return f"python -m sit_vqa.evaluation.text_eval {config_part}--checkpoint {final}"
     return f"python evaluate.py {config_part}--checkpoint {final}"
 
 

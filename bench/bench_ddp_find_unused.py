@@ -3,7 +3,7 @@
     python bench/bench_ddp_find_unused.py                      # Vicuna-7B replica, hidden 256, 4 layers
     python bench/bench_ddp_find_unused.py --hidden 512 --steps 10
 
-The model is the Salesforce/instructblip-vicuna-7b structure (`sit_vqa.replicas.replica_config`) with the
+The model is the Salesforce/instructblip-vicuna-7b structure (`sit_vqa.modeling.replicas.replica_config`) with the
 paper's freezing (Q-Former, query tokens and projection train), on a synthetic SIT-length batch; each step is
 forward, backward and AdamW. Both settings run in the same processes, alternating, and the median step times
 and their ratio are printed. find_unused_parameters=True walks the autograd graph after every forward to find
@@ -22,8 +22,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from transformers import InstructBlipForConditionalGeneration
 
-from sit_vqa.model import configure_trainable
-from sit_vqa.replicas import replica_config
+from sit_vqa.modeling.loading import configure_trainable
+from sit_vqa.modeling.replicas import replica_config
 
 
 def batch(config, size: int = 2, text: int = 48) -> dict:

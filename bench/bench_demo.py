@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from sit_vqa.demo import GenerationOptions, VqaDemo
+from sit_vqa.apps.demo import GenerationOptions, VqaDemo
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "data" / "sample" / "val2014" / "COCO_val2014_000000325422.jpg"
 QUESTION = "What color is the shape?"

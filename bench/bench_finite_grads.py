@@ -4,10 +4,10 @@
     python bench/bench_finite_grads.py --repeats 20 --device cuda
 
 The stand-in gradients have the shapes of the parameters train.py trains on the hub model (Q-Former, query
-tokens, language projection of `sit_vqa.replicas.replica_config("vicuna-7b")` at full size, read on the meta
+tokens, language projection of `sit_vqa.modeling.replicas.replica_config("vicuna-7b")` at full size, read on the meta
 device: no 7B weights are built), filled with random fp32 values. Times, in the same run, the check this
 package used before (`isfinite().all()` per tensor, stacked: two kernels per tensor) and
-`sit_vqa.training.gradients_are_finite` (torch's multi-tensor 2-norm, then one isfinite), and prints the median of each
+`sit_vqa.training.trainer.gradients_are_finite` (torch's multi-tensor 2-norm, then one isfinite), and prints the median of each
 and their ratio.
 """
 
@@ -20,9 +20,9 @@ import time
 import torch
 from transformers import InstructBlipForConditionalGeneration
 
-from sit_vqa.model import configure_trainable
-from sit_vqa.replicas import replica_config
-from sit_vqa.training import gradients_are_finite
+from sit_vqa.modeling.loading import configure_trainable
+from sit_vqa.modeling.replicas import replica_config
+from sit_vqa.training.trainer import gradients_are_finite
 
 
 def trained_shapes() -> list[torch.Size]:

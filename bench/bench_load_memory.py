@@ -4,7 +4,7 @@ the device in the frozen dtype (after).
     python bench/bench_load_memory.py                  # ~1.08 B-parameter Vicuna-7B replica, bf16, cuda if present
     python bench/bench_load_memory.py --layers 3 --device cpu
 
-Writes a replica of Salesforce/instructblip-vicuna-7b (`sit_vqa.replicas.save_replica`, hidden 2048, 5
+Writes a replica of Salesforce/instructblip-vicuna-7b (`sit_vqa.modeling.replicas.save_replica`, hidden 2048, 5
 layers: 1.08 B random parameters, fp32 on disk like the hub's current files) into a temporary directory under
 /tmp, deleted afterwards. Each variant runs in a fresh process and reports its peak RSS (VmHWM: file pages
 of the memory-mapped safetensors included -- page cache that ranks on one machine share) and its peak
@@ -30,7 +30,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, threading, time, torch
-from sit_vqa.model import load_instructblip
+from sit_vqa.modeling.loading import load_instructblip
 directory, variant, device = sys.argv[1:4]
 
 def status(key):
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import torch
 
-    from sit_vqa.replicas import save_replica
+    from sit_vqa.modeling.replicas import save_replica
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     root = None if args.dir else Path(tempfile.mkdtemp(prefix="sit_vqa_load_bench_", dir="/tmp"))

@@ -1,4 +1,4 @@
-"""Benchmark: `sit_vqa.prepare` end to end on VQAv2-train-scale inputs, next to a plain stdlib join.
+"""Benchmark: `sit_vqa.apps.prepare` end to end on VQAv2-train-scale inputs, next to a plain stdlib join.
 
 Run (from the repository root, venv active):
 
@@ -11,7 +11,7 @@ The inputs are generated deterministically in the official formats at the size o
 annotations JSON). Each contender runs in its own subprocess, under /usr/bin/time -v where present, so
 wall time and peak RSS are those of a clean process:
 
-- `prepare`: `python -m sit_vqa.prepare ... --mode sit` (read, validate, join, build targets, save Arrow);
+- `prepare`: `python -m sit_vqa.apps.prepare ... --mode sit` (read, validate, join, build targets, save Arrow);
 - `stdlib`: `json.load` of the three files and a dict join building one record dict per question
   (no validation, no writing) -- the plain way, for scale.
 
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{key} {paths[key].stat().st_size / 1e6:.0f} MB"
                           for key in ("questions", "annotations", "captions")))
         out_dir = workdir / "prepared"
-        prepare = [sys.executable, "-m", "sit_vqa.prepare", "--questions", str(paths["questions"]),
+        prepare = [sys.executable, "-m", "sit_vqa.apps.prepare", "--questions", str(paths["questions"]),
                    "--annotations", str(paths["annotations"]), "--captions", str(paths["captions"]),
                    "--image-dir", str(paths["image_dir"]), "--out", str(out_dir), "--mode", "sit"]
         stdlib = [sys.executable, __file__, "--stdlib-join",

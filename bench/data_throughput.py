@@ -2,7 +2,7 @@
 
     python bench/data_throughput.py [--images 64] [--rounds 5] [--workdir /tmp/sit_vqa_photos]
 
-Inputs: procedural photo-like JPEGs at COCO size (640x480, quality 90; sit_vqa.data.photo_like), written
+Inputs: procedural photo-like JPEGs at COCO size (640x480, quality 90; sit_vqa.samples.photo_like), written
 once into --workdir. Target: the real InstructBLIP image size, BlipImageProcessorPil(size 224x224,
 bicubic, CLIP mean/std: the processor's defaults, read by both pipelines).
 
@@ -29,10 +29,10 @@ import torch
 from PIL import Image
 from transformers import BlipImageProcessorPil
 
-from sit_vqa.collate import SampleTransform
-from sit_vqa.data.photo_like import write_photo_like_jpegs
-from sit_vqa.images import image_transform
-from sit_vqa.tiny import (
+from sit_vqa.modeling.collate import SampleTransform
+from sit_vqa.samples.photo_like import write_photo_like_jpegs
+from sit_vqa.modeling.images import image_transform
+from sit_vqa.modeling.tiny import (
     IMAGE_TOKEN,
     build_tiny_qformer_tokenizer,
     build_tiny_word_tokenizer,

@@ -2,9 +2,9 @@
 
     python bench/eos_stop_vicuna.py
 
-Saves a tiny replica of Salesforce/instructblip-vicuna-7b (sit_vqa.replicas) to a temporary directory, loads
+Saves a tiny replica of Salesforce/instructblip-vicuna-7b (sit_vqa.modeling.replicas) to a temporary directory, loads
 it through the real path (`load_instructblip(DIR)`), scripts its LM to emit "red", "</s>", then "blue" forever,
-and generates three ways: the bare LM generation config of the hub files (eos 1), `sit_vqa.evaluation.
+and generates three ways: the bare LM generation config of the hub files (eos 1), `sit_vqa.evaluation.vqa.
 generate_texts`, and `generate(**generation_kwargs(tokenizer))` (what the demo and export use). Prints the
 new token ids and texts of each.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from sit_vqa.evaluation import GenerationSettings, generate_texts
-from sit_vqa.model import generation_kwargs, load_instructblip
-from sit_vqa.replicas import force_lm_output, replica_generation_config, save_replica
+from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts
+from sit_vqa.modeling.loading import generation_kwargs, load_instructblip
+from sit_vqa.modeling.replicas import force_lm_output, replica_generation_config, save_replica
 
 MAX_NEW_TOKENS = 8
 

@@ -3,7 +3,7 @@
     python bench/eval_throughput.py --size tiny                # CPU (tiny-t5: the T5 tiny model)
     python bench/eval_throughput.py --size vicuna-7b           # GPU: InstructBLIP-Vicuna-7B, random bf16 weights
 
-Generation is `sit_vqa.evaluation.generate_texts`, the function evaluate.py runs: DataLoader over the
+Generation is `sit_vqa.evaluation.vqa.generate_texts`, the function evaluate.py runs: DataLoader over the
 records (photo-like 640x480 JPEGs read and preprocessed per question), collator with left padding for
 decoder-only LMs, greedy `generate` under bf16 autocast on GPU. Two prompts, alternating in rounds in one
 process (median round reported):
@@ -13,7 +13,7 @@ process (median round reported):
 Random weights pick EOS only by chance: the 7B models (vocab 32k) generate the full budget, the tiny ones
 (vocab ~250) stop earlier now and then; the mean generated length is printed beside each figure.
 
-evaluate.py runs this same generation through `sit_vqa.sharded`: under torchrun / accelerate launch each
+evaluate.py runs this same generation through `sit_vqa.evaluation.sharded`: under torchrun / accelerate launch each
 process generates its share of the batches (the figures here are per process), and every batch's outputs
 are appended to OUT/partial/ with one write and one fsync, which these figures leave out.
 
@@ -32,10 +32,10 @@ import torch
 from train_throughput import FULL_SIZE, build
 from transformers import BlipImageProcessorPil, InstructBlipProcessor
 
-from sit_vqa import model as model_lib
-from sit_vqa.data.photo_like import write_photo_like_jpegs
+from sit_vqa.modeling import loading as model_lib
+from sit_vqa.samples.photo_like import write_photo_like_jpegs
 from sit_vqa.data.templates import Templates
-from sit_vqa.evaluation import GenerationSettings, generate_texts
+from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts
 
 QUESTIONS = ("What color is the umbrella?", "How many people are in the picture?", "Is the man wearing a hat?",
              "What is the dog doing?", "Where is the bus parked?", "What sport is being played?")

@@ -14,7 +14,7 @@ fp32) and each step is forward + backward + AdamW under bf16 autocast on synthet
 
 Two arms in the same process, same model, same batches, alternating in blocks (median block reported):
 - baseline: pixel_values in, the frozen ViT runs every step, the attention the config defaults to;
-- cached:   the ViT's encoder states come in (sit_vqa.feature_cache: use_cached_features), as they
+- cached:   the ViT's encoder states come in (sit_vqa.modeling.feature_cache: use_cached_features), as they
             would from the feature cache; with --attention, that attention implementation too.
 It prints samples/s, ms/step and peak memory of each arm, the ratio, the model FLOPs per sample
 counted from the config (below), and MFU against a bf16 matmul peak measured on the same GPU in the
@@ -42,14 +42,14 @@ from transformers import (
     InstructBlipForConditionalGeneration,
 )
 
-from sit_vqa import model as model_lib
-from sit_vqa.collate import IGNORE_INDEX
-from sit_vqa.feature_cache import encoder_states, use_cached_features
-from sit_vqa.precision import keep_trained_fp32
-from sit_vqa.replicas import replica_config
-from sit_vqa.tiny import build_tiny_instructblip
+from sit_vqa.modeling import loading as model_lib
+from sit_vqa.modeling.collate import IGNORE_INDEX
+from sit_vqa.modeling.feature_cache import encoder_states, use_cached_features
+from sit_vqa.modeling.precision import keep_trained_fp32
+from sit_vqa.modeling.replicas import replica_config
+from sit_vqa.modeling.tiny import build_tiny_instructblip
 
-FULL_SIZE = ("vicuna-7b", "flan-t5-xl")  # the hub checkpoints' structure at full size: sit_vqa.replicas
+FULL_SIZE = ("vicuna-7b", "flan-t5-xl")  # the hub checkpoints' structure at full size: sit_vqa.modeling.replicas
 
 
 # ------------------------------------------------------------------------------------------- models

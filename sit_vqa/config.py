@@ -25,8 +25,8 @@ from typing import Any, Literal
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from sit_vqa import precision
-from sit_vqa.data.generated import ensure_sample, split_paths
+from sit_vqa.modeling import precision
+from sit_vqa.samples.generated import ensure_sample, split_paths
 from sit_vqa.data.join import JoinOptions
 from sit_vqa.errors import ConfigError
 
@@ -116,7 +116,7 @@ class DataArguments(JoinOptions):
     train_captions: str | None = field(default=None, metadata={"help": "COCO captions_train2014.json"})
     train_image_dir: str | None = field(default=None, metadata={"help": "Directory of the COCO train2014 images."})
     train_dataset_dir: str | None = field(
-        default=None, metadata={"help": "A dataset prepared by `python -m sit_vqa.prepare` (instead of raw files)."}
+        default=None, metadata={"help": "A dataset prepared by `python -m sit_vqa.apps.prepare` (instead of raw files)."}
     )
     eval_questions: str | None = field(default=None, metadata={"help": "Validation questions (VQA scoring)."})
     eval_annotations: str | None = field(default=None, metadata={"help": "Validation annotations."})
@@ -125,7 +125,7 @@ class DataArguments(JoinOptions):
     eval_dataset_dir: str | None = field(default=None, metadata={"help": "A prepared validation dataset."})
     sample_dir: str | None = field(
         default=None,
-        metadata={"help": "Generate the procedural sample (sit_vqa.data.sample: official VQAv2 + COCO formats) into "
+        metadata={"help": "Generate the procedural sample (sit_vqa.samples.scenes: official VQAv2 + COCO formats) into "
                   "this directory on first use and train and evaluate on it; it sets the train_*/eval_* files."},
     )
     sample_train_images: int = field(default=64, metadata={"help": "sample_dir: train2014 images to generate."})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sit_vqa.tiny import build_tiny_causal_lm, build_tiny_instructblip
+from sit_vqa.modeling.tiny import build_tiny_causal_lm, build_tiny_instructblip
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +49,9 @@ def blue_image():
 
 @pytest.fixture(scope="session")
 def replica_dirs(tmp_path_factory):
-    """{"vicuna-7b": DIR, "flan-t5-xl": DIR}: tiny replicas of the hub checkpoints' structure (sit_vqa.replicas),
+    """{"vicuna-7b": DIR, "flan-t5-xl": DIR}: tiny replicas of the hub checkpoints' structure (sit_vqa.modeling.replicas),
     saved once per session with save_pretrained. Read-only: load them with load_instructblip(DIR)."""
-    from sit_vqa.replicas import KINDS, save_replica
+    from sit_vqa.modeling.replicas import KINDS, save_replica
 
     root = tmp_path_factory.mktemp("replicas")
     return {kind: save_replica(kind, root / kind) for kind in KINDS}
@@ -61,7 +61,7 @@ def replica_dirs(tmp_path_factory):
 def quickstart_run(tmp_path_factory):
     """A run directory of the quickstart recipe, trained for a few steps (the demo and export tests' checkpoint)."""
     from sit_vqa.config import load_config
-    from sit_vqa.training import run_training
+    from sit_vqa.training.trainer import run_training
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path_factory.mktemp("quickstart_run")
@@ -78,7 +78,7 @@ def learned_quickstart(tmp_path_factory):
     """(final checkpoint dir, RunConfig) of the README's first command, `python train.py --config quickstart.yaml`,
     trained once per session into a temporary directory (its generated sample too)."""
     from sit_vqa.config import load_config
-    from sit_vqa.training import run_training
+    from sit_vqa.training.trainer import run_training
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path_factory.mktemp("learned_quickstart")

@@ -83,13 +83,13 @@ def test_evaluate_py_bad_input(case, tmp_path):
 def test_prepare_bad_input(tmp_path):
     common = ["--captions", str(SAMPLE / "captions_val2014.json"), "--image-dir", str(SAMPLE / "val2014"),
               "--out", str(tmp_path / "out")]
-    swapped = run("-m", "sit_vqa.prepare", "--questions", str(VAL_ANNOTATIONS), "--annotations", str(VAL_QUESTIONS),
+    swapped = run("-m", "sit_vqa.apps.prepare", "--questions", str(VAL_ANNOTATIONS), "--annotations", str(VAL_QUESTIONS),
                   *common)
     assert_clean_exit_2(swapped, "this is an annotations file", "check the --questions argument")
-    missing = run("-m", "sit_vqa.prepare", "--questions", str(tmp_path / "nope.json"), "--annotations",
+    missing = run("-m", "sit_vqa.apps.prepare", "--questions", str(tmp_path / "nope.json"), "--annotations",
                   str(VAL_ANNOTATIONS), *common)
     assert_clean_exit_2(missing, "nope.json")
-    bad_choice = run("-m", "sit_vqa.prepare", "--questions", str(VAL_QUESTIONS), "--annotations",
+    bad_choice = run("-m", "sit_vqa.apps.prepare", "--questions", str(VAL_QUESTIONS), "--annotations",
                      str(VAL_ANNOTATIONS), *common, "--mode", "both")
     assert_clean_exit_2(bad_choice, "--mode")
 
@@ -105,7 +105,7 @@ def test_metric_cli_bad_input(tmp_path):
 def test_sample_generator_bad_input(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    assert_clean_exit_2(run("-m", "sit_vqa.data.sample", "--out", str(blocker)), str(blocker))
+    assert_clean_exit_2(run("-m", "sit_vqa.samples.scenes", "--out", str(blocker)), str(blocker))
 
 
 # ------------------------------------------------------------------------ bad files a new user may have
@@ -133,7 +133,7 @@ def test_ids_beyond_int64_blank_captions_and_an_empty_alpaca_file(tmp_path):
 
     def prepare(**replaced):
         chosen = {**files, **{f"--{k}": v for k, v in replaced.items()}}
-        return run("-m", "sit_vqa.prepare", *[str(x) for pair in chosen.items() for x in pair],
+        return run("-m", "sit_vqa.apps.prepare", *[str(x) for pair in chosen.items() for x in pair],
                    "--out", str(tmp_path / "out"))
 
     assert_clean_exit_2(prepare(questions=questions), f"{questions}: $.questions[3].question_id is {2**70}",
@@ -161,7 +161,7 @@ IMAGE = SAMPLE / "val2014" / "COCO_val2014_000000325422.jpg"
 
 
 def demo(checkpoint: Path, *extra: str) -> subprocess.CompletedProcess:
-    return run("-m", "sit_vqa.demo", "--checkpoint", str(checkpoint), "--image", str(IMAGE), "--question",
+    return run("-m", "sit_vqa.apps.demo", "--checkpoint", str(checkpoint), "--image", str(IMAGE), "--question",
                "What color is the shape?", "--device", "cpu", "--max-new-tokens", "4", *extra)
 
 

@@ -221,7 +221,7 @@ def test_train_and_prepare_help_show_the_same_join_defaults():
     texts = [
         subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, check=True,
                        cwd=CONFIG_DIR.parent).stdout
-        for command in (["train.py"], ["-m", "sit_vqa.prepare"])
+        for command in (["train.py"], ["-m", "sit_vqa.apps.prepare"])
     ]
     train, prepare = (_help_defaults(text, join_options) for text in texts)
     assert train == prepare

@@ -7,7 +7,7 @@ import pytest
 import evaluate
 import train
 from sit_vqa.config import load_config
-from sit_vqa.miniature import reference_scores
+from sit_vqa.apps.miniature import reference_scores
 
 
 @pytest.mark.slow

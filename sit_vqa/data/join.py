@@ -87,7 +87,7 @@ CAPTION_POLICIES: tuple[str, ...] = typing.get_args(CaptionPolicy)
 @dataclass(frozen=True)
 class JoinOptions:
     """How to join and which records to build: the one declaration of these options (default, help text,
-    validation). The run config's DataArguments extends it, and `python -m sit_vqa.prepare` builds its command
+    validation). The run config's DataArguments extends it, and `python -m sit_vqa.apps.prepare` builds its command
     line from it, so both show and use the same defaults. Never mutated."""
 
     mode: Mode = field(default="sit", metadata={

@@ -84,7 +84,7 @@ def load_prepared(directory: str | Path):
     if not report_path.is_file():
         raise DataError(
             f"{directory} is not a prepared dataset (no {REPORT_FILE}); create it with "
-            f"`python -m sit_vqa.prepare ... --out {directory}`"
+            f"`python -m sit_vqa.apps.prepare ... --out {directory}`"
         )
     try:
         report = JoinReport.from_dict(json.loads(report_path.read_text()))

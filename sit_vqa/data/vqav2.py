@@ -31,7 +31,7 @@ from sit_vqa.files import (
     read_bytes,
     wrong_file_hint,
 )
-from sit_vqa.vqa_format import (
+from sit_vqa.data.vqa_format import (
     ANNOTATIONS_FILE,
     QUESTIONS_FILE,
     AnnotationsFile,

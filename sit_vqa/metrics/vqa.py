@@ -74,7 +74,7 @@ from sit_vqa.files import (
     write_text_atomically,
     wrong_file_hint,
 )
-from sit_vqa.vqa_format import (
+from sit_vqa.data.vqa_format import (
     Annotation,
     AnnotationsFile,
     Question,

@@ -477,7 +477,7 @@ def test_bad_input_writes_nothing(official_files, tmp_path):
 
 
 def test_load_prepared_explains_what_is_missing(tmp_path):
-    with pytest.raises(DataError, match="not a prepared dataset .*python -m sit_vqa.prepare"):
+    with pytest.raises(DataError, match="not a prepared dataset .*python -m sit_vqa.apps.prepare"):
         load_prepared(tmp_path)
     (tmp_path / REPORT_FILE).write_text("{}")
     with pytest.raises(DataError, match="damaged"):

@@ -1,0 +1,160 @@
+"""Export a checkpoint as a standalone model directory that loads with plain transformers.
+
+    python -m sit_vqa.apps.export --checkpoint runs/vqa_sit/final --out exported/sit-vicuna7b [--report runs/eval/sit]
+
+A checkpoint holds only the trained weights and names its base model; the export merges the two into one
+`save_pretrained` directory (config.json, model.safetensors, processor files), so that
+
+    model = InstructBlipForConditionalGeneration.from_pretrained(DIR)
+    processor = InstructBlipProcessor.from_pretrained(DIR)
+
+is all a user needs. Its generation_config.json (and the LM's config) carry the tokenizer's EOS, which the
+model was trained to end with: the hub checkpoints name another one, and generation would not stop.
+Beside the model: README.md (a model card: base model, the SIT recipe, the prompt, the scores of an
+evaluation if one is passed) and sit_vqa_export.json (training mode and templates, for `sit_vqa.apps.demo`).
+The directory is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sit_vqa.modeling.checkpoint import load_checkpoint, resolve_checkpoint
+from sit_vqa.data.templates import load_templates
+from sit_vqa.apps.demo import EXPORT_MANIFEST_NAME
+from sit_vqa.errors import SitVqaError
+from sit_vqa.evaluation.vqa import prompt_for_mode
+from sit_vqa.files import atomic_path
+from sit_vqa.modeling.loading import align_generation_config, generation_kwargs
+from sit_vqa.evaluation.reports import read_report
+
+EXPORT_FORMAT = "sit-vqa-export/1"
+
+
+class ExportError(SitVqaError, ValueError):
+    """A checkpoint that cannot be exported, or an output directory that would be overwritten."""
+
+
+def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path | None = None,
+                 base_model: str | Path | None = None) -> Path:
+    """Write the standalone model of `checkpoint` (a run or checkpoint directory) to `out_dir`; returns it.
+    `base_model` replaces the base model the checkpoint names (a copy elsewhere)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir} exists and is not empty; pass a new --out directory (nothing is overwritten)")
+    scores = read_report(report) if report else None
+    directory = resolve_checkpoint(checkpoint)
+    model, processor, manifest = load_checkpoint(directory, device="cpu", base_model=base_model)
+    if manifest.get("model_type") != "instructblip":
+        raise ExportError(f"{directory}: only InstructBLIP checkpoints can be exported, got {manifest.get('model_type')!r}")
+    _set_trained_eos(model, processor)
+    trained = manifest["config"]
+    info = {
+        "format": EXPORT_FORMAT,
+        "source_checkpoint": str(directory.resolve()),
+        "global_step": manifest.get("global_step"),
+        "mode": trained.get("mode"),
+        "prompt": prompt_for_mode(trained.get("mode")),
+        "templates": trained.get("templates") or {},
+        "image_pipeline": trained.get("image_pipeline", "plain"),
+        "max_instruction_length": trained.get("max_instruction_length", 128),
+    }
+    with atomic_path(out_dir) as staging:  # an export cut off leaves nothing under out_dir
+        model.save_pretrained(staging)  # safetensors (transformers' default)
+        processor.save_pretrained(staging)
+        (staging / EXPORT_MANIFEST_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(model_card(manifest, info, scores), encoding="utf-8")
+    return out_dir
+
+
+def _set_trained_eos(model, processor) -> None:
+    """Make every generation config of the export end at the tokenizer's EOS (the one the targets end with).
+
+    InstructBLIP's generate() hands over to the language model's own generate(), whose generation config
+    comes from the text config on loading: both need the id.
+    """
+    align_generation_config(model, processor.tokenizer)
+    ids = generation_kwargs(processor.tokenizer)  # loaders rebuild the LM's generation config from its text config
+    model.config.text_config.eos_token_id, model.config.text_config.pad_token_id = ids["eos_token_id"], ids["pad_token_id"]
+
+
+def model_card(manifest: Mapping[str, Any], info: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
+    """README.md of the export: what it is, how it was trained, how to prompt it, how well it scored."""
+    config = manifest["config"]
+    templates = load_templates(info["templates"])
+    prompt = info["prompt"]
+    base = config.get("model_name_or_path") or f"the tiny offline InstructBLIP built in code (tiny_model: {config.get('tiny_model')})"
+    trained = "every weight" if config.get("train_all") else "the Q-Former, its query tokens and the language projection (ViT and LLM frozen)"
+    lines = [
+        "# sit-vqa export", "",
+        f"InstructBLIP fine-tuned with sequential instruction tuning (SIT) by sit-vqa, merged into one standalone "
+        f"model directory. Base model: `{base}`. Exported from `{info['source_checkpoint']}` "
+        f"(step {info['global_step']}).", "",
+        "## Training recipe", "",
+        f"- mode: `{info['mode']}` (sit: describe the image, then answer; baseline: answer only)",
+        f"- trained: {trained}",
+        f"- learning rate {config.get('learning_rate')}, batch {config.get('per_device_train_batch_size')} per device, "
+        f"{config.get('num_train_epochs')} epochs, seed {config.get('seed')}",
+        f"- target: `{(templates.sit_target if prompt == 'sit' else templates.baseline_target)!r}`", "",
+        "## Prompt", "",
+        f"Ask with the {prompt} instruction (the question at its end):", "",
+        "```", getattr(templates, f"{prompt}_instruction").replace("{question}", "<question>"), "```", "",
+        "```python",
+        "from PIL import Image",
+        "from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor",
+        "model = InstructBlipForConditionalGeneration.from_pretrained(DIR)",
+        "processor = InstructBlipProcessor.from_pretrained(DIR)",
+        f"prompt = {getattr(templates, f'{prompt}_instruction')!r}.format(question='What is on the table?')",
+        "inputs = processor(images=Image.open('photo.jpg').convert('RGB'), text=prompt, return_tensors='pt')",
+        "ids = model.generate(**inputs, max_new_tokens=64)",
+        "print(processor.batch_decode(ids[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)[0])"
+        if not _is_t5(config) else "print(processor.batch_decode(ids, skip_special_tokens=True)[0])",
+        "```", "",
+        "`python -m sit_vqa.apps.demo --checkpoint DIR --serve` serves it as a web page; its output splits into "
+        "description and answer at the \"Description:\" / \"Answer:\" markers.", "",
+        "## Scores", "",
+    ]
+    lines += _score_lines(report) if report else ["Not evaluated at export time (pass `--report` to include scores)."]
+    return "\n".join(lines) + "\n"
+
+
+def _is_t5(config: Mapping[str, Any]) -> bool:
+    return config.get("tiny_model") == "t5" or "t5" in str(config.get("model_name_or_path") or "").lower()
+
+
+def _score_lines(report: Mapping[str, Any]) -> list[str]:
+    settings = report.get("settings", {})
+    lines = [
+        f"VQA accuracy ({report['metric']}) on {report.get('num_questions')} {settings.get('split', '')} questions, "
+        f"prompt {settings.get('prompt')}:", "",
+        "| | Accuracy |", "|---|---:|", f"| overall | {report['overall']:.2f} |",
+    ]
+    lines += [f"| {name} | {value:.2f} |" for name, value in report["perAnswerType"].items()]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sit_vqa.apps.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="run directory or checkpoint-N / final directory")
+    parser.add_argument("--out", required=True, help="new directory for the standalone model")
+    parser.add_argument("--report", help="report.json of an evaluation of this checkpoint (or its directory)")
+    parser.add_argument("--base-model", help="the checkpoint's base model (a save_pretrained directory or hub id), "
+                        "when it is not where the checkpoint says")
+    args = parser.parse_args(argv)
+    try:
+        out = export_model(args.checkpoint, args.out, args.report, args.base_model)
+    except SitVqaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The checkpoint format: trainable weights only, a manifest, the processor files; resolving and loading one.
+
+A checkpoint directory holds:
+    trainable.safetensors     the weights that were trained (Q-Former, query tokens, projection; or LoRA)
+    sit_vqa_checkpoint.json   the manifest: base model to rebuild from, the frozen weights' dtype, the run's
+                              full config, the step
+    processor / tokenizer files (save_pretrained), so the checkpoint can be used without the config
+    base_model/               for a tiny model built in code: its base weights (a few hundred KB), so the
+                              directory stays usable when copied alone. A hub id or a local directory (stored
+                              as an absolute path, checked on loading) is named in the manifest instead;
+                              `base_model=` (--base-model) points at another copy.
+and, inside a training run, the Trainer's resume state (optimizer.pt, scheduler.pt, rng_state*.pth,
+trainer_state.json), which are loaded with `weights_only=True` only.
+
+The manifest is written last: a directory without it is not a checkpoint (a save that was cut off).
+
+    model, processor, manifest = load_checkpoint("runs/vqa_sit/final")   # ready for generation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from sit_vqa.modeling import precision
+from sit_vqa.config import ModelArguments
+from sit_vqa.errors import CheckpointError
+from sit_vqa.files import atomic_path, write_json_atomically
+from sit_vqa.modeling.loading import build_model
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "sit_vqa_checkpoint.json"
+WEIGHTS_NAME = "trainable.safetensors"
+BASE_MODEL_DIR = "base_model"
+FORMAT = "sit-vqa-checkpoint/1"
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_SHOWN_NAMES = 3
+
+# ---------------------------------------------------------------------------------------- trainable weights
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require grad, by name, detached (what a checkpoint needs to hold)."""
+    return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def save_trainable_weights(model: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write the trainable parameters to a safetensors file atomically."""
+    path = Path(path)
+    tensors = {name: tensor.contiguous().cpu() for name, tensor in trainable_state_dict(model).items()}
+    if not tensors:
+        raise CheckpointError(f"refusing to write {path}: the model has no trainable parameters")
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt", "model_class": type(model).__name__})
+    return path
+
+
+def load_trainable_weights(
+    model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True, expected: Iterable[str] | None = None
+) -> list[str]:
+    """Copy the weights of a `save_trainable_weights` file into model; return the names loaded.
+
+    Every key must name a parameter of the model and every shape must match; with `expected` (the names the
+    file must hold: the trainable parameters of the model it is loaded into), none of them may be missing.
+    strict=False skips unknown keys and allows missing ones (a partial load). Values are cast to each
+    parameter's dtype and device.
+    """
+    path = Path(path)
+    try:
+        tensors = load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"cannot read trainable weights from {path}: {error}") from error
+    params = dict(model.named_parameters())
+    unknown = [name for name in tensors if name not in params]
+    if unknown and strict:
+        raise CheckpointError(
+            f"{path}: {len(unknown)} tensor(s) are not parameters of {type(model).__name__}, e.g. "
+            f"{', '.join(unknown[:_SHOWN_NAMES])} (a checkpoint of another model or LM kind?); pass another "
+            "checkpoint, or allow a partial load (--allow-partial-load) to skip them"
+        )
+    for name in unknown:
+        logger.warning("%s: skipping unknown key %s", path, name)
+    missing = sorted(set(expected or ()) - set(tensors))
+    if missing and strict:
+        raise CheckpointError(
+            f"{path}: {len(missing)} of the model's {len(set(expected))} trained tensors are missing, e.g. "
+            f"{', '.join(missing[:_SHOWN_NAMES])} (the file is incomplete, or the checkpoint trained other "
+            "weights); train again or pass another checkpoint, or allow a partial load (--allow-partial-load)"
+        )
+    loaded = []
+    for name, tensor in tensors.items():
+        param = params.get(name)
+        if param is None:
+            continue
+        if param.shape != tensor.shape:
+            raise CheckpointError(
+                f"{path}: key {name!r} has shape {tuple(tensor.shape)} but the model's parameter has "
+                f"{tuple(param.shape)} (a checkpoint of a different model size?)"
+            )
+        with torch.no_grad():
+            param.copy_(tensor)
+        loaded.append(name)
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------- the directory
+
+
+def write_checkpoint(
+    directory: str | Path, model, processor, manifest: dict[str, Any], *, base_model_dir: Path | None = None
+) -> None:
+    """Write trainable weights, processor files, a copy of `base_model_dir` (a tiny model's base weights) and
+    (last, atomically) the manifest, which lists the trained tensors, into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_trainable_weights(model, directory / WEIGHTS_NAME)
+    if processor is not None:
+        processor.save_pretrained(directory)
+    if base_model_dir is not None:
+        shutil.copytree(base_model_dir, directory / BASE_MODEL_DIR, dirs_exist_ok=True)
+    trained = sorted(trainable_state_dict(model))
+    write_json_atomically(directory / MANIFEST_NAME, {"format": FORMAT, **manifest, "trained_tensors": trained})
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"{directory} is not a sit-vqa checkpoint (no {MANIFEST_NAME}); pass a checkpoint-N or final "
+            "directory written by train.py"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: the manifest is damaged ({error}); use another checkpoint") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise CheckpointError(f"{path}: unknown checkpoint format {found!r}; expected {FORMAT}")
+    return manifest
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The complete checkpoint-N directory with the highest N in `output_dir`, or None."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    complete = [
+        (int(match.group(1)), path)
+        for path in output_dir.iterdir()
+        if (match := _CHECKPOINT_DIR.match(path.name)) and (path / MANIFEST_NAME).is_file()
+    ]
+    return max(complete)[1] if complete else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory: then its `final` checkpoint, else its latest checkpoint-N."""
+    path = Path(path)
+    for candidate in (path, path / "final"):
+        if (candidate / MANIFEST_NAME).is_file():
+            return candidate
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(
+            f"{path} is not a sit-vqa checkpoint, nor a run directory holding one (no {MANIFEST_NAME} in it, "
+            "in final/ or in a checkpoint-N/); pass a checkpoint directory written by train.py, or leave "
+            "--checkpoint out for a zero-shot evaluation of the config's base model"
+        )
+    return latest
+
+
+# ------------------------------------------------------------------------------------------ resuming
+
+TRAINER_STATE_NAME = "trainer_state.json"
+RESUME_FILES = ("optimizer.pt", "scheduler.pt")  # without them the Trainer silently starts afresh
+
+
+def checkpoints_newest_first(output_dir: str | Path) -> list[Path]:
+    """Every checkpoint-N directory in `output_dir` (complete or not), highest N first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT_DIR.match(p.name)) and p.is_dir()]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def resume_problem(directory: Path) -> str | None:
+    """Why `directory` cannot be resumed from (in words), or None when it is intact: the manifest reads, the
+    trained weights read and hold exactly the tensors the manifest lists,
+    trainer_state.json parses at the step of the directory's name, and the optimizer, scheduler and RNG files
+    are complete archives. A save killed midway, a full disk or a damaged file each fail one of these
+    (transformers only fails on them with a traceback: https://github.com/huggingface/transformers/issues/29059)."""
+    for check in (_manifest_problem, _state_problem, _archives_problem):
+        if problem := check(directory):
+            return problem
+    return _weights_problem(directory)
+
+
+def _manifest_problem(directory: Path) -> str | None:
+    try:
+        read_manifest(directory)
+    except CheckpointError:
+        return f"no readable {MANIFEST_NAME} (a save that did not finish)"
+    return None
+
+
+def _state_problem(directory: Path) -> str | None:
+    path = directory / TRAINER_STATE_NAME
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{TRAINER_STATE_NAME} is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"{TRAINER_STATE_NAME} is damaged or truncated ({error})"
+    step = _CHECKPOINT_DIR.match(directory.name).group(1)
+    if not isinstance(state, dict) or str(state.get("global_step")) != step:
+        return f"{TRAINER_STATE_NAME} does not hold global_step {step}"
+    return None
+
+
+def _archives_problem(directory: Path) -> str | None:
+    """torch.save writes zip archives with a CRC per entry: testzip reads every byte without unpickling."""
+    present = {path.name for path in directory.iterdir()}
+    for name in RESUME_FILES:
+        if name not in present:
+            return f"{name} is missing"
+    for path in sorted(p for p in directory.iterdir() if p.name in RESUME_FILES or p.match("rng_state*.pth")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+        except (OSError, zipfile.BadZipFile) as error:
+            return f"{path.name} is truncated or not a torch.save archive ({error})"
+        if damaged is not None:
+            return f"{path.name} is damaged (entry {damaged} fails its checksum)"
+    return None
+
+
+def _weights_problem(directory: Path) -> str | None:
+    path = directory / WEIGHTS_NAME
+    try:
+        names = set(load_file(path))  # reads every tensor: a truncated file fails here
+    except (OSError, SafetensorError) as error:
+        return f"{WEIGHTS_NAME} is unreadable ({error})"
+    expected = read_manifest(directory).get("trained_tensors")  # absent in older manifests
+    if expected is not None:
+        expected = set(expected)
+        missing, unknown = sorted(expected - names), sorted(names - expected)
+        if missing or unknown:
+            return (f"{WEIGHTS_NAME} does not fit the model: {len(missing)} trained tensor(s) missing "
+                    f"{missing[:_SHOWN_NAMES]}, {len(unknown)} unknown {unknown[:_SHOWN_NAMES]}")
+    return None
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def model_arguments(manifest: dict[str, Any], directory: Path, base_model: str | Path | None = None) -> ModelArguments:
+    """The model settings a checkpoint was trained with. Its base model is the one the manifest names (a
+    directory stored with the checkpoint resolves against it), or `base_model` when given; a local one that
+    is missing is a CheckpointError saying which and how to point at a copy."""
+    names = {f.name for f in dataclasses.fields(ModelArguments)}
+    args = ModelArguments(**{k: v for k, v in manifest["config"].items() if k in names})
+    if base_model is not None:
+        return dataclasses.replace(args, model_name_or_path=str(base_model), tiny_model=None)
+    base = manifest.get("base_model")
+    if not base or not (manifest.get("base_model_is_relative") or manifest.get("base_model_is_local")):
+        return args  # a hub id (or the manifest of an older version)
+    path = (directory / base).resolve()  # an absolute path stays itself
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"{directory}: its base model is missing: {path} (a checkpoint holds only the trained weights and "
+            f"names the base model they were trained on). Put that model there, or pass --base-model DIR (a "
+            "save_pretrained directory or a hub id of the same base model)"
+        )
+    return dataclasses.replace(args, model_name_or_path=str(path), tiny_model=None)
+
+
+def frozen_dtype(manifest: dict[str, Any]) -> torch.dtype:
+    """The dtype the run's frozen weights had (float32 for checkpoints that predate the field)."""
+    return precision.dtype_from_name(manifest.get("frozen_dtype", "float32"))
+
+
+def load_checkpoint(
+    directory: str | Path, device: str | None = None, *, dtype: torch.dtype | None = None,
+    allow_partial: bool = False, base_model: str | Path | None = None,
+):
+    """Rebuild (model, processor, manifest) from a checkpoint directory (or a run directory), ready for
+    generation. The frozen weights get the dtype the run trained with unless `dtype` says otherwise; the
+    weights file must hold every trained tensor (allow_partial: load what is there). `base_model` replaces
+    the base model the manifest names (a copy elsewhere)."""
+    directory = resolve_checkpoint(directory)
+    manifest = read_manifest(directory)
+    model, processor = build_model(
+        model_arguments(manifest, directory, base_model), dtype=dtype or frozen_dtype(manifest), device=device,
+        quiet=True,
+    )
+    load_trainable_weights(
+        model, directory / WEIGHTS_NAME, strict=not allow_partial, expected=trainable_state_dict(model)
+    )
+    model.eval()
+    return model, processor, manifest

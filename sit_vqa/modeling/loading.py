@@ -1,0 +1,325 @@
+"""Real models: loading InstructBLIP or a causal LM (hub id or local directory), what trains (the paper's
+freezing policy, LoRA), the precision of the weights (`sit_vqa.modeling.precision` decides it), and the generation
+helpers every consumer shares.
+
+    model, processor = build_model(config.model, dtype=torch.bfloat16)   # loaded, frozen, fp32 trained weights
+
+`build_model` builds the tiny offline models of `sit_vqa.modeling.tiny` when the config asks for one; checkpoints
+(trainable weights, manifest, resolving and loading one) are `sit_vqa.modeling.checkpoint`, which uses this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub.errors import HFValidationError
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from sit_vqa.modeling import precision
+from sit_vqa.config import ModelArguments
+from sit_vqa.errors import ConfigError, ModelLoadError
+from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+    def __str__(self) -> str:
+        return f"trainable params: {self.trainable:,} / total {self.total:,} ({100 * self.fraction:.2f}%)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading from the hub or a local directory
+# ----------------------------------------------------------------------------------------------
+
+
+def load_instructblip(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    local_files_only: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
+    """Load InstructBLIP and its processor from a hub id or a local directory (save_pretrained layout).
+
+    dtype: weights dtype, default float32 (`precision.frozen_dtype` decides it for a run).
+    device: where the weights go, each tensor straight from the file in `dtype` (default: the CPU). A GPU
+    rank then never holds a CPU copy of the model (7B in fp32: 15.8 GB of RAM per rank otherwise).
+    `query_tokens` stay fp32 whatever the dtype (the Q-Former casts them to its own dtype).
+    Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
+    """
+    source = str(name_or_path)
+    options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+    try:
+        processor = InstructBlipProcessor.from_pretrained(source, **options)
+        model = InstructBlipForConditionalGeneration.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        )
+    except (OSError, HFValidationError) as error:
+        raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
+    _ensure_image_token(model, processor)
+    align_generation_config(model, processor.tokenizer)
+    # transformers upcasts `_keep_in_fp32_modules` (query_tokens) only for fp16 loads, not bf16
+    model.query_tokens.data = model.query_tokens.data.float()
+    return model.eval(), processor
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    local_files_only: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer (text-only path) from a hub id or a local directory (dtype and
+    device as for `load_instructblip`)."""
+    source = str(name_or_path)
+    options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        )
+    except (OSError, HFValidationError) as error:
+        raise ModelLoadError(_load_error_message("the causal LM", source, error)) from error
+    align_generation_config(model, tokenizer)
+    return model.eval(), tokenizer
+
+
+def _device_map(device: str | torch.device | None) -> dict[str, torch.device] | None:
+    # the whole model on one device (no accelerate dispatch across devices)
+    return None if device is None else {"": torch.device(device)}
+
+
+def _load_error_message(what: str, source: str, error: Exception) -> str:
+    first_line = str(error).strip().split("\n", 1)[0]
+    if Path(source).is_dir():
+        return (
+            f"Could not load {what} from the directory {source!r}: {first_line}\n"
+            "The directory must hold a complete save_pretrained() copy (config.json, the weights, and the "
+            "tokenizer / processor files). Re-download it with `hf download <hub id> --local-dir "
+            f"{source}`."
+        )
+    return (
+        f"Could not load {what} {source!r}: {first_line}\n"
+        f"It is not a local directory, and the Hugging Face Hub could not serve it (no network, offline mode, "
+        f"a gated or misspelled repo). On a machine with network run `hf download {source} --local-dir DIR` "
+        "(`huggingface-cli download` in older huggingface_hub releases), copy DIR here and pass DIR instead of "
+        "the hub id. If the model is already in the local Hugging Face cache, set local_files_only=True "
+        "(or HF_HUB_OFFLINE=1)."
+    )
+
+
+def _ensure_image_token(model: InstructBlipForConditionalGeneration, processor: InstructBlipProcessor) -> None:
+    """Make config.image_token_index and the processor agree on the <image> placeholder.
+
+    Older hub configs have image_token_index=None, and forward then fails cryptically; older
+    processors have num_query_tokens=None (transformers #25426 is the pad-id twin of this).
+    """
+    tokenizer = processor.tokenizer
+    image_token_id = tokenizer.convert_tokens_to_ids(str(processor.image_token))
+    configured = model.config.image_token_index
+    if configured is None:
+        logger.warning("config.image_token_index is None; using the tokenizer's %s id %d", IMAGE_TOKEN, image_token_id)
+        model.config.image_token_index = image_token_id
+    elif configured != image_token_id:
+        raise ModelLoadError(
+            f"config.image_token_index={configured} but the tokenizer maps {IMAGE_TOKEN} to {image_token_id}: "
+            "the model and processor files come from different checkpoints"
+        )
+    if image_token_id >= model.get_input_embeddings().num_embeddings:
+        # The processor added <image> to an old tokenizer; its embedding row is always overwritten
+        # by the Q-Former output (masked_scatter), so a new random row is harmless.
+        logger.warning("resizing the LM embeddings to %d to make room for %s", len(tokenizer), IMAGE_TOKEN)
+        model.resize_token_embeddings(len(tokenizer))
+    if processor.num_query_tokens is None:
+        processor.num_query_tokens = model.config.num_query_tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# What trains, LoRA, and the model a config asks for
+# ----------------------------------------------------------------------------------------------
+
+
+def count_parameters(model: torch.nn.Module) -> ParamCounts:
+    params = list(model.parameters())
+    return ParamCounts(
+        trainable=sum(p.numel() for p in params if p.requires_grad), total=sum(p.numel() for p in params)
+    )
+
+
+def configure_trainable(
+    model: PreTrainedModel,
+    *,
+    train_vision_post_layernorm: bool = False,
+    train_all: bool = False,
+    quiet: bool = False,
+) -> ParamCounts:
+    """Freeze InstructBLIP as in the paper: only the Q-Former, query tokens and language projection train.
+
+    train_vision_post_layernorm: also train the ViT's last layer norm (LAVIS's `ln_vision` trains).
+    train_all: train every weight (the tiny-model experiments; any model, e.g. a causal LM).
+    Prints "trainable params: X / total Y (Z%)" unless quiet, and returns the counts.
+    """
+    if not train_all and not isinstance(model, InstructBlipForConditionalGeneration):
+        raise TypeError(  # a programming error: configs route causal_lm to train_all or LoRA
+            f"the Q-Former freezing policy needs InstructBlipForConditionalGeneration, got {type(model).__name__}; "
+            "pass train_all=True to train every weight, or use apply_lora"
+        )
+    model.requires_grad_(train_all)
+    if not train_all:
+        for module in (model.qformer, model.language_projection):
+            module.requires_grad_(True)
+        model.query_tokens.requires_grad_(True)
+        if train_vision_post_layernorm:
+            model.vision_model.post_layernorm.requires_grad_(True)
+    counts = count_parameters(model)
+    if not quiet:
+        print(counts)
+    return counts
+
+
+def apply_lora(
+    model: PreTrainedModel,
+    *,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.05,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+) -> PreTrainedModel:
+    """Wrap a causal LM with LoRA adapters (peft); only the adapters train. Prints the counts."""
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM"
+    )
+    peft_model = get_peft_model(model, config)
+    print(count_parameters(peft_model))
+    return peft_model
+
+
+def build_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, device: str | None = None, quiet: bool = False):
+    """(model, processor) as a config asks: the base model (hub id, local directory or tiny offline model) with
+    its frozen weights in `dtype` (decide it with `precision.frozen_dtype`), LoRA or the freezing policy applied,
+    trained weights in fp32. For causal_lm the 'processor' is the tokenizer. Prints trainable / total counts
+    unless quiet."""
+    model, processor = load_base_model(args, dtype=dtype, device=device)
+    return prepare_for_training(model, args, dtype, quiet=quiet), processor
+
+
+def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """(model, processor) before freezing: from a hub id, a local directory or the tiny offline builder."""
+    # loaded straight onto `device` in `dtype`: no full CPU copy per rank
+    common = dict(dtype=dtype, device=device, local_files_only=args.local_files_only,
+                  trust_remote_code=args.trust_remote_code)
+    if args.model_type == "instructblip":
+        if args.tiny_model:
+            model, processor = build_tiny_instructblip(
+                args.tiny_model, seed=args.tiny_model_seed, image_size=args.tiny_image_size,
+                patch_size=args.tiny_patch_size, num_query_tokens=args.tiny_num_query_tokens,
+                hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers,
+            )
+        else:
+            model, processor = load_instructblip(args.model_name_or_path, **common)
+    elif args.tiny_model:
+        model, processor = build_tiny_causal_lm(
+            seed=args.tiny_model_seed, hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers
+        )
+    else:
+        model, processor = load_causal_lm(args.model_name_or_path, **common)
+    if device is not None:
+        model.to(device)  # the tiny models; a no-op for loaded ones
+    return model, processor
+
+
+def prepare_for_training(model, args: ModelArguments, dtype: torch.dtype, quiet: bool = False):
+    """LoRA adapters (causal_lm, if asked) or the freezing policy, then frozen weights in `dtype`."""
+    if args.model_type == "causal_lm" and args.use_lora:
+        return apply_lora(
+            model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules,
+        )
+    configure_trainable(
+        model,
+        train_vision_post_layernorm=args.train_vision_post_layernorm,
+        # a text-only causal LM without LoRA is fine-tuned fully
+        train_all=args.train_all or args.model_type == "causal_lm",
+        quiet=quiet,
+    )
+    precision.keep_trained_fp32(model, dtype)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def is_encoder_decoder(model: PreTrainedModel) -> bool:
+    """True when the language model is an encoder-decoder (T5), for InstructBLIP and plain LMs alike."""
+    config = model.config
+    if hasattr(config, "use_decoder_only_language_model"):
+        return not config.use_decoder_only_language_model
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def generation_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """eos_token_id and pad_token_id for `generate()`, from the tokenizer the targets were built with.
+
+    Every `generate()` call (evaluation, the in-training evaluation, the demo) passes these. The hub's
+    Salesforce/instructblip-vicuna-7b says eos 1 in its LM config and generation config while its tokenizer's
+    EOS (ending every training target) is "</s>" = 2; InstructBLIP's generate runs the language model's
+    generate with the LM's own generation config, so without these it never stops.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError("the LM tokenizer has no eos_token: generation could not stop (set one in its "
+                          "tokenizer_config.json)")
+    pad = tokenizer.pad_token_id
+    return {"eos_token_id": eos, "pad_token_id": eos if pad is None else pad}
+
+
+def align_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Write `generation_kwargs(tokenizer)` into the model's generation configs: its own (saved by
+    save_pretrained, so an exported model stops at the right EOS) and, for InstructBLIP, the language model's
+    (the one InstructBLIP's generate actually uses). The model configs keep the hub's values."""
+    ids = generation_kwargs(tokenizer)
+    language_model = getattr(model, "language_model", None)
+    for owner in (model, language_model):
+        config = getattr(owner, "generation_config", None)
+        if config is not None:
+            for key, value in ids.items():
+                setattr(config, key, value)
+
+
+def decode_generated(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, generated_ids: torch.Tensor, prompt_length: int
+) -> list[str]:
+    """Decode `generate()` output to texts, without the prompt.
+
+    Decoder-only LMs return prompt + new tokens, so the first prompt_length (the padded prompt
+    width, `input_ids.shape[1]`) columns are dropped; encoder-decoders return only decoder ids.
+    """
+    new_ids = generated_ids if is_encoder_decoder(model) else generated_ids[:, prompt_length:]
+    return [text.strip() for text in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]

@@ -1,0 +1,202 @@
+"""The demo's Python API and command line on a quickstart checkpoint: the evaluation's own outputs for the
+same inputs, image sources, prompts, streaming, batching, and clear errors for bad input."""
+
+import io
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sit_vqa.apps import demo as demo_cli
+from sit_vqa.config import load_config
+from sit_vqa.data.templates import BASELINE_TASK, SIT_TASK
+from sit_vqa.apps.demo import DemoInputError, GenerationOptions, VqaDemo, load_image
+from sit_vqa.errors import SitVqaError
+from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts, load_eval_records
+from sit_vqa.metrics.vqa import question_accuracy
+from tests.evaluation.test_evaluation import write_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_IMAGE = REPO / "data" / "sample" / "val2014" / "COCO_val2014_000000325422.jpg"
+# Flip to True once the quickstart learns (another issue): the easy-question test below then runs.
+SHORT = GenerationOptions(max_new_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def demo(quickstart_run):
+    return VqaDemo.load(quickstart_run)
+
+
+@pytest.fixture(scope="module")
+def eval_records():
+    config = load_config(REPO / "configs" / "quickstart.yaml")
+    return load_eval_records(config.data, prompt="sit", limit=6, seed=0).dataset
+
+
+def test_answers_equal_the_evaluations_predictions_for_the_same_inputs(demo, eval_records):
+    generations = generate_texts(demo.model, demo.processor, eval_records,
+                                 GenerationSettings(max_new_tokens=SHORT.max_new_tokens), progress=False)
+    replies = demo.ask_many([(r["image_path"], r["question"]) for r in eval_records], options=SHORT, batch_size=4)
+    assert [reply.raw for reply in replies] == generations
+    assert [reply.prompt for reply in replies] == list(eval_records["instruction"])
+    single = demo.ask(eval_records[1]["image_path"], eval_records[1]["question"], options=SHORT)
+    assert single == replies[1]  # batched (left-padded) and alone agree
+
+
+@pytest.mark.slow
+def test_a_learned_quickstart_answers_sample_questions_right(learned_quickstart):
+    """The demo on the README's quickstart checkpoint answers held-out sample questions far better than the
+    majority answer does (the quickstart's measured gap is 30 points; 15 are asked here)."""
+    final, config = learned_quickstart
+    records = load_eval_records(config.data, prompt="sit", limit=60, seed=0).dataset
+    demo = VqaDemo.load(final, device="cpu")
+    replies = demo.ask_many([(r["image_path"], r["question"]) for r in records])
+    accuracy = sum(question_accuracy(reply.answer, r["answers"]) for reply, r in zip(replies, records)) / len(records)
+    majority_answer = Counter(records["answer"]).most_common(1)[0][0]
+    majority = sum(question_accuracy(majority_answer, r["answers"]) for r in records) / len(records)
+    assert accuracy >= majority + 0.15, (accuracy, majority)
+    assert sum(reply.description is not None for reply in replies) >= 0.9 * len(replies)
+
+
+def test_path_bytes_and_pil_image_give_the_same_reply(demo):
+    question = "What color is the shape?"
+    by_path = demo.ask(SAMPLE_IMAGE, question, options=SHORT)
+    assert demo.ask(SAMPLE_IMAGE.read_bytes(), question, options=SHORT) == by_path
+    assert demo.ask(Image.open(SAMPLE_IMAGE), question, options=SHORT) == by_path
+    assert by_path.raw and by_path.description is not None  # a SIT checkpoint writes "Description: ..."
+
+
+def test_prompt_follows_the_training_mode_unless_chosen(demo):
+    assert demo.trained_mode == "sit" and demo.default_prompt() == "sit"
+    assert demo.ask(SAMPLE_IMAGE, "Is it red?", options=SHORT).prompt.startswith(SIT_TASK)
+    baseline = demo.ask(SAMPLE_IMAGE, "Is it red?", prompt="baseline", options=SHORT)
+    assert baseline.prompt == BASELINE_TASK + ".\nQuestion: Is it red?"
+
+
+def test_stream_grows_to_the_reply_of_ask(demo):
+    replies = list(demo.stream(SAMPLE_IMAGE, "How many shapes are there?", options=SHORT))
+    assert replies[-1] == demo.ask(SAMPLE_IMAGE, "How many shapes are there?", options=SHORT)
+    assert len(replies) > 2
+    partial = [reply.raw for reply in replies[:-1]]
+    assert all(later.startswith(earlier) for earlier, later in zip(partial, partial[1:]))
+
+
+def test_beam_search_and_sampling_settings_reach_generate(demo):
+    beams = GenerationOptions(max_new_tokens=12, num_beams=3)
+    assert list(demo.stream(SAMPLE_IMAGE, "Is it red?", options=beams)) == [demo.ask(SAMPLE_IMAGE, "Is it red?", options=beams)]
+    sampling = GenerationOptions(max_new_tokens=12, do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3)
+    assert sampling.generate_kwargs() == dict(max_new_tokens=12, num_beams=1, do_sample=True, repetition_penalty=1.3,
+                                              temperature=0.7, top_p=0.9)
+    assert isinstance(demo.ask(SAMPLE_IMAGE, "Is it red?", options=sampling).raw, str)
+    with pytest.raises(DemoInputError, match="top_p must be at most 1"):
+        GenerationOptions(top_p=1.5)
+    with pytest.raises(DemoInputError, match="max_new_tokens must be a positive integer"):
+        GenerationOptions(max_new_tokens=0)
+
+
+def test_bad_images_are_refused_with_a_message(tmp_path, monkeypatch):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("not a picture")
+    with pytest.raises(DemoInputError, match="notes.jpg is not an image file PIL can read"):
+        load_image(not_image)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(SAMPLE_IMAGE.read_bytes()[:2000])
+    with pytest.raises(DemoInputError, match="truncated.jpg is truncated or corrupt"):
+        load_image(truncated)
+    with pytest.raises(DemoInputError, match="the uploaded image is truncated or corrupt"):
+        load_image(SAMPLE_IMAGE.read_bytes()[:2000])
+    with pytest.raises(DemoInputError, match="image file not found"):
+        load_image(tmp_path / "missing.png")
+    width, height = Image.open(SAMPLE_IMAGE).size
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", width * height - 1)  # PIL only warns between 1x and 2x
+    with pytest.raises(DemoInputError, match="too large to decode safely"):
+        load_image(SAMPLE_IMAGE)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", width * height // 3)  # PIL's own error from 2x on
+    with pytest.raises(DemoInputError, match="too large to decode safely"):
+        load_image(SAMPLE_IMAGE.read_bytes())
+
+
+def test_bad_questions_are_refused_with_a_message(demo):
+    for empty in ("", "   \n"):
+        with pytest.raises(DemoInputError, match="the question is empty"):
+            demo.ask(SAMPLE_IMAGE, empty)
+    with pytest.raises(DemoInputError, match="characters long"):
+        demo.ask(SAMPLE_IMAGE, "is it red? " * 200)
+    with pytest.raises(DemoInputError, match="too long: with the instruction it is .* at most 128"):
+        demo.ask(SAMPLE_IMAGE, "is it red? " * 40)
+    with pytest.raises(DemoInputError, match="pair 1: the question is empty"):
+        demo.ask_many([(SAMPLE_IMAGE, "is it red?"), (SAMPLE_IMAGE, "")])
+
+
+def test_bad_checkpoints_are_refused_with_a_message(quickstart_run, tmp_path):
+    with pytest.raises(DemoInputError, match="checkpoint directory not found"):
+        VqaDemo.load(tmp_path / "missing")
+    with pytest.raises(SitVqaError, match="is not a sit-vqa checkpoint"):
+        VqaDemo.load(tmp_path)
+    incomplete = tmp_path / "incomplete" / "final"
+    shutil.copytree(quickstart_run / "final", incomplete)
+    (incomplete / "trainable.safetensors").unlink()
+    with pytest.raises(SitVqaError, match="cannot read trainable weights"):
+        VqaDemo.load(incomplete)
+    without_base = tmp_path / "without_base" / "final"
+    shutil.copytree(quickstart_run / "final", without_base)
+    shutil.rmtree(without_base / "base_model")  # a tiny model's base weights travel inside the checkpoint
+    with pytest.raises(SitVqaError, match="its base model is missing: .*base_model.* --base-model DIR"):
+        VqaDemo.load(without_base)
+    # the quickstart trains every weight, LLaMA ones included: they do not fit a T5 base model
+    t5_checkpoint = write_tiny_checkpoint(tmp_path / "t5", "--tiny_model", "t5")
+    shutil.copy(quickstart_run / "final" / "trainable.safetensors", t5_checkpoint / "trainable.safetensors")
+    with pytest.raises(SitVqaError, match="are not parameters of InstructBlipForConditionalGeneration"):
+        VqaDemo.load(t5_checkpoint)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def test_cli_prints_description_and_answer(quickstart_run, demo, capsys):
+    argv = ["--checkpoint", str(quickstart_run), "--image", str(SAMPLE_IMAGE), "--max-new-tokens", "24"]
+    assert demo_cli.main([*argv, "--question", "Is it red?"]) == 0
+    reply = demo.ask(SAMPLE_IMAGE, "Is it red?", options=SHORT)
+    assert capsys.readouterr().out == f"description: {reply.description}\nanswer: {reply.answer}\n"
+
+
+def test_cli_reads_questions_one_per_line(quickstart_run, demo, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Is it red?\n\nHow many shapes are there?\n"))
+    argv = ["--checkpoint", str(quickstart_run / "final"), "--image", str(SAMPLE_IMAGE), "--max-new-tokens", "24"]
+    assert demo_cli.main(argv) == 0
+    expected = ""
+    for question in ("Is it red?", "How many shapes are there?"):
+        reply = demo.ask(SAMPLE_IMAGE, question, options=SHORT)
+        expected += f"description: {reply.description}\nanswer: {reply.answer}\n"
+    assert capsys.readouterr().out == expected
+
+
+def test_cli_bad_input_exits_2_with_a_message(quickstart_run, tmp_path, capsys):
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    for argv, message in (
+        (["--image", str(not_image), "--question", "q"], "notes.txt is not an image file"),
+        (["--image", str(SAMPLE_IMAGE), "--question", " "], "the question is empty"),
+        (["--image", str(SAMPLE_IMAGE), "--question", "q", "--num-beams", "0"], "num_beams must be a positive"),
+    ):
+        assert demo_cli.main(["--checkpoint", str(quickstart_run), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err
+    assert demo_cli.main(["--checkpoint", str(tmp_path), "--image", str(SAMPLE_IMAGE), "--question", "q"]) == 2
+    assert "is not a sit-vqa checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        demo_cli.main(["--checkpoint", str(quickstart_run)])  # neither --image nor --serve
+    assert exit_info.value.code == 2
+
+
+def test_cli_runs_as_a_module_without_a_traceback(quickstart_run, tmp_path):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    done = subprocess.run([sys.executable, "-m", "sit_vqa.apps.demo", "--checkpoint", str(quickstart_run),
+                           "--image", str(not_image), "--question", "Is it red?"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr

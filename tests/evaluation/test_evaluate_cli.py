@@ -1,0 +1,203 @@
+"""evaluate.py end to end on the tiny models and the bundled sample: the four files, the official scorer's
+numbers, zero-shot and T5 paths, prompts, --compare, and exit status 2 with a message on bad input."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import evaluate
+from sit_vqa.data.templates import BASELINE_TASK, SIT_TASK, parse_sit_output
+from sit_vqa.evaluation.vqa import load_eval_records
+from sit_vqa.metrics.vqa import question_accuracy
+from tests.evaluation.test_evaluation import REPO, SAMPLE, ids, sample_data, write_tiny_checkpoint
+
+QUESTIONS = SAMPLE / "v2_OpenEnded_mscoco_val2014_questions.json"
+ANNOTATIONS = SAMPLE / "v2_mscoco_val2014_annotations.json"
+REPORT_KEYS = {"overall", "perAnswerType", "perQuestionType", "answer_marker_rate", "description_marker_rate",
+               "outputs_without_answer_marker", "num_questions", "dropped", "question_set_sha256", "metric", "settings"}
+SETTINGS_KEYS = {"name", "checkpoint", "config", "split", "prompt", "limit", "num_beams", "max_new_tokens", "metric"}
+PREDICTION_KEYS = {"question_id", "question", "prompt", "generation", "description", "answer", "has_answer_marker",
+                   "gt_answers", "answer_type", "question_type", "accuracy"}
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    monkeypatch.chdir(REPO)  # the configs name data/sample/... relative to the repository
+
+
+@pytest.fixture(scope="module")
+def sit_checkpoint(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("sit") / "final", mode="sit")
+
+
+def run_main(*argv: str) -> int:
+    return evaluate.main(["--config", str(REPO / "tests" / "configs" / "bundled_sample.yaml"), "--no-progress", *argv])
+
+
+def read_outputs(out: Path):
+    results = json.loads((out / "results.json").read_text())
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    report = json.loads((out / "report.json").read_text())
+    return results, predictions, report
+
+
+def test_evaluates_a_checkpoint_end_to_end(sit_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "8", "--out", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl", "report.json", "report.md", "results.json"]
+    results, predictions, report = read_outputs(out)
+
+    expected_ids = ids(load_eval_records(sample_data(), prompt="sit", limit=8, seed=42).dataset)
+    assert [r["question_id"] for r in results] == [p["question_id"] for p in predictions] == expected_ids
+    assert all(set(r) == {"question_id", "answer"} and isinstance(r["answer"], str) for r in results)
+
+    for prediction, result in zip(predictions, results):
+        assert PREDICTION_KEYS <= set(prediction)
+        assert prediction["prompt"].startswith(SIT_TASK)  # trained in mode sit -> asked with the SIT prompt
+        assert prediction["answer"] == result["answer"] == parse_sit_output(prediction["generation"]).answer
+        assert prediction["accuracy"] == question_accuracy(prediction["answer"], prediction["gt_answers"])
+        assert len(prediction["gt_answers"]) == 10
+
+    assert REPORT_KEYS <= set(report) and SETTINGS_KEYS <= set(report["settings"])
+    assert report["num_questions"] == 8
+    marked = sum(bool(re.search(r"answer\s*:", p["generation"], re.IGNORECASE)) for p in predictions)
+    assert report["answer_marker_rate"] == marked / 8
+    assert report["outputs_without_answer_marker"] == 8 - marked
+    assert report["settings"]["prompt"] == "sit" and report["settings"]["checkpoint"] == str(sit_checkpoint)
+    assert report["settings"]["max_new_tokens"] == 64 and report["settings"]["num_beams"] == 1
+    assert report["settings"]["name"] == sit_checkpoint.parent.name
+    assert report["dropped"] == {"no_annotation": 0, "no_caption": 0, "image_missing": 0, "image_unreadable": 0}
+    accuracy = sum(p["accuracy"] for p in predictions) / 8
+    assert report["overall"] == round(100 * accuracy, 2)
+    assert f"VQA accuracy {report['overall']:.2f} on 8 questions" in capsys.readouterr().out
+    assert "| **overall** | 8 |" in (out / "report.md").read_text()
+
+
+def test_report_equals_the_official_scorer_on_results_json(sit_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "12", "--out", str(out), "--batch-size", "5") == 0
+    scored = tmp_path / "official.json"
+    subprocess.run(
+        [sys.executable, "-m", "sit_vqa.metrics.vqa", "--questions", str(QUESTIONS), "--annotations",
+         str(ANNOTATIONS), "--results", str(out / "results.json"), "--allow-missing", "--out", str(scored)],
+        check=True, capture_output=True, cwd=REPO,
+    )
+    official = json.loads(scored.read_text())
+    _, predictions, report = read_outputs(out)
+    assert report["settings"]["batch_size"] == 5
+    for key in ("overall", "perAnswerType", "perQuestionType"):
+        assert report[key] == official[key], key
+    for prediction in predictions:
+        assert round(100 * prediction["accuracy"], 2) == official["perQuestion"][str(prediction["question_id"])]
+
+
+def test_zero_shot_uses_the_base_model_and_the_baseline_prompt(tmp_path):
+    out = tmp_path / "zs"
+    assert run_main("--zero-shot", "--limit", "4", "--out", str(out), "--max-new-tokens", "6") == 0
+    _, predictions, report = read_outputs(out)
+    assert report["settings"]["zero_shot"] is True and report["settings"]["checkpoint"] is None
+    assert report["settings"]["prompt"] == "baseline" and report["settings"]["name"] == "zero-shot-bundled_sample"
+    assert all(p["prompt"].startswith(BASELINE_TASK) for p in predictions)
+    assert all(len(p["generation"].split()) <= 6 for p in predictions)
+    # leaving --checkpoint out is the same zero-shot row
+    assert run_main("--limit", "4", "--out", str(tmp_path / "plain"), "--max-new-tokens", "6") == 0
+    assert read_outputs(tmp_path / "plain")[0] == read_outputs(out)[0]
+
+
+def test_t5_checkpoint_trained_as_baseline(tmp_path):
+    checkpoint = write_tiny_checkpoint(tmp_path / "t5" / "checkpoint-2", "--tiny_model", "t5", mode="baseline")
+    out = tmp_path / "eval"
+    assert run_main("--checkpoint", str(tmp_path / "t5"), "--limit", "4", "--out", str(out),
+                    "--max-new-tokens", "5", "--num-beams", "2") == 0
+    _, predictions, report = read_outputs(out)
+    assert report["settings"]["checkpoint"] == str(checkpoint)  # the run directory's latest checkpoint
+    assert report["settings"]["prompt"] == "baseline" and report["settings"]["num_beams"] == 2
+    assert report["settings"]["name"] == "t5-checkpoint-2"
+    assert all(len(p["generation"].split()) <= 5 for p in predictions)  # decoder ids only, no prompt echo
+
+
+def test_prompt_override_and_legacy_metric(sit_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "3", "--out", str(out), "--prompt", "baseline",
+                    "--legacy-metric", "--max-new-tokens", "4") == 0
+    _, predictions, report = read_outputs(out)
+    assert all(p["prompt"].startswith(BASELINE_TASK) for p in predictions)
+    assert report["settings"]["prompt"] == "baseline" and report["settings"]["prompt_requested"] == "baseline"
+    assert report["metric"] == "vqav2-legacy-lavis"
+    for prediction in predictions:
+        assert prediction["accuracy"] == question_accuracy(prediction["answer"], prediction["gt_answers"], legacy=True)
+
+
+def test_default_output_directory_and_config_overrides(sit_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output goes under ./runs/eval
+    argv = ["--config", str(REPO / "tests" / "configs" / "bundled_sample.yaml"), "--checkpoint", str(sit_checkpoint),
+            "--limit", "2", "--no-progress", "--max-new-tokens", "3"]
+    for key in ("questions", "annotations", "captions", "image_dir"):
+        argv += [f"--eval_{key}", str(getattr(sample_data(), f"eval_{key}"))]
+    argv += ["--train_questions", str(QUESTIONS), "--train_annotations", str(ANNOTATIONS),
+             "--train_captions", str(SAMPLE / "captions_val2014.json"), "--train_image_dir", str(SAMPLE / "val2014")]
+    assert evaluate.main(argv) == 0
+    out = tmp_path / "runs" / "eval" / f"{sit_checkpoint.parent.name}-val-limit2"
+    assert (out / "report.json").is_file()
+    assert evaluate.main([*argv, "--split", "train", "--out", "train-split"]) == 0
+    assert json.loads((tmp_path / "train-split" / "report.json").read_text())["settings"]["split"] == "train"
+
+
+def test_compare_two_evaluations(sit_checkpoint, tmp_path, capsys):
+    for name, extra in (("zs", ["--zero-shot"]), ("sit", ["--checkpoint", str(sit_checkpoint)])):
+        assert run_main(*extra, "--limit", "4", "--out", str(tmp_path / name), "--max-new-tokens", "8") == 0
+    capsys.readouterr()
+    assert evaluate.main(["--compare", str(tmp_path / "zs"), str(tmp_path / "sit"), "--names", "zero-shot", "sit",
+                          "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    comparison = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    reference, row = comparison["rows"]
+    sit_report = json.loads((tmp_path / "sit" / "report.json").read_text())
+    zs_report = json.loads((tmp_path / "zs" / "report.json").read_text())
+    assert row["overall"] == sit_report["overall"]
+    assert row["delta"]["overall"] == round(sit_report["overall"] - zs_report["overall"], 2)
+    assert f"| zero-shot | {zs_report['overall']:.2f} |" in printed
+    assert f"| sit | {sit_report['overall']:.2f} ({row['delta']['overall']:+.2f}) |" in printed
+    assert (tmp_path / "cmp" / "compare.md").read_text() in printed
+
+
+def test_compare_refuses_runs_on_different_questions(sit_checkpoint, tmp_path, capsys):
+    for name, limit in (("four", "4"), ("five", "5")):
+        assert run_main("--zero-shot", "--limit", limit, "--out", str(tmp_path / name), "--max-new-tokens", "2") == 0
+    capsys.readouterr()
+    assert evaluate.main(["--compare", str(tmp_path / "four"), str(tmp_path / "five")]) == 2
+    assert "scored on different questions" in capsys.readouterr().err
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
+    assert run_main("--checkpoint", str(tmp_path), "--limit", "2") == 2
+    assert "is not a sit-vqa checkpoint" in capsys.readouterr().err
+    no_eval_data = tmp_path / "no_eval.yaml"
+    no_eval_data.write_text("model_type: instructblip\ntiny_model: decoder\n")
+    assert evaluate.main(["--config", str(no_eval_data), "--limit", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "no val data in the config: set eval_questions" in capsys.readouterr().err
+    assert run_main("--limit", "2", "--no_such_key", "1") == 2
+    assert "no_such_key" in capsys.readouterr().err
+    assert evaluate.main(["--compare", str(tmp_path / "missing")]) == 2
+    assert "missing not found" in capsys.readouterr().err
+    for argv in (["--limit", "2"], ["--config", str(REPO / "tests" / "configs" / "bundled_sample.yaml"), "--zero-shot", "--checkpoint", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(argv)
+        assert exit_info.value.code == 2
+
+
+def test_script_runs_as_a_command(tmp_path):
+    for name, overall in (("a", 10.0), ("b", 12.5)):
+        (tmp_path / name).mkdir()
+        report = {"overall": overall, "perAnswerType": {"yes/no": overall}, "num_questions": 3,
+                  "question_set_sha256": "same", "metric": "vqav2-official-2021", "settings": {"name": name}}
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    done = subprocess.run([sys.executable, "evaluate.py", "--compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "| b | 12.50 (+2.50) | 12.50 (+2.50) |" in done.stdout
+    assert (tmp_path / "compare.md").is_file() and (tmp_path / "compare.json").is_file()

@@ -1,0 +1,72 @@
+"""A training run that stops dead at a chosen moment, for tests/test_faults.py to kill with SIGKILL.
+
+    python tests/fault_run.py MOMENT --config CONFIG [--key value ...]      (cwd: the repository root)
+
+MOMENT is `none` or `<where>@<step>`; at that moment the process writes `<output_dir>/PAUSED` and sleeps, so
+the test can kill it from outside at exactly that point (no timing involved):
+    logged@N      just after the log row of step N was written (between saves)
+    scheduler@N   while checkpoint-N is being saved: weights, manifest and optimizer written, not the rest
+    publish@N     checkpoint-N complete in staging, not yet renamed into place
+    final@N       final/ complete in staging, not yet renamed into place
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from sit_vqa import files
+from sit_vqa.config import load_config
+from sit_vqa.training.trainer import run_training
+
+
+def pause(output_dir: Path) -> None:
+    (output_dir / "PAUSED").write_text("paused\n")
+    while True:  # until the test's SIGKILL
+        time.sleep(1)
+
+
+class PauseAfterLog(TrainerCallback):
+    def __init__(self, step: int, output_dir: Path):
+        self.step, self.output_dir = step, output_dir
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step and "loss" in (logs or {}):
+            pause(self.output_dir)
+
+
+def main(moment: str, train_args: list[str]) -> None:
+    assert train_args[0] == "--config", "the training arguments start with --config CONFIG"
+    config = load_config(train_args[1], train_args[2:])
+    output_dir = Path(config.training.output_dir)
+    callbacks = []
+    if moment != "none":
+        where, step = moment.split("@")
+        if where == "logged":
+            callbacks.append(PauseAfterLog(int(step), output_dir))
+        elif where == "scheduler":
+            real_save = torch.save
+
+            def save(obj, f, *args, **kwargs):
+                if str(f).endswith(f"checkpoint-{step}/scheduler.pt"):
+                    pause(output_dir)
+                return real_save(obj, f, *args, **kwargs)
+
+            torch.save = save
+        elif where in ("publish", "final"):
+            name = f"checkpoint-{step}" if where == "publish" else "final"
+            real_publish = files._publish
+
+            def publish(temporary, path):
+                if Path(path).name == name:
+                    pause(output_dir)
+                return real_publish(temporary, path)
+
+            files._publish = publish
+    run_training(config, callbacks=callbacks)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

@@ -1,0 +1,351 @@
+"""Faults a training run must survive: kill -9 at several moments (during saves too), damaged checkpoints,
+failed writes (a file-size limit, a full or read-only filesystem), a failed run's leftovers, a finished run
+resumed. Real processes, real signals, real files; nothing here is mocked."""
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback
+
+from sit_vqa.modeling import checkpoint as ckpt
+from sit_vqa.config import load_config
+from sit_vqa.errors import CheckpointError
+from sit_vqa.training.trainer import NonFiniteLossError, run_training
+
+REPO = Path(__file__).resolve().parents[2]
+FAULT_RUN = Path(__file__).resolve().parent / "fault_run.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+# logging every 3 steps, saving every 4: a checkpoint falls between two logs, so the loss summed since the
+# last log must survive the resume too
+RUN = ["--config", "quickstart.yaml", "--report_to", "none", "--subset_questions", "24", "--train_all", "false",
+       "--per_device_train_batch_size", "4", "--logging_steps", "3", "--save_steps", "4", "--save_total_limit", "2",
+       "--overwrite_output_dir", "false"]
+TIMING = {"samples_per_second", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
+
+
+def train_command(moment: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(FAULT_RUN), moment, *RUN, "--output_dir", str(out / "run"),
+            "--prepared_cache_dir", str(out / "cache"), *extra]
+
+
+def run_until_killed(moment: str, out: Path, *extra: str) -> None:
+    """Start a training process, wait until it reaches `moment`, and kill it with SIGKILL."""
+    paused = out / "run" / "PAUSED"
+    paused.unlink(missing_ok=True)
+    process = subprocess.Popen(train_command(moment, out, *extra), cwd=REPO, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not paused.exists():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before {moment}: {process.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    paused.unlink()
+
+
+def run_to_the_end(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(train_command("none", out, *extra), cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def log_rows(run_dir: Path) -> list[dict]:
+    """The training log without throughput figures (they vary) and resume markers."""
+    rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows if "resumed_from" not in row]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "final" / ckpt.WEIGHTS_NAME)
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_moments_then_resume_repeats_the_uninterrupted_run(tmp_path):
+    steps = ("--max_steps", "16")
+    run_to_the_end(tmp_path / "whole", *steps)
+
+    cut = tmp_path / "killed"
+    run_until_killed("logged@6", cut, *steps)  # between saves: checkpoint-4 is the latest
+    assert ckpt.latest_checkpoint(cut / "run").name == "checkpoint-4"
+    run_until_killed("scheduler@8", cut, *steps, "--resume")  # checkpoint-8 half written
+    assert ckpt.latest_checkpoint(cut / "run").name == "checkpoint-4"
+    run_until_killed("publish@12", cut, *steps, "--resume")  # checkpoint-12 complete, not yet renamed
+    assert ckpt.latest_checkpoint(cut / "run").name == "checkpoint-8"
+    run_until_killed("final@16", cut, *steps, "--resume")  # training done, final/ being written
+    assert not (cut / "run" / "final").exists()
+    run_to_the_end(cut, *steps, "--resume")
+
+    whole, killed = tmp_path / "whole" / "run", cut / "run"
+    assert log_rows(killed) == log_rows(whole)  # every loss, each step once, and train_loss: bit for bit
+    assert [row["step"] for row in log_rows(killed) if "loss" in row] == [3, 6, 9, 12, 15]
+    expected, resumed = final_weights(whole), final_weights(killed)
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert ckpt.read_manifest(killed / "final")["global_step"] == 16
+    assert not list((killed / ".checkpoint-staging").glob("checkpoint-*")), "a partial checkpoint was left"
+
+
+# ------------------------------------------------------------------------------------ damaged checkpoints
+
+
+@pytest.fixture(scope="module")
+def four_step_run(tmp_path_factory):
+    """A finished 4-step run (checkpoint-2, checkpoint-4, final) and its final weights."""
+    out = tmp_path_factory.mktemp("four_steps")
+    run_training(quick_config(out / "run", out / "cache", "--max_steps", "4"))
+    return out
+
+
+def quick_config(run_dir: Path, cache: Path, *extra: str):
+    overrides = [*RUN[2:], "--logging_steps", "1", "--save_steps", "2", "--save_total_limit", "5",
+                 "--output_dir", str(run_dir), "--prepared_cache_dir", str(cache), *extra]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        return load_config(REPO / "configs" / "quickstart.yaml", overrides)
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def keep_one_tensor(path: Path) -> None:
+    tensors = load_file(path)
+    first = sorted(tensors)[0]
+    save_file({first: tensors[first]}, str(path))
+
+
+DAMAGE = {
+    "trainer_state.json truncated": (lambda d: truncate(d / "trainer_state.json"), "trainer_state.json is damaged"),
+    "trainer_state.json empty": (lambda d: (d / "trainer_state.json").write_text(""), "trainer_state.json is damaged"),
+    "trainer_state.json missing": (lambda d: (d / "trainer_state.json").unlink(), "trainer_state.json is missing"),
+    "optimizer.pt truncated": (lambda d: truncate(d / "optimizer.pt"), "optimizer.pt is truncated"),
+    "weights cut to one tensor": (lambda d: keep_one_tensor(d / ckpt.WEIGHTS_NAME), "trained tensor(s) missing"),
+    "weights truncated": (lambda d: truncate(d / ckpt.WEIGHTS_NAME), "is unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE, ids=list(DAMAGE))
+def test_resume_skips_a_damaged_newest_checkpoint_and_still_repeats_the_run(case, four_step_run, tmp_path, caplog):
+    damage, reason = DAMAGE[case]
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    shutil.rmtree(run_dir / "final")
+    damage(run_dir / "checkpoint-4")
+
+    with caplog.at_level("WARNING"):
+        final = run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "4", "--resume"))
+    assert f"skipping {run_dir / 'checkpoint-4'}: " in caplog.text and reason in caplog.text, caplog.text
+    assert (run_dir / "damaged_checkpoints" / "checkpoint-4").is_dir()
+    expected = load_file(four_step_run / "run" / "final" / ckpt.WEIGHTS_NAME)
+    resumed = load_file(final / ckpt.WEIGHTS_NAME)
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert log_rows(run_dir) == log_rows(four_step_run / "run")
+
+
+def test_resume_with_no_intact_checkpoint_is_an_error_naming_each(four_step_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    truncate(run_dir / "checkpoint-4" / "optimizer.pt")
+    (run_dir / "checkpoint-2" / "trainer_state.json").write_text("")
+    result = subprocess.run(
+        [sys.executable, "train.py", *RUN, "--output_dir", str(run_dir), "--max_steps", "4", "--resume",
+         "--prepared_cache_dir", str(four_step_run / "cache")],
+        cwd=REPO, env=ENV, capture_output=True, text=True,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "error: --resume: no intact checkpoint" in result.stderr
+    assert "checkpoint-4: optimizer.pt is truncated" in result.stderr
+    assert "checkpoint-2: trainer_state.json is damaged" in result.stderr
+
+
+def test_resuming_a_finished_run_trains_no_further_step(four_step_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    before = (run_dir / "train_log.jsonl").read_text()
+    run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "4", "--resume"))
+    shutil.rmtree(run_dir / "final")  # killed after the last checkpoint, before final/ was written
+    final = run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "4", "--resume"))
+    assert not (run_dir / "checkpoint-5").exists()
+    assert ckpt.read_manifest(final)["global_step"] == 4
+    assert (run_dir / "train_log.jsonl").read_text() == before
+
+
+# ----------------------------------------------------------------------------------------- failed writes
+
+
+def fsize_limit(limit: int):
+    """preexec_fn: a file-size limit; SIGXFSZ ignored, so a write past it fails with EFBIG instead of killing."""
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def train_process(out: Path, *extra: str, **kwargs) -> subprocess.CompletedProcess:
+    command = [sys.executable, "train.py", *RUN, "--output_dir", str(out / "run"), "--max_steps", "4",
+               "--logging_steps", "1", "--save_steps", "2", "--prepared_cache_dir", str(out / "cache"), *extra]
+    return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, **kwargs)
+
+
+def assert_write_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    message = result.stderr[result.stderr.index("error: "):]
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_a_file_size_limit_during_a_save_is_a_clear_error_and_leaves_nothing_partial(tmp_path, four_step_run):
+    shutil.copytree(four_step_run / "cache", tmp_path / "cache")  # the join's cache is written before the limit bites
+    # a limit between the two largest files: the base model's weights fit, the first optimizer state does not
+    checkpoint = four_step_run / "run" / "checkpoint-2"
+    base_size = (checkpoint / ckpt.BASE_MODEL_DIR / "model.safetensors").stat().st_size
+    optimizer_size = (checkpoint / "optimizer.pt").stat().st_size
+    assert base_size < optimizer_size
+    result = train_process(tmp_path, preexec_fn=fsize_limit((base_size + optimizer_size) // 2))
+    assert_write_error(result, f"cannot write {tmp_path / 'run' / 'checkpoint-2'}",
+                       "a file-size limit", "no checkpoint was written yet")
+    run_dir = tmp_path / "run"
+    assert not list(run_dir.glob("checkpoint-*")) and not list((run_dir / ".checkpoint-staging").glob("checkpoint-*"))
+    assert not list(run_dir.rglob("*.partial"))
+    # the failed run's leftovers do not block the next fresh run in the same directory
+    assert train_process(tmp_path).returncode == 0
+
+
+def can_mount() -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    probe = Path(f"/tmp/sit-vqa-mount-probe-{os.getpid()}")
+    probe.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True)
+    subprocess.run(["umount", str(probe)], capture_output=True)
+    probe.rmdir()
+    return mounted.returncode == 0
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real tmpfs of a given size (needs root with CAP_SYS_ADMIN, else the test is skipped)."""
+    if not can_mount():
+        pytest.skip("mounting a small filesystem needs root (CAP_SYS_ADMIN)")
+    mounts = []
+
+    def mount(size_kb: int, *options: str) -> Path:
+        point = tmp_path / f"fs{len(mounts)}"
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size_kb}k", *options]), "tmpfs", str(point)],
+                       check=True)
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_a_full_disk_names_the_last_intact_checkpoint(tmp_path, four_step_run, small_filesystem):
+    checkpoint = four_step_run / "run" / "checkpoint-2"
+    checkpoint_kb, base_kb = (sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) // 1024
+                              for d in (checkpoint, checkpoint / ckpt.BASE_MODEL_DIR))
+    disk = small_filesystem(base_kb + int(checkpoint_kb * 1.5))  # the run's base model and one checkpoint fit
+    shutil.copytree(four_step_run / "cache", tmp_path / "cache")
+    result = train_process(tmp_path, "--output_dir", str(disk / "run"), "--save_total_limit", "5")
+    assert_write_error(result, f"cannot write {disk / 'run' / 'checkpoint-4'}", "no space left on the device",
+                       f"the last intact checkpoint is {disk / 'run' / 'checkpoint-2'}", "--resume")
+    assert not list((disk / "run" / ".checkpoint-staging").glob("checkpoint-*"))
+    ckpt.load_checkpoint(disk / "run" / "checkpoint-2")
+
+
+def test_a_read_only_output_directory_is_a_clear_error(tmp_path, four_step_run):
+    shutil.copytree(four_step_run / "cache", tmp_path / "cache")
+    out = tmp_path / "run"
+    out.mkdir()
+    if os.geteuid() == 0:  # root writes through any file mode: make the filesystem itself read-only
+        if not can_mount():
+            pytest.skip("a read-only directory needs a non-root user or a read-only mount")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(out)], check=True)
+        cause = "the filesystem is read-only"
+    else:
+        out.chmod(0o555)
+        cause = "permission denied"
+    try:
+        result = train_process(tmp_path)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(out)], check=True)
+        out.chmod(0o755)
+    assert_write_error(result, f"cannot write {out}", cause, "no checkpoint was written yet")
+
+
+# ----------------------------------------------------------------------------------- a failed run's leftovers
+
+
+class PoisonWeights(TrainerCallback):
+    """Makes the first step's loss NaN: the run stops (NonFiniteLossError) before any checkpoint."""
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            model.query_tokens.fill_(float("nan"))
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_directory(tmp_path, four_step_run):
+    run_dir = tmp_path / "run"
+    for resume in ([], ["--resume"]):  # a fresh run, and --resume (which finds nothing to resume: starts afresh)
+        with pytest.raises(NonFiniteLossError):
+            run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2"), callbacks=[PoisonWeights()])
+        assert (run_dir / "data_report.json").is_file() and not list(run_dir.glob("checkpoint-*"))
+        final = run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2", *resume))
+        assert ckpt.read_manifest(final)["global_step"] == 2
+        assert [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()] == [1, 2, 2]
+        shutil.rmtree(run_dir)
+
+
+def test_a_finished_run_without_checkpoints_says_what_to_do_on_resume(tmp_path, four_step_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    for checkpoint in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    with pytest.raises(Exception, match="holds no checkpoint-N to continue from, only final.*--overwrite_output_dir"):
+        run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "4", "--resume"))
+
+
+# --------------------------------------------------------------------------------- self-contained final/
+
+
+def test_final_copied_alone_still_loads_and_a_missing_base_model_says_how_to_provide_it(four_step_run, tmp_path):
+    copy = tmp_path / "elsewhere" / "final"
+    shutil.copytree(four_step_run / "run" / "final", copy)
+    model, _, _ = ckpt.load_checkpoint(copy)  # the tiny base model travels inside the checkpoint
+    shutil.move(copy / ckpt.BASE_MODEL_DIR, tmp_path / "base")
+    with pytest.raises(CheckpointError, match=r"base model is missing: .*--base-model DIR"):
+        ckpt.load_checkpoint(copy)
+    again, _, _ = ckpt.load_checkpoint(copy, base_model=tmp_path / "base")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_local_base_model_is_named_by_an_absolute_path_that_is_checked(tmp_path):
+    directory = tmp_path / "final"
+    directory.mkdir()
+    manifest = {"config": {"model_name_or_path": "models/local", "tiny_model": None},
+                "base_model": str(tmp_path / "models" / "local"), "base_model_is_local": True}
+    with pytest.raises(CheckpointError, match=f"base model is missing: {tmp_path / 'models' / 'local'}"):
+        ckpt.model_arguments(manifest, directory)
+    (tmp_path / "models" / "local").mkdir(parents=True)
+    (tmp_path / "models" / "local" / "config.json").write_text("{}")
+    assert ckpt.model_arguments(manifest, directory).model_name_or_path == str(tmp_path / "models" / "local")
