@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts
+from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.modeling.loading import generation_kwargs, load_instructblip
 from sit_vqa.modeling.replicas import force_lm_output, replica_generation_config, save_replica
 

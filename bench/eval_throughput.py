@@ -34,8 +34,8 @@ from transformers import BlipImageProcessorPil, InstructBlipProcessor
 
 from sit_vqa.modeling import loading as model_lib
 from sit_vqa.samples.photo_like import write_photo_like_jpegs
-from sit_vqa.data.templates import Templates
-from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts
+from sit_vqa.data.prompts import Templates
+from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 
 QUESTIONS = ("What color is the umbrella?", "How many people are in the picture?", "Is the man wearing a hat?",
              "What is the dog doing?", "Where is the bus parked?", "What sport is being played?")

@@ -33,3 +33,8 @@ class WriteError(SitVqaError, OSError):
 
 class EvaluationError(SitVqaError, ValueError):
     """An evaluation that cannot run, or runs that cannot be compared; the message says what to fix."""
+
+
+class InputError(SitVqaError, ValueError):
+    """An input given at run time that cannot be used: an image, a question, a generation setting (the demo
+    reports these per request and keeps serving)."""

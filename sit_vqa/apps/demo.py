@@ -36,59 +36,25 @@ import transformers
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from sit_vqa.evaluation import vqa as evaluation
-from sit_vqa.modeling.checkpoint import load_checkpoint, resolve_checkpoint
-from sit_vqa.modeling.collate import SampleTransform
-from sit_vqa.data.templates import Templates, load_templates, parse_sit_output
-from sit_vqa.errors import SitVqaError
-from sit_vqa.evaluation.vqa import GenerationSettings, resolve_prompt
-from sit_vqa.modeling.loading import (
-    decode_generated,
-    generation_kwargs,
-    is_encoder_decoder,
-    load_instructblip,
-)
-from sit_vqa.modeling.precision import autocast_for
+from sit_vqa.data.prompts import PROMPTS, parse_sit_output, resolve_prompt
+from sit_vqa.apps.export import EXPORT_MANIFEST_NAME
+from sit_vqa.errors import InputError, SitVqaError
+from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
+from sit_vqa.modeling.generation import GenerationInputs, GenerationSettings, generate_batch
+from sit_vqa.modeling.loading import load_instructblip
 
 ImageSource = Union[str, Path, bytes, Image.Image]
 
-EXPORT_MANIFEST_NAME = "sit_vqa_export.json"  # written by sit_vqa.apps.export beside the standalone model
 MAX_QUESTION_CHARS = 1000  # checked before tokenizing, so a pasted book is refused at once
 
 
-class DemoInputError(SitVqaError, ValueError):
-    """An image, question or generation setting the demo cannot use; the message says what to change."""
+# An image, question or generation setting the demo cannot use; the message says what to change.
+DemoInputError = InputError
 
 
-@dataclass(frozen=True)
-class GenerationOptions:
-    """How to generate. The defaults are the evaluation's (greedy, 64 new tokens)."""
-
-    max_new_tokens: int = GenerationSettings.max_new_tokens
-    num_beams: int = GenerationSettings.num_beams
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-
-    def __post_init__(self):
-        for name in ("max_new_tokens", "num_beams"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DemoInputError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("temperature", "top_p", "repetition_penalty"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise DemoInputError(f"{name} must be a positive number, got {value!r}")
-        if self.top_p > 1:
-            raise DemoInputError(f"top_p must be at most 1, got {self.top_p}")
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=self.do_sample,
-                      repetition_penalty=self.repetition_penalty)
-        if self.do_sample:  # transformers warns about temperature / top_p set without sampling
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
-        return kwargs
+# The demo asks with the one generation-settings type (its defaults are the evaluation's: greedy, 64 new tokens);
+# the old name stays for the API's users.
+GenerationOptions = GenerationSettings
 
 
 @dataclass(frozen=True)
@@ -134,18 +100,16 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
 class VqaDemo:
     """A checkpoint loaded once, answering questions about images."""
 
-    def __init__(self, model, processor, *, trained_mode: str | None, templates: Templates,
-                 max_instruction_length: int, source: Path, image_pipeline: str = "plain"):
+    def __init__(self, model, processor, trained: TrainedSettings, *, source: Path):
         self.model = model.eval()
         self.processor = processor
-        self.trained_mode = trained_mode
-        self.templates = templates
+        self.trained = trained
         self.source = source
-        self.transform = SampleTransform.for_model(
-            model, processor, max_instruction_length=max_instruction_length, image_pipeline=image_pipeline
-        )
-        self.collator = self.transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
-        self.device = next(model.parameters()).device
+        self.inputs = GenerationInputs(model, processor, trained.generation())  # made as in training
+
+    @property
+    def trained_mode(self) -> str | None:
+        return self.trained.mode
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, *, allow_partial: bool = False,
@@ -160,16 +124,11 @@ class VqaDemo:
                                  "or final directory written by train.py, or a model exported by sit_vqa.apps.export")
         if (path / "config.json").is_file():
             return cls._load_exported(path, device)
-        directory = resolve_checkpoint(path)
-        model, processor, manifest = load_checkpoint(directory, device=device, allow_partial=allow_partial,
-                                                     base_model=base_model)
-        if manifest.get("model_type") != "instructblip":
-            raise DemoInputError(f"{directory}: a {manifest.get('model_type')!r} checkpoint has no image input; "
+        loaded = load_checkpoint(path, device=device, allow_partial=allow_partial, base_model=base_model)
+        if loaded.trained.model_type != "instructblip":
+            raise DemoInputError(f"{loaded.directory}: a {loaded.trained.model_type!r} checkpoint has no image input; "
                                  "the demo needs an InstructBLIP checkpoint (model_type instructblip)")
-        trained = manifest["config"]
-        return cls(model, processor, trained_mode=trained.get("mode"), templates=load_templates(trained.get("templates")),
-                   max_instruction_length=trained.get("max_instruction_length", 128), source=directory,
-                   image_pipeline=trained.get("image_pipeline", "plain"))  # preprocess as training did
+        return cls(loaded.model, loaded.processor, loaded.trained, source=loaded.directory)
 
     @classmethod
     def _load_exported(cls, path: Path, device: str) -> VqaDemo:
@@ -178,17 +137,15 @@ class VqaDemo:
         info_path = path / EXPORT_MANIFEST_NAME
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
         model.to(device)
-        return cls(model, processor, trained_mode=info.get("mode"), templates=load_templates(info.get("templates")),
-                   max_instruction_length=info.get("max_instruction_length", 128), source=path,
-                   image_pipeline=info.get("image_pipeline", "plain"))
+        return cls(model, processor, TrainedSettings.from_dict(info.get("trained", {})), source=path)
 
     @property
     def tokenizer(self):
-        return self.transform.tokenizer
+        return self.inputs.tokenizer
 
     def default_prompt(self) -> str:
         """"sit" or "baseline": the instruction the checkpoint was trained to follow."""
-        return resolve_prompt("auto", {"config": {"mode": self.trained_mode}})
+        return self.trained.prompt
 
     def instruction(self, question: str, prompt: str = "auto") -> str:
         """The instruction for `question`, rendered with the checkpoint's templates; checks the question."""
@@ -198,11 +155,11 @@ class VqaDemo:
         if len(question) > MAX_QUESTION_CHARS:
             raise DemoInputError(f"the question is {len(question):,} characters long; ask in at most "
                                  f"{MAX_QUESTION_CHARS:,}")
-        kind = self.default_prompt() if prompt in (None, "auto") else resolve_prompt(prompt, None)
-        instruction = self.templates.render(kind, question=question)[0]
+        kind = resolve_prompt(prompt or "auto", self.trained.mode)
+        instruction = self.trained.templates.render(kind, question=question)[0]
         # SampleTransform cuts long instructions from the left, which would drop the task sentence silently
         length = len(self.tokenizer(instruction)["input_ids"])
-        limit = self.transform.max_instruction_length
+        limit = self.trained.max_instruction_length
         if length > limit:
             raise DemoInputError(f"the question is too long: with the instruction it is {length} tokens, and this "
                                  f"checkpoint reads at most {limit} (its max_instruction_length); shorten it")
@@ -269,16 +226,10 @@ class VqaDemo:
             raise DemoInputError(f"pair {index}: {error}" if index else str(error)) from None
 
     def _batch(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        samples = [self.transform(record, with_target=False) for record in records]
-        return {key: value.to(self.device) for key, value in self.collator(samples).items()}
+        return self.inputs.batch(records)
 
     def _generate(self, batch: dict[str, torch.Tensor], options: GenerationOptions, **extra) -> list[str]:
-        with torch.inference_mode(), autocast_for(self.model, self.device):
-            generated = self.model.generate(
-                **batch, **options.generate_kwargs(), **extra,
-                **generation_kwargs(self.tokenizer),  # the hub LM generation config names another EOS
-            )
-        return decode_generated(self.model, self.tokenizer, generated, batch["input_ids"].shape[1])
+        return generate_batch(self.model, self.tokenizer, batch, options, **extra)
 
 
 class _StopWhen(StoppingCriteria):
@@ -310,7 +261,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address the page listens on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, help="(default: %(default)s)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
-    parser.add_argument("--prompt", choices=evaluation.PROMPTS, default="auto",
+    parser.add_argument("--prompt", choices=PROMPTS, default="auto",
                         help="instruction: auto follows the checkpoint's training mode (default: %(default)s)")
     parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda if available, else cpu)")
     parser.add_argument("--base-model", help="the checkpoint's base model (a save_pretrained directory or hub id), "

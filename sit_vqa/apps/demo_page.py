@@ -23,7 +23,7 @@ import gradio as gr  # noqa: E402
 from sit_vqa.apps.demo import GenerationOptions, VqaDemo, load_image  # noqa: E402
 from sit_vqa.errors import SitVqaError  # noqa: E402
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "v2_OpenEnded_mscoco_val2014_questions.json"
 NUM_EXAMPLES = 4
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]

@@ -11,7 +11,7 @@ A checkpoint holds only the trained weights and names its base model; the export
 is all a user needs. Its generation_config.json (and the LM's config) carry the tokenizer's EOS, which the
 model was trained to end with: the hub checkpoints name another one, and generation would not stop.
 Beside the model: README.md (a model card: base model, the SIT recipe, the prompt, the scores of an
-evaluation if one is passed) and sit_vqa_export.json (training mode and templates, for `sit_vqa.apps.demo`).
+evaluation if one is passed) and sit_vqa_export.json (the trained settings, `TrainedSettings`, for `sit_vqa.apps.demo`).
 The directory is written under a temporary name and renamed when complete.
 """
 
@@ -24,16 +24,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sit_vqa.modeling.checkpoint import load_checkpoint, resolve_checkpoint
-from sit_vqa.data.templates import load_templates
-from sit_vqa.apps.demo import EXPORT_MANIFEST_NAME
 from sit_vqa.errors import SitVqaError
-from sit_vqa.evaluation.vqa import prompt_for_mode
-from sit_vqa.files import atomic_path
-from sit_vqa.modeling.loading import align_generation_config, generation_kwargs
 from sit_vqa.evaluation.reports import read_report
+from sit_vqa.files import atomic_path
+from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
+from sit_vqa.modeling.loading import align_generation_config, generation_kwargs
 
-EXPORT_FORMAT = "sit-vqa-export/1"
+EXPORT_FORMAT = "sit-vqa-export/2"  # /2: the trained settings as one record ("trained")
+EXPORT_MANIFEST_NAME = "sit_vqa_export.json"  # beside the standalone model; sit_vqa.apps.demo reads it
 
 
 class ExportError(SitVqaError, ValueError):
@@ -48,21 +46,16 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir} exists and is not empty; pass a new --out directory (nothing is overwritten)")
     scores = read_report(report) if report else None
-    directory = resolve_checkpoint(checkpoint)
-    model, processor, manifest = load_checkpoint(directory, device="cpu", base_model=base_model)
-    if manifest.get("model_type") != "instructblip":
-        raise ExportError(f"{directory}: only InstructBLIP checkpoints can be exported, got {manifest.get('model_type')!r}")
+    loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model)
+    model, processor, manifest = loaded
+    if loaded.trained.model_type != "instructblip":
+        raise ExportError(f"{loaded.directory}: only InstructBLIP checkpoints can be exported, got "
+                          f"{loaded.trained.model_type!r}")
     _set_trained_eos(model, processor)
-    trained = manifest["config"]
     info = {
         "format": EXPORT_FORMAT,
-        "source_checkpoint": str(directory.resolve()),
-        "global_step": manifest.get("global_step"),
-        "mode": trained.get("mode"),
-        "prompt": prompt_for_mode(trained.get("mode")),
-        "templates": trained.get("templates") or {},
-        "image_pipeline": trained.get("image_pipeline", "plain"),
-        "max_instruction_length": trained.get("max_instruction_length", 128),
+        "source_checkpoint": str(loaded.directory.resolve()),
+        "trained": loaded.trained.to_dict(),  # what the demo asks the exported model with
     }
     with atomic_path(out_dir) as staging:  # an export cut off leaves nothing under out_dir
         model.save_pretrained(staging)  # safetensors (transformers' default)
@@ -86,18 +79,18 @@ def _set_trained_eos(model, processor) -> None:
 def model_card(manifest: Mapping[str, Any], info: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
     """README.md of the export: what it is, how it was trained, how to prompt it, how well it scored."""
     config = manifest["config"]
-    templates = load_templates(info["templates"])
-    prompt = info["prompt"]
+    trained = TrainedSettings.from_dict(info["trained"])
+    templates, prompt = trained.templates, trained.prompt
     base = config.get("model_name_or_path") or f"the tiny offline InstructBLIP built in code (tiny_model: {config.get('tiny_model')})"
-    trained = "every weight" if config.get("train_all") else "the Q-Former, its query tokens and the language projection (ViT and LLM frozen)"
+    weights = "every weight" if config.get("train_all") else "the Q-Former, its query tokens and the language projection (ViT and LLM frozen)"
     lines = [
         "# sit-vqa export", "",
         f"InstructBLIP fine-tuned with sequential instruction tuning (SIT) by sit-vqa, merged into one standalone "
         f"model directory. Base model: `{base}`. Exported from `{info['source_checkpoint']}` "
-        f"(step {info['global_step']}).", "",
+        f"(step {trained.global_step}).", "",
         "## Training recipe", "",
-        f"- mode: `{info['mode']}` (sit: describe the image, then answer; baseline: answer only)",
-        f"- trained: {trained}",
+        f"- mode: `{trained.mode}` (sit: describe the image, then answer; baseline: answer only)",
+        f"- trained: {weights}",
         f"- learning rate {config.get('learning_rate')}, batch {config.get('per_device_train_batch_size')} per device, "
         f"{config.get('num_train_epochs')} epochs, seed {config.get('seed')}",
         f"- target: `{(templates.sit_target if prompt == 'sit' else templates.baseline_target)!r}`", "",

@@ -52,7 +52,7 @@ from sit_vqa.data.image_check import (
     count_missing_images,
     drop_bad_images,
 )
-from sit_vqa.data.templates import (
+from sit_vqa.data.prompts import (
     TEMPLATE_FIELDS,
     TEMPLATE_KEYS,
     Templates,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sit_vqa.data.templates import ANSWER_MARKER
+from sit_vqa.data.prompts import ANSWER_MARKER
 from sit_vqa.errors import DataError
 from sit_vqa.files import read_bytes
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from sit_vqa.data.gqa import read_gqa_records, read_xgqa_records
 from sit_vqa.data.squad import read_squad_records
-from sit_vqa.data.templates import ANSWER_MARKER, load_templates, parse_sit_output
+from sit_vqa.data.prompts import ANSWER_MARKER, load_templates, parse_sit_output
 from sit_vqa.data.text_sit import (
     INPUT_MARKER,
     TRANSLATION_MARKER,
@@ -24,10 +24,8 @@ from sit_vqa.data.text_sit import (
     load_alpaca,
 )
 from sit_vqa.errors import ConfigError, DataError, EvaluationError
-from sit_vqa.evaluation.vqa import (
-    EvalOptions,
-    resolve_prompt,
-)
+from sit_vqa.data.prompts import resolve_prompt
+from sit_vqa.evaluation.vqa import EvalOptions
 from sit_vqa.metrics.gqa import EXACT, NORMALIZED, score_gqa
 from sit_vqa.metrics.squad import score_squad
 from sit_vqa.metrics.text import (
@@ -168,7 +166,7 @@ class GqaSet:
         return "gqa-normalized" if self.normalize else "gqa-eval.py-exact"
 
     def prompt(self, requested: str, manifest) -> str:
-        return resolve_prompt(requested, manifest)
+        return resolve_prompt(requested, trained_settings(manifest).get("mode"))
 
     def records(self, prompt: str, manifest, config) -> list[dict]:
         templates = load_templates(trained_settings(manifest).get("templates") or config.data.templates)

@@ -48,6 +48,7 @@ from accelerate import PartialState  # the launcher glue the Trainer itself uses
 
 from sit_vqa.errors import EvaluationError
 from sit_vqa.files import remove, write_error, write_json_atomically
+from sit_vqa.modeling.generation import batches_of
 
 PARTIAL_DIR = "partial"
 FINGERPRINT_NAME = "fingerprint.json"
@@ -104,11 +105,6 @@ def join_launch(device: str | None) -> tuple[Ranks, str]:
 
 
 # -------------------------------------------------------------------------------------------- sharding
-
-
-def batches_of(count: int, batch_size: int) -> Batches:
-    """The batches one process makes of `count` records: consecutive indices, `batch_size` each."""
-    return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
 
 
 def plan_batches(count: int, batch_size: int, ranks: Ranks, done: Iterable[int] = ()) -> Batches:

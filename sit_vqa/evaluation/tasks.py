@@ -62,13 +62,8 @@ from sit_vqa.evaluation.sets import (
     table_cell,
     trained_settings,
 )
-from sit_vqa.evaluation.vqa import (
-    EvalOptions,
-    EvalRun,
-    GenerationSettings,
-    generate_texts,
-    run_name,
-)
+from sit_vqa.evaluation.vqa import EvalOptions, EvalRun, run_name
+from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.modeling.loading import build_model
 from sit_vqa.evaluation.reports import question_set_hash, write_report_files
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sit_vqa.data.templates import parse_sit_output
+from sit_vqa.data.prompts import parse_sit_output
 from sit_vqa.errors import ConfigError, SitVqaError
 from sit_vqa.files import write_json_atomically, write_text_atomically
 
@@ -60,7 +60,7 @@ def held_out_records(data) -> list[dict]:
 def evaluate_text(config, checkpoint: str | None, *, max_new_tokens: int = 96, batch_size: int = 32) -> tuple[dict, list]:
     """(scores, per-record predictions) of a checkpoint, or of the config's untrained model."""
     from sit_vqa.modeling.checkpoint import load_checkpoint
-    from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts
+    from sit_vqa.modeling.generation import GenerationSettings, generate_texts
     from sit_vqa.modeling.loading import build_model
 
     if checkpoint:

@@ -53,23 +53,17 @@ from sit_vqa.modeling.collate import SampleTransform, TransformedDataset
 from sit_vqa.data.coco import load_captions
 from sit_vqa.data.join import DESCRIBE_KIND, JoinOptions, join_records
 from sit_vqa.data.prepared import load_prepared
-from sit_vqa.data.templates import Templates, load_templates, parse_sit_output
+from sit_vqa.data.prompts import PROMPTS, Templates, load_templates, parse_sit_output, resolve_prompt
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, EvaluationError
 from sit_vqa.metrics.vqa import evaluate_vqa, question_accuracy
-from sit_vqa.modeling.loading import (
-    build_model,
-    decode_generated,
-    generation_kwargs,
-    is_encoder_decoder,
-)
+from sit_vqa.modeling.generation import GenerationSettings, generate_batches
+from sit_vqa.modeling.loading import build_model
 from sit_vqa.evaluation.reports import build_report, write_outputs
 
 logger = logging.getLogger(__name__)
 
 SPLITS = {"val": "eval", "train": "train"}  # --split -> the config's data keys (eval_* / train_*)
-PROMPTS = ("auto", "sit", "baseline")
-SIT_TRAINED_MODES = ("sit", "mixed")  # checkpoints trained in these modes are asked with the SIT instruction
 METRIC_VERSIONS = {False: "vqav2-official-2021", True: "vqav2-legacy-lavis"}
 
 
@@ -84,20 +78,6 @@ class EvalRecords:
     dataset: Any
     join_report: dict
     prompt: str
-
-
-def prompt_for_mode(mode: str | None) -> str:
-    """The prompt a model trained in `mode` is asked with: SIT for sit/mixed, baseline otherwise (and zero-shot)."""
-    return "sit" if mode in SIT_TRAINED_MODES else "baseline"
-
-
-def resolve_prompt(prompt: str, manifest: Mapping | None) -> str:
-    """`prompt` unless it is "auto": then from the checkpoint's training mode (baseline without a checkpoint)."""
-    if prompt not in PROMPTS:
-        raise EvaluationError(f"unknown prompt {prompt!r}; expected one of {', '.join(PROMPTS)}")
-    if prompt != "auto":
-        return prompt
-    return prompt_for_mode(manifest["config"].get("mode") if manifest else None)
 
 
 def load_eval_records(
@@ -169,77 +149,6 @@ def _with_instructions(table, templates: Templates, prompt: str):
     instructions = [templates.render(prompt, question=q, caption=c)[0] for q, c in zip(questions, captions)]
     index = table.schema.get_field_index("instruction")
     return table.set_column(index, "instruction", pa.array(instructions, pa.string()))
-
-
-# -------------------------------------------------------------------------------------------- generation
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    batch_size: int = 16
-    max_new_tokens: int = 64
-    num_beams: int = 1
-    max_instruction_length: int = 128
-    num_workers: int = 0
-    image_pipeline: str = "plain"  # as the checkpoint was trained (sit_vqa.modeling.images)
-
-    def __post_init__(self):
-        for name in ("batch_size", "max_new_tokens", "num_beams", "max_instruction_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
-
-
-def generate_texts(
-    model, processor, records, settings: GenerationSettings, *, progress: bool = True, feature_cache=None
-) -> list[str]:
-    """The model's output for every record (prompt = its "instruction" and image), in record order.
-
-    The model is put in eval mode for the call and left in the mode it was in. feature_cache: a
-    sit_vqa.modeling.feature_cache.FeatureCache holding the records' images (the model needs use_cached_features).
-    """
-    batches = sharded.batches_of(len(records), settings.batch_size)
-    generated = generate_batches(model, processor, records, settings, batches, progress=progress,
-                                 feature_cache=feature_cache)
-    return [text for texts in generated for text in texts]
-
-
-def generate_batches(
-    model, processor, records, settings: GenerationSettings, batches: Sequence[Sequence[int]], *,
-    progress: bool = True, feature_cache=None,
-) -> Iterator[list[str]]:
-    """The outputs of each batch of `batches` (lists of record indices) in turn: the generate function that
-    `sit_vqa.evaluation.sharded` runs on every rank. The model is in eval mode until the last batch is out."""
-    transform = SampleTransform.for_model(
-        model, processor, max_instruction_length=settings.max_instruction_length,
-        image_pipeline=settings.image_pipeline, feature_cache=feature_cache,
-    )
-    collator = transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
-    loader = torch.utils.data.DataLoader(
-        TransformedDataset(records, functools.partial(transform, with_target=False)),
-        batch_sampler=[list(batch) for batch in batches], collate_fn=collator, num_workers=settings.num_workers,
-    )
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in _progress(loader, progress):
-            # inference mode per batch, not around the yield: the caller's code between batches runs as usual
-            with torch.inference_mode(), precision.autocast_for(model, device):
-                batch = {key: value.to(device) for key, value in batch.items()}
-                generated = model.generate(
-                    **batch, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                    do_sample=False, **generation_kwargs(transform.tokenizer),  # stop at the targets' EOS
-                )
-                texts = decode_generated(model, transform.tokenizer, generated, batch["input_ids"].shape[1])
-            yield texts
-    finally:
-        model.train(was_training)
-
-
-def _progress(loader, enabled: bool):
-    # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay clean)
-    return tqdm(loader, desc="generating", unit="batch", disable=None if enabled else True)
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -363,7 +272,7 @@ def run_evaluation(config, options: EvalOptions = EvalOptions()) -> EvalRun:
     ranks, device = sharded.join_launch(options.device)
     model, processor, manifest, checkpoint = _load_model(config, options, device)
     trained = manifest["config"] if manifest else None
-    prompt = resolve_prompt(options.prompt, manifest)
+    prompt = resolve_prompt(options.prompt, trained.get("mode") if trained else None)
     templates = load_templates((trained or {}).get("templates") or config.data.templates)
     records = load_eval_records(
         config.data, split=options.split, prompt=prompt, templates=templates,

@@ -15,6 +15,12 @@ trainer_state.json), which are loaded with `weights_only=True` only.
 The manifest is written last: a directory without it is not a checkpoint (a save that was cut off).
 
     model, processor, manifest = load_checkpoint("runs/vqa_sit/final")   # ready for generation
+    trained = load_checkpoint("runs/vqa_sit/final").trained               # what it was trained with, typed
+
+`TrainedSettings` is the one typed record of what a checkpoint was trained with (the join mode or text mode,
+hence its prompt; the templates; the instruction length and image pipeline its inputs must be made with).
+Evaluation, the demo and the export read it; the export writes it (`to_dict`) and the demo reads it back
+(`from_dict`). Its defaults, for manifests that predate a field, are decided here only.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import os
 import re
 import shutil
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +43,10 @@ from safetensors.torch import load_file, save_file
 
 from sit_vqa.modeling import precision
 from sit_vqa.config import ModelArguments
+from sit_vqa.data.prompts import Templates, load_templates, prompt_for_mode
 from sit_vqa.errors import CheckpointError
 from sit_vqa.files import atomic_path, write_json_atomically
+from sit_vqa.modeling.generation import GenerationSettings
 from sit_vqa.modeling.loading import build_model
 
 logger = logging.getLogger(__name__)
@@ -263,6 +272,79 @@ def _weights_problem(directory: Path) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------------------------ trained settings
+
+
+@dataclass(frozen=True)
+class TrainedSettings:
+    """What a model was trained with, as the code that asks it needs to know (a zero-shot model: `zero_shot`)."""
+
+    model_type: str = "instructblip"
+    mode: str | None = None  # the join mode (sit, baseline, mixed, multitask); None: never fine-tuned
+    text_mode: str | None = None  # causal_lm: plain, repeat or translate
+    templates: Templates = field(default_factory=Templates)
+    max_instruction_length: int = 128
+    max_target_length: int = 256
+    image_pipeline: str = "plain"
+    global_step: int | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> TrainedSettings:
+        config = manifest["config"]
+        return cls.from_dict({**config, "model_type": manifest.get("model_type", config.get("model_type")),
+                              "global_step": manifest.get("global_step")})
+
+    @classmethod
+    def zero_shot(cls, model_args, data_args) -> TrainedSettings:
+        """A config's untrained base model: no mode (asked with the baseline prompt), the config's settings."""
+        return cls(model_type=model_args.model_type, mode=None,
+                   text_mode=data_args.text_mode if model_args.model_type == "causal_lm" else None,
+                   templates=data_args.template_set, max_instruction_length=model_args.max_instruction_length,
+                   max_target_length=model_args.max_target_length, image_pipeline=model_args.image_pipeline)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainedSettings:
+        """From a run's flat config (or an export's record): known keys only, the defaults for absent ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {key: value for key, value in values.items() if key in known and value is not None}
+        kept["templates"] = load_templates(values.get("templates") or None)
+        if kept.get("model_type", "instructblip") != "causal_lm":
+            kept.pop("text_mode", None)  # the config default; an image model has no text mode
+        return cls(**kept)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "prompt": self.prompt}
+
+    @property
+    def prompt(self) -> str:
+        """The prompt the model was trained to follow: sit / baseline (images), its text_mode (text)."""
+        if self.model_type == "causal_lm":
+            return self.text_mode or "plain"
+        return prompt_for_mode(self.mode)
+
+    def generation(self, **decoding) -> GenerationSettings:
+        """Generation settings whose inputs are made as in training (instruction length, image pipeline)."""
+        return GenerationSettings(max_instruction_length=self.max_instruction_length,
+                                  image_pipeline=self.image_pipeline, **decoding)
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A loaded checkpoint; unpacks as `model, processor, manifest = load_checkpoint(...)`."""
+
+    model: Any
+    processor: Any
+    manifest: dict[str, Any]  # the file as written (sit_vqa_checkpoint.json)
+    directory: Path
+
+    @property
+    def trained(self) -> TrainedSettings:
+        return TrainedSettings.from_manifest(self.manifest)
+
+    def __iter__(self):
+        return iter((self.model, self.processor, self.manifest))
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -295,7 +377,7 @@ def frozen_dtype(manifest: dict[str, Any]) -> torch.dtype:
 def load_checkpoint(
     directory: str | Path, device: str | None = None, *, dtype: torch.dtype | None = None,
     allow_partial: bool = False, base_model: str | Path | None = None,
-):
+) -> LoadedCheckpoint:
     """Rebuild (model, processor, manifest) from a checkpoint directory (or a run directory), ready for
     generation. The frozen weights get the dtype the run trained with unless `dtype` says otherwise; the
     weights file must hold every trained tensor (allow_partial: load what is there). `base_model` replaces
@@ -310,4 +392,4 @@ def load_checkpoint(
         model, directory / WEIGHTS_NAME, strict=not allow_partial, expected=trainable_state_dict(model)
     )
     model.eval()
-    return model, processor, manifest
+    return LoadedCheckpoint(model, processor, manifest, directory)

@@ -44,7 +44,7 @@ IMAGE_TOKEN = "<image>"  # the processor's placeholder text, as on the hub
 TINY_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>", "<s>", IMAGE_TOKEN)
 
 # Every word of the tiny InstructBLIP vocabulary (lowercase: the tokenizer lowercases its input).
-# It covers the SIT templates (sit_vqa/data/templates.py) and the bundled coloured-shapes sample:
+# It covers the SIT templates (sit_vqa/data/prompts.py) and the bundled coloured-shapes sample:
 # colours, shapes, counts as digits and words, positions, yes/no and the usual question words.
 TINY_VOCAB_WORDS: tuple[str, ...] = tuple(
     """

@@ -31,13 +31,9 @@ from transformers import TrainerCallback
 
 from sit_vqa.evaluation import sharded
 from sit_vqa.errors import ConfigError
-from sit_vqa.evaluation.vqa import (
-    GenerationSettings,
-    generate_batches,
-    load_eval_records,
-    prompt_for_mode,
-    score_generations,
-)
+from sit_vqa.data.prompts import prompt_for_mode
+from sit_vqa.evaluation.vqa import load_eval_records, score_generations
+from sit_vqa.modeling.generation import GenerationSettings, generate_batches
 
 logger = logging.getLogger(__name__)
 

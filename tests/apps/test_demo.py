@@ -13,10 +13,11 @@ from PIL import Image
 
 from sit_vqa.apps import demo as demo_cli
 from sit_vqa.config import load_config
-from sit_vqa.data.templates import BASELINE_TASK, SIT_TASK
+from sit_vqa.data.prompts import BASELINE_TASK, SIT_TASK
 from sit_vqa.apps.demo import DemoInputError, GenerationOptions, VqaDemo, load_image
 from sit_vqa.errors import SitVqaError
-from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts, load_eval_records
+from sit_vqa.evaluation.vqa import load_eval_records
+from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.metrics.vqa import question_accuracy
 from tests.evaluation.test_evaluation import write_tiny_checkpoint
 

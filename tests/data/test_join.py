@@ -23,7 +23,7 @@ from sit_vqa.data.prepared import (
     prepare_cached,
     prepare_dataset,
 )
-from sit_vqa.data.templates import Templates, parse_sit_output
+from sit_vqa.data.prompts import Templates, parse_sit_output
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, DataError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sit_vqa.data.templates import parse_sit_output
+from sit_vqa.data.prompts import parse_sit_output
 from sit_vqa.data.text_sit import (
     TextSitError,
     build_text_sit,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from sit_vqa.data.templates import BASELINE_TASK, SIT_TASK, parse_sit_output
+from sit_vqa.data.prompts import BASELINE_TASK, SIT_TASK, parse_sit_output
 from sit_vqa.evaluation.vqa import load_eval_records
 from sit_vqa.metrics.vqa import question_accuracy
 from tests.evaluation.test_evaluation import REPO, SAMPLE, ids, sample_data, write_tiny_checkpoint

@@ -15,17 +15,15 @@ from sit_vqa.modeling.checkpoint import resolve_checkpoint
 from sit_vqa.config import DataArguments, load_config
 from sit_vqa.data.join import JoinOptions
 from sit_vqa.data.prepared import prepare_dataset
-from sit_vqa.data.templates import BASELINE_TASK, SIT_TASK, Templates
+from sit_vqa.data.prompts import BASELINE_TASK, SIT_TASK, Templates, resolve_prompt
 from sit_vqa.errors import CheckpointError, EvaluationError
 from sit_vqa.evaluation.vqa import (
     METRIC_VERSIONS,
     EvalOptions,
-    GenerationSettings,
-    generate_texts,
     load_eval_records,
-    resolve_prompt,
     score_generations,
 )
+from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.metrics.vqa import question_accuracy
 from sit_vqa.modeling.loading import build_model, configure_trainable
 from sit_vqa.modeling.precision import keep_trained_fp32
@@ -153,10 +151,9 @@ def test_a_config_without_eval_data_is_a_clear_error():
 @pytest.mark.parametrize(("mode", "expected"), [("sit", "sit"), ("mixed", "sit"), ("baseline", "baseline"),
                                                 ("multitask", "baseline")])
 def test_auto_prompt_follows_the_training_mode(mode, expected):
-    manifest = {"config": {"mode": mode}}
-    assert resolve_prompt("auto", manifest) == expected
-    assert resolve_prompt("baseline", manifest) == "baseline"
-    assert resolve_prompt("sit", manifest) == "sit"
+    assert resolve_prompt("auto", mode) == expected
+    assert resolve_prompt("baseline", mode) == "baseline"
+    assert resolve_prompt("sit", mode) == "sit"
 
 
 def test_zero_shot_is_asked_with_the_baseline_prompt():

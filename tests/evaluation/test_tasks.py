@@ -17,7 +17,7 @@ import torch
 import evaluate
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.config import load_config
-from sit_vqa.data.templates import BASELINE_TASK, parse_sit_output
+from sit_vqa.data.prompts import BASELINE_TASK, parse_sit_output
 from sit_vqa.evaluation.sets import (
     TRANSLATE_QUESTION_PREFIX,
     GqaSet,

@@ -21,7 +21,7 @@ from sit_vqa.modeling.checkpoint import (
     trainable_state_dict,
 )
 from sit_vqa.modeling.collate import SampleTransform
-from sit_vqa.data.templates import Templates, parse_sit_output
+from sit_vqa.data.prompts import Templates, parse_sit_output
 from sit_vqa.errors import CheckpointError, ModelLoadError
 from sit_vqa.modeling.loading import (
     ParamCounts,

@@ -11,7 +11,7 @@ from PIL import Image
 import evaluate
 import train
 from sit_vqa.modeling import checkpoint as ckpt
-from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts
+from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.modeling.loading import generation_kwargs, load_instructblip
 from sit_vqa.modeling.replicas import force_lm_output
 

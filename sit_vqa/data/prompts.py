@@ -1,4 +1,5 @@
-"""Instruction templates for baseline / SIT / multitask records, and the parser of SIT outputs.
+"""How the model is asked and how its answer is read back: the instruction templates of baseline / SIT /
+multitask records, which prompt a trained recipe is asked with, the output markers, and their parser.
 
 Templates are plain `str.format` strings over the fields {question}, {caption} and {answer}.
 The defaults follow Hu et al. (NAACL 2025): the baseline asks for the answer alone, SIT asks the
@@ -7,6 +8,12 @@ model to describe the image first and then answer, with the target
 
 `parse_sit_output` is the one place where a generated text is split back into (description,
 answer); evaluation uses it too, so training targets and scoring can never disagree on the markers.
+The markers are matched case-insensitively everywhere ("ANSWER:" counts), `answer_line` is that rule for
+callers that read an answer spanning lines.
+
+The prompt of a trained recipe (`prompt_for_mode`, `resolve_prompt`): a model trained in join mode sit or
+mixed is asked with the SIT instruction, one trained in baseline or multitask mode (and a zero-shot model)
+with the baseline instruction. Text-only models are asked in their text_mode (plain / repeat / translate).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from sit_vqa.errors import ConfigError
+from sit_vqa.errors import ConfigError, EvaluationError
 
 BASELINE_TASK = "Answer the input question based on the image"
 SIT_TASK = "First describe the image, then answer the input question based on the image"
@@ -29,6 +36,22 @@ DESCRIPTION_MARKER = "Description:"
 ANSWER_MARKER = "Answer:"
 
 TEMPLATE_FIELDS = ("question", "caption", "answer")
+
+PROMPTS = ("auto", "sit", "baseline")  # what a user may ask for; auto follows the trained recipe
+SIT_TRAINED_MODES = ("sit", "mixed")  # checkpoints trained in these join modes are asked with the SIT instruction
+
+
+def prompt_for_mode(mode: str | None) -> str:
+    """The prompt a model trained in join `mode` is asked with: SIT for sit/mixed, baseline otherwise (and
+    zero-shot, mode None)."""
+    return "sit" if mode in SIT_TRAINED_MODES else "baseline"
+
+
+def resolve_prompt(prompt: str, trained_mode: str | None) -> str:
+    """`prompt` unless it is "auto": then the prompt of the join mode the model was trained in."""
+    if prompt not in PROMPTS:
+        raise EvaluationError(f"unknown prompt {prompt!r}; expected one of {', '.join(PROMPTS)}")
+    return prompt_for_mode(trained_mode) if prompt == "auto" else prompt
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,11 @@ class ParsedOutput:
 _DESCRIPTION_RE = re.compile(r"description\s*:", re.IGNORECASE)
 _ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
 _LINE_START_ANSWER_RE = re.compile(r"^[ \t]*answer\s*:", re.IGNORECASE | re.MULTILINE)
+
+
+def answer_line(text: str) -> re.Match | None:
+    """The first "Answer:" marker that starts a line (any case), or None: where a multi-line answer begins."""
+    return _LINE_START_ANSWER_RE.search(text)
 
 
 def parse_sit_output(text: str) -> ParsedOutput:

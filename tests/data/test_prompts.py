@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from sit_vqa.data.templates import ParsedOutput, Templates, parse_sit_output
+from sit_vqa.data.prompts import ParsedOutput, Templates, parse_sit_output
 
 CAPTIONS = [
     "A plate of food.",
@@ -127,7 +127,7 @@ def test_parse_keeps_the_first_answer_when_the_model_goes_on_with_another_questi
 
 
 def test_templates_the_parser_cannot_split_are_refused():
-    from sit_vqa.data.templates import check_parsable
+    from sit_vqa.data.prompts import check_parsable
 
     check_parsable(Templates())
     check_parsable(Templates(sit_target="Description: {caption}\nAnswer: {answer}.", baseline_target="Answer: {answer}"))

@@ -1,0 +1,155 @@
+"""Generation: one settings type and one function that turns a batch of (image, instruction) records into
+texts. Evaluation, the in-training evaluation, the demo and the export check all generate through here.
+
+    settings = GenerationSettings(max_new_tokens=64)
+    texts = generate_texts(model, processor, records, settings)      # records: "instruction" and an image
+
+- `GenerationInputs` makes a model's inputs from records (the collator's transform, with the instruction
+  length and image pipeline the checkpoint was trained with) and pads them on the side generation needs:
+  left for decoder-only LMs (new tokens follow the prompt), right for T5 (the encoder reads the prompt).
+- `generate_batch` is the one `model.generate` call: greedy, beam search or sampling from the settings, the
+  EOS the targets were trained with (`generation_kwargs`), bf16 autocast where the run used it, and the
+  prompt echo of decoder-only LMs cut off (`decode_generated`).
+- `generate_batches` / `generate_texts` run it over records in batches of record indices (what
+  `sit_vqa.evaluation.sharded` deals out to the processes of a launch).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from sit_vqa.errors import EvaluationError, InputError
+from sit_vqa.modeling import precision
+from sit_vqa.modeling.collate import SampleTransform, TransformedDataset
+from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder
+
+
+class InvalidGenerationSettings(EvaluationError, InputError):
+    """A generation setting that cannot be used (a count below 1, top_p above 1, ...): an evaluation cannot
+    run with it, and the demo refuses the request."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate, everywhere: the decoding (greedy by default), the batch, and how inputs are made
+    (instruction length and image pipeline: as the checkpoint was trained, `TrainedSettings` gives them)."""
+
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    batch_size: int = 16
+    max_instruction_length: int = 128
+    image_pipeline: str = "plain"  # sit_vqa.modeling.images
+    num_workers: int = 0
+
+    def __post_init__(self):
+        for name in ("batch_size", "max_new_tokens", "num_beams", "max_instruction_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidGenerationSettings(f"{name} must be a positive integer, got {value!r}")
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidGenerationSettings(f"{name} must be a positive number, got {value!r}")
+        if self.top_p > 1:
+            raise InvalidGenerationSettings(f"top_p must be at most 1, got {self.top_p}")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The decoding arguments of `model.generate`."""
+        kwargs = dict(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=self.do_sample,
+                      repetition_penalty=self.repetition_penalty)
+        if self.do_sample:  # transformers warns about temperature / top_p set without sampling
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        return kwargs
+
+
+class GenerationInputs:
+    """Records -> the model's padded generation inputs, on the model's device."""
+
+    def __init__(self, model, processor, settings: GenerationSettings, *, feature_cache=None):
+        self.transform = SampleTransform.for_model(
+            model, processor, max_instruction_length=settings.max_instruction_length,
+            image_pipeline=settings.image_pipeline, feature_cache=feature_cache,
+        )
+        # decoder-only LMs continue the prompt: pad it on the left; T5's encoder reads it: right
+        self.collator = self.transform.collator(padding_side="right" if is_encoder_decoder(model) else "left")
+
+    @property
+    def tokenizer(self):
+        return self.transform.tokenizer
+
+    def sample(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return self.transform(record, with_target=False)
+
+    def batch(self, records: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.collator([self.sample(record) for record in records])
+
+
+def generate_batch(model, tokenizer, batch: Mapping[str, torch.Tensor], settings: GenerationSettings,
+                   **extra) -> list[str]:
+    """The texts `model` generates for one padded batch (GenerationInputs.batch), prompts cut off.
+    `extra`: more `generate` arguments (a streamer, stopping criteria)."""
+    device = next(model.parameters()).device
+    with torch.inference_mode(), precision.autocast_for(model, device):
+        batch = {key: value.to(device) for key, value in batch.items()}
+        generated = model.generate(
+            **batch, **settings.generate_kwargs(), **extra,
+            **generation_kwargs(tokenizer),  # stop at the targets' EOS (the hub LM config names another)
+        )
+        return decode_generated(model, tokenizer, generated, batch["input_ids"].shape[1])
+
+
+def generate_texts(
+    model, processor, records, settings: GenerationSettings, *, progress: bool = True, feature_cache=None
+) -> list[str]:
+    """The model's output for every record (prompt = its "instruction" and image), in record order.
+
+    The model is put in eval mode for the call and left in the mode it was in. feature_cache: a
+    sit_vqa.modeling.feature_cache.FeatureCache holding the records' images (the model needs use_cached_features).
+    """
+    batches = batches_of(len(records), settings.batch_size)
+    generated = generate_batches(model, processor, records, settings, batches, progress=progress,
+                                 feature_cache=feature_cache)
+    return [text for texts in generated for text in texts]
+
+
+def batches_of(count: int, batch_size: int) -> list[list[int]]:
+    """The batches one process makes of `count` records: consecutive indices, `batch_size` each."""
+    return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+
+
+def generate_batches(
+    model, processor, records, settings: GenerationSettings, batches: Sequence[Sequence[int]], *,
+    progress: bool = True, feature_cache=None,
+) -> Iterator[list[str]]:
+    """The outputs of each batch of `batches` (lists of record indices) in turn: the generate function that
+    `sit_vqa.evaluation.sharded` runs on every rank. The model is in eval mode until the last batch is out."""
+    inputs = GenerationInputs(model, processor, settings, feature_cache=feature_cache)
+    loader = torch.utils.data.DataLoader(
+        TransformedDataset(records, functools.partial(inputs.transform, with_target=False)),
+        batch_sampler=[list(batch) for batch in batches], collate_fn=inputs.collator,
+        num_workers=settings.num_workers,
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _progress(loader, progress):
+            # inference mode per batch (inside generate_batch), not around the yield: the caller's code
+            # between batches runs as usual
+            yield generate_batch(model, inputs.tokenizer, batch, settings)
+    finally:
+        model.train(was_training)
+
+
+def _progress(loader, enabled: bool):
+    # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay clean)
+    return tqdm(loader, desc="generating", unit="batch", disable=None if enabled else True)
