@@ -56,18 +56,18 @@ def build_page(demo: VqaDemo, prompt: str = "auto", options: GenerationOptions =
         # Unprocessed, `image` is the upload's file data ({"path", "orig_name", ...}), already checked by
         # gradio to lie in its upload folder; load_image checks the rest, with messages that say what to do.
         if not image or not image.get("path"):
-            raise gr.Error("upload an image first (or pick one of the examples)")
+            raise _rejected("upload an image first (or pick one of the examples)")
         try:
             settings = GenerationOptions(
                 max_new_tokens=int(max_new_tokens), num_beams=int(num_beams), do_sample=bool(do_sample),
                 temperature=float(temperature), top_p=float(top_p), repetition_penalty=float(repetition_penalty),
             )
             name = image.get("orig_name") or Path(image["path"]).name  # the name the person uploaded
-            pixels = load_image(image["path"], name=name)
+            pixels = load_image(image["path"], name=name, reduce_above=demo.reduce_above)
             for reply in demo.stream(pixels, question, prompt=prompt, options=settings):
                 yield reply.description or "", reply.answer, reply.raw
         except SitVqaError as error:  # shown in the page; the server goes on serving
-            raise gr.Error(str(error)) from None
+            raise _rejected(str(error)) from None
 
     mode = demo.trained_mode or "none (zero-shot)"
     with gr.Blocks(title="sit-vqa demo", analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -103,6 +103,13 @@ def build_page(demo: VqaDemo, prompt: str = "auto", options: GenerationOptions =
         button.click(ask, inputs, outputs, api_name="ask", preprocess=False)
         question.submit(ask, inputs, outputs, api_name=False, preprocess=False)
     return page
+
+
+def _rejected(message: str) -> gr.Error:
+    """The error shown in the page for a request the demo refuses, logged as one line on the server (gradio
+    would print a traceback for each: 259 lines for 7 bad uploads)."""
+    print(f"request refused: {message}", file=sys.stderr, flush=True)
+    return gr.Error(message, print_exception=False)
 
 
 def serve(demo: VqaDemo, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,

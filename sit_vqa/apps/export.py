@@ -43,6 +43,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     """Write the standalone model of `checkpoint` (a run or checkpoint directory) to `out_dir`; returns it.
     `base_model` replaces the base model the checkpoint names (a copy elsewhere)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file; pass the path of a new directory for the exported model")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir} exists and is not empty; pass a new --out directory (nothing is overwritten)")
     scores = read_report(report) if report else None

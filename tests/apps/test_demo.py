@@ -2,12 +2,14 @@
 same inputs, image sources, prompts, streaming, batching, and clear errors for bad input."""
 
 import io
+import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -117,8 +119,32 @@ def test_bad_images_are_refused_with_a_message(tmp_path, monkeypatch):
     with pytest.raises(DemoInputError, match="too large to decode safely"):
         load_image(SAMPLE_IMAGE)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", width * height // 3)  # PIL's own error from 2x on
-    with pytest.raises(DemoInputError, match="too large to decode safely"):
+    with pytest.raises(DemoInputError, match="too large to decode safely") as refused:
         load_image(SAMPLE_IMAGE.read_bytes())
+    limits = {int(number.replace(",", "")) for number in re.findall(r"\d[\d,]{3,}", str(refused.value))}
+    assert limits == {width * height // 3}, str(refused.value)  # one limit quoted: the one that refused it
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_huge_images_are_decoded_reduced_small_ones_exactly(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    huge = tmp_path / f"huge{suffix}"
+    Image.fromarray(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8)).save(huge)
+    reduced = load_image(huge, reduce_above=896)
+    assert 448 <= min(reduced.size) < 1000 and reduced.size[0] > reduced.size[1]  # aspect ratio kept
+    assert min(load_image(huge).size) == 3000  # without the cap: the full image
+    with Image.open(SAMPLE_IMAGE) as exact:
+        assert np.array_equal(np.asarray(load_image(SAMPLE_IMAGE, reduce_above=896)), np.asarray(exact.convert("RGB")))
+
+
+def test_the_demo_decodes_a_huge_upload_reduced(demo, tmp_path):
+    size = demo.processor.image_processor.size
+    assert demo.reduce_above == 4 * min(size["height"], size["width"])
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (40 * demo.reduce_above, 30 * demo.reduce_above), (220, 40, 40)).save(huge)
+    reduced = load_image(huge, reduce_above=demo.reduce_above)
+    assert min(reduced.size) < demo.reduce_above
+    assert demo.ask(huge, "Is it red?", options=SHORT) == demo.ask(reduced, "Is it red?", options=SHORT)
 
 
 def test_bad_questions_are_refused_with_a_message(demo):

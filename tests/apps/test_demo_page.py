@@ -163,6 +163,8 @@ def test_page_describes_and_answers_shows_errors_and_keeps_serving(server, api, 
     second = "How many shapes are there?"
     ask_in_page(browser, SECOND_IMAGE, second)
     wait_for_reply(browser, api.ask(SECOND_IMAGE, second))
+    log = server[1].read_text()
+    assert "request refused: holiday.jpg is not an image file" in log and "Traceback" not in log, log
 
     foreign = {host for host in requested_hosts(browser) if urlparse(host).hostname not in LOCAL_HOSTS}
     assert not foreign, f"the page made requests off this machine: {sorted(foreign)}"

@@ -92,3 +92,13 @@ def test_export_refuses_to_overwrite_and_bad_checkpoints(quickstart_run, tmp_pat
     assert (tmp_path / "taken" / "file").read_text() == "keep me"
     assert main(["--checkpoint", str(tmp_path / "taken"), "--out", str(tmp_path / "new")]) == 2
     assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "new").exists()
+
+
+def test_export_onto_an_existing_file_exits_2_with_a_message(quickstart_run, tmp_path):
+    taken = tmp_path / "model.bin"
+    taken.write_text("keep me")
+    result = subprocess.run([sys.executable, "-m", "sit_vqa.apps.export", "--checkpoint", str(quickstart_run),
+                             "--out", str(taken)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "is a file" in result.stderr and "Traceback" not in result.stderr
+    assert taken.read_text() == "keep me"
