@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sit_vqa.modeling import precision
-from sit_vqa.config import ModelArguments
+from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.errors import CheckpointError
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.modeling.loading import build_model

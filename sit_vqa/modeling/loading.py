@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from sit_vqa.modeling import precision
-from sit_vqa.config import ModelArguments
+from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
 
