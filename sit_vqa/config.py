@@ -35,7 +35,7 @@ from sit_vqa.modeling import precision
 from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.samples.generated import split_paths
 from sit_vqa.data.join import JoinOptions
-from sit_vqa.errors import ConfigError
+from sit_vqa.errors import ConfigError, unknown_options_message
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CACHE_ENV = "SIT_VQA_CACHE"  # overrides the cache root, as HF_HOME does for the HF libraries
@@ -290,7 +290,7 @@ def _parse(source: str, values: dict[str, Any], overrides: list[str], fields: di
     except (ConfigError, ValueError) as error:  # __post_init__ checks; TrainingArguments explains itself
         raise ConfigError(f"{_blame(source, overrides, str(error))}: {error}") from None
     if unknown:
-        raise ConfigError(_unknown_flags_message(unknown, fields))
+        raise ConfigError(f"command line: {unknown_options_message(unknown, list(fields), 'python train.py')}")
     return sections
 
 
@@ -301,16 +301,6 @@ def _blame(source: str, overrides: list[str], message: str) -> str:
         if flag.startswith("--") and re.search(rf"\b{re.escape(name)}\b", message):
             return f"command line --{name}"
     return source
-
-
-def _unknown_flags_message(unknown: list[str], fields: dict[str, Any]) -> str:
-    flags = [item for item in unknown if item.startswith("-")] or unknown
-    hints = []
-    for flag in flags:
-        close = difflib.get_close_matches(flag.lstrip("-"), fields, n=3)
-        hints.append(f"{flag} (did you mean: {', '.join('--' + name for name in close)}?)" if close else flag)
-    return (f"command line: unknown option{'s' if len(flags) > 1 else ''} {', '.join(hints)} "
-            "(python train.py --help lists every key)")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
