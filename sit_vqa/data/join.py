@@ -127,9 +127,11 @@ class JoinOptions:
         for name, choices in (("mode", MODES), ("caption_policy", CAPTION_POLICIES), ("answer_policy", ANSWER_POLICIES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; expected one of: {', '.join(choices)}")
-        load_templates(self.templates)  # fail now, not after the model has loaded
+        # read and checked now, once: a bad template fails at parse, not after the model has loaded, and a
+        # templates file edited later does not change a parsed config (cached_property: no field is touched)
+        _ = self.template_set
 
-    @functools.cached_property  # derived from `templates`, read once (a file may be named); no field changes
+    @functools.cached_property
     def template_set(self) -> Templates:
         """The configured templates, checked (known fields, the parser reads their answers back)."""
         return load_templates(self.templates)
