@@ -33,7 +33,7 @@ def split_paths(out_dir: str | Path, split: str) -> dict[str, str]:
 def ensure_sample(
     out_dir: str | Path, train_images: int, val_images: int, seed: int = DEFAULT_SEED, style: str = DEFAULT_STYLE
 ) -> bool:
-    """Generate the sample into out_dir unless it already holds this very one; True when it generated.
+    """Generate the sample into out_dir unless it already holds this very one, complete; True when it generated.
 
     out_dir/sample_settings.json (written last) records the settings and a hash of this generator's
     source, so a changed generator or other settings regenerate, and a cut-off generation is redone.
