@@ -66,6 +66,7 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation.vqa import EvalOptions, run_evaluation
 from sit_vqa.evaluation.reports import compare_markdown, compare_runs, write_comparison
 from sit_vqa.evaluation.tasks import TaskOptions, config_overrides, run_task, summary, vqa_options
+from sit_vqa.samples.generated import ensure_config_sample
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def _evaluate(parser, command: CommandArguments, options: EvalOptions, task: Tas
         parser.error("--zero-shot evaluates the base model: leave --checkpoint out")
     # no training data needed; the user's overrides come last and win over the task's
     config = load_config(command.config, config_overrides(task) + overrides, data_roles=("eval",))
+    ensure_config_sample(config)  # a config with sample_dir: its sample, generated on first use
     task = task.for_model_type(config.model.model_type)
     if task.task not in ("vqa", "okvqa"):
         run = run_task(config, options, task)

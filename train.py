@@ -20,6 +20,7 @@ from transformers import HfArgumentParser
 
 from sit_vqa.config import SECTIONS, HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
+from sit_vqa.samples.generated import ensure_config_sample
 from sit_vqa.training.trainer import run_training
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None):
     config_arg.add_argument("--config")
     known, overrides = config_arg.parse_known_args(argv)
     config = load_config(known.config, overrides)
+    ensure_config_sample(config)  # a config with sample_dir: its sample, generated on first use
     final = run_training(config)
     if config.training.should_save:
         print(f"\ncheckpoint: {final}")

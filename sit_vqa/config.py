@@ -6,7 +6,11 @@
 paper's defaults), so every Trainer option (batch size, accumulation, bf16, logging, saving,
 gradient checkpointing, DDP) is a config key with the name users already know. Parsing is done by
 `transformers.HfArgumentParser`; this module adds what it lacks for YAML files: unknown keys and
-values of the wrong type are errors that name the file and the key, and data paths must exist.
+values of the wrong type are errors that name the file (or the command-line flag) and the key, and the
+data paths a config names must exist. Parsing writes nothing: a config with `sample_dir` gets the sample's
+file paths here, and the sample itself is made by `sit_vqa.samples.generated.ensure_config_sample`, a
+step of the commands that read data. Relative `sample_dir` and `prepared_cache_dir` values lie under the
+cache root (`SIT_VQA_CACHE`, default ~/.cache/sit_vqa), never in the current directory.
 A parsed `RunConfig` is never mutated afterwards.
 """
 
@@ -16,6 +20,8 @@ import argparse
 import dataclasses
 import difflib
 import enum
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,85 +32,21 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from sit_vqa.modeling import precision
-from sit_vqa.samples.generated import ensure_sample, split_paths
+from sit_vqa.modeling.arguments import ModelArguments
+from sit_vqa.samples.generated import split_paths
 from sit_vqa.data.join import JoinOptions
-from sit_vqa.errors import ConfigError
+from sit_vqa.errors import ConfigError, unknown_options_message
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CACHE_ENV = "SIT_VQA_CACHE"  # overrides the cache root, as HF_HOME does for the HF libraries
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """--help keeps the module docstring's layout and shows every option's default."""
 
 
-@dataclass
-class ModelArguments:
-    model_type: Literal["instructblip", "causal_lm"] = field(
-        default="instructblip",
-        metadata={"help": "instructblip: image QA with a frozen ViT and LLM; causal_lm: the text-only path."},
-    )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Hub id (e.g. Salesforce/instructblip-vicuna-7b) or a local directory. "
-                  "Leave empty and set tiny_model to build a small offline model in code."},
-    )
-    tiny_model: Literal["decoder", "t5"] | None = field(
-        default=None,
-        metadata={"help": "Build a tiny random model offline instead of loading one: 'decoder' (LLaMA-style LM) "
-                  "or 't5' (encoder-decoder LM). For causal_lm any value builds the tiny causal LM."},
-    )
-    tiny_model_seed: int = field(default=0, metadata={"help": "Seed of the tiny model's random weights."})
-    tiny_hidden_size: int = field(default=32, metadata={"help": "Tiny model: width of every part (ViT, Q-Former, LM)."})
-    tiny_num_layers: int = field(default=2, metadata={"help": "Tiny model: layers of every part."})
-    tiny_image_size: int = field(default=32, metadata={"help": "Tiny InstructBLIP: image side in pixels."})
-    tiny_patch_size: int | None = field(default=None, metadata={"help": "Tiny InstructBLIP: ViT patch side (default: image side / 4)."})
-    tiny_num_query_tokens: int = field(default=4, metadata={"help": "Tiny InstructBLIP: Q-Former query tokens."})
-    train_vision_post_layernorm: bool = field(
-        default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
-    )
-    train_all: bool = field(default=False, metadata={"help": "Train every weight (tiny-model experiments)."})
-    model_dtype: precision.ModelDtype = field(
-        default="auto",
-        metadata={"help": "Dtype of the frozen weights. auto: bfloat16 on a CUDA GPU that supports it, else float32. "
-                  "Trainable weights stay float32; use bf16: true for mixed-precision compute."},
-    )
-    local_files_only: bool = field(default=False, metadata={"help": "Never contact the hub."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from the model repo to run."})
-    max_instruction_length: int = field(default=128, metadata={"help": "Instruction tokens (truncated from the left)."})
-    max_target_length: int = field(default=256, metadata={"help": "Target tokens (truncated from the right)."})
-    image_pipeline: Literal["plain", "fast"] = field(
-        default="plain",
-        metadata={"help": "Image -> pixel_values. plain: the image processor's own path; fast: JPEG draft decoding "
-                  "+ one vectorised normalise, ~3x the samples/s, pixels close to plain (docs/PERFORMANCE.md). "
-                  "Saved in the checkpoint, so evaluation and the demo preprocess as training did."},
-    )
-    use_lora: bool = field(default=False, metadata={"help": "causal_lm only: train LoRA adapters (peft)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
-    )
-
-    def __post_init__(self):
-        if self.model_name_or_path is None and self.tiny_model is None:
-            raise ConfigError("set model_name_or_path (a hub id or local directory) or tiny_model (decoder or t5)")
-        if self.model_name_or_path is not None and self.tiny_model is not None:
-            raise ConfigError(
-                f"both model_name_or_path ({self.model_name_or_path}) and tiny_model ({self.tiny_model}) are set; "
-                "keep one (the tiny-model configs set tiny_model: start from vqa_sit.yaml or text_sit.yaml "
-                "without it for a real model)"
-            )
-        if self.use_lora and self.model_type != "causal_lm":
-            raise ConfigError("use_lora applies to model_type causal_lm only (InstructBLIP trains its Q-Former)")
-        for name in ("max_instruction_length", "max_target_length", "lora_r", "tiny_hidden_size", "tiny_num_layers",
-                     "tiny_image_size", "tiny_num_query_tokens"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-
-
 RAW_FILE_KEYS = ("questions", "annotations", "captions", "image_dir")
-DATA_ROLES = ("train", "eval")  # the config's two sets of data keys: train_* and eval_*
+SAMPLE_SPLITS = {"train": "train2014", "eval": "val2014"}  # the generated split each role's keys point into
 
 
 @dataclass(frozen=True)
@@ -126,7 +68,8 @@ class DataArguments(JoinOptions):
     sample_dir: str | None = field(
         default=None,
         metadata={"help": "Generate the procedural sample (sit_vqa.samples.scenes: official VQAv2 + COCO formats) into "
-                  "this directory on first use and train and evaluate on it; it sets the train_*/eval_* files."},
+                  "this directory on first use and train and evaluate on it; it sets the train_*/eval_* files. "
+                  f"A relative path lies under the cache root (${CACHE_ENV}, default ~/.cache/sit_vqa)."},
     )
     sample_train_images: int = field(default=64, metadata={"help": "sample_dir: train2014 images to generate."})
     sample_val_images: int = field(default=24, metadata={"help": "sample_dir: val2014 images to generate."})
@@ -137,7 +80,11 @@ class DataArguments(JoinOptions):
     eval_subset_questions: int | None = field(
         default=200, metadata={"help": "Questions of the eval split scored during training (None: all)."}
     )
-    prepared_cache_dir: str = field(default="cache/prepared", metadata={"help": "Where joined datasets are cached."})
+    prepared_cache_dir: str = field(
+        default="prepared",
+        metadata={"help": f"Where joined datasets are cached; a relative path lies under the cache root (${CACHE_ENV}, "
+                  "default ~/.cache/sit_vqa)."},
+    )
     feature_cache_dir: str | None = field(
         default=None,
         metadata={"help": "Cache the frozen ViT's features of every training image here (built once, resumably; "
@@ -164,19 +111,19 @@ class DataArguments(JoinOptions):
         if self.eval_subset_questions is not None and self.eval_subset_questions < 1:
             raise ConfigError(f"eval_subset_questions must be a positive integer (or null: all), "
                               f"got {self.eval_subset_questions}")
-        if self.sample_dir:
-            self._use_generated_sample()
-
-    def _use_generated_sample(self) -> None:
-        """Point the raw train/eval keys of each role left unset into sample_dir: part of parsing (the config is
-        frozen afterwards). A role with any file of its own keeps its files (e.g. another eval set)."""
-        if self.sample_train_images < 1 or self.sample_val_images < 1:
+        if self.sample_dir and (self.sample_train_images < 1 or self.sample_val_images < 1):
             raise ConfigError("sample_train_images and sample_val_images must be at least 1")
-        for role, sample_split in (("train", "train2014"), ("eval", "val2014")):
-            if any(getattr(self, f"{role}_{key}") for key in (*RAW_FILE_KEYS, "dataset_dir")):
-                continue
-            for key, path in split_paths(self.sample_dir, sample_split).items():
-                object.__setattr__(self, f"{role}_{key}", path)
+
+    def sample_files(self) -> dict[str, str]:
+        """The raw train_*/eval_* keys that sample_dir fills: those of each role left unset (a role with any file
+        of its own keeps its files, e.g. another eval set). Names the files; the sample step makes them."""
+        if not self.sample_dir:
+            return {}
+        files = {}
+        for role, split in SAMPLE_SPLITS.items():
+            if not any(getattr(self, f"{role}_{key}") for key in (*RAW_FILE_KEYS, "dataset_dir")):
+                files.update({f"{role}_{key}": path for key, path in split_paths(self.sample_dir, split).items()})
+        return files
 
     def raw_files(self, role: str) -> dict[str, str] | None:
         """The raw files of the train_* or eval_* keys as {questions, annotations, captions, image_dir}, or None."""
@@ -284,12 +231,25 @@ def resolve_config_path(name: str | Path) -> Path:
     raise ConfigError(f"config file {name} not found (looked in the current directory and {CONFIG_DIR}; shipped: {shipped})")
 
 
+def cache_root() -> Path:
+    """Where generated samples and prepared datasets go unless a config names an absolute path."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sit_vqa").expanduser()
+
+
+def _in_cache(path: str | None) -> str | None:
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return str(path if path.is_absolute() else cache_root() / path)
+
+
 def load_config(
     config: str | Path | None, overrides: list[str] | None = None, data_roles: tuple[str, ...] = ("train", "eval")
 ) -> RunConfig:
     """Read a YAML config, apply `--key value` overrides, validate, and return the frozen RunConfig.
 
-    The data paths of `data_roles` (train, eval) must exist (evaluation passes ("eval",): it needs no training data).
+    The data paths of `data_roles` (train, eval) that the config names must exist (evaluation passes ("eval",): it
+    needs no training data); those a `sample_dir` fills are made by `ensure_config_sample`. Writes nothing.
     """
     source = "<defaults>"
     values: dict[str, Any] = {}
@@ -297,33 +257,50 @@ def load_config(
         path = resolve_config_path(config)
         source = str(path)
         values = _read_yaml(path)
-    parser = HfArgumentParser(SECTIONS, allow_abbrev=False)  # a typo never silently sets another key
+    overrides = list(overrides or [])
     fields = _field_types()
     values = {key: _check_value(source, key, value, fields) for key, value in values.items()}
-    parser.set_defaults(**values)
-    try:
-        model, data, training = parser.parse_args_into_dataclasses(args=overrides or [], look_for_args_file=False)
-    except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
-    except ValueError as error:  # TrainingArguments.__post_init__ explains itself
-        raise ConfigError(f"{source}: {error}") from None
+    model, data, training = _parse(source, values, overrides, fields)
+    # computed values go into new frozen instances (dataclasses.replace), never into the parsed ones
+    data = dataclasses.replace(data, sample_dir=_in_cache(data.sample_dir),
+                               prepared_cache_dir=_in_cache(data.prepared_cache_dir))
+    sample_files = data.sample_files()
+    data = dataclasses.replace(data, **sample_files)
     run = RunConfig(model, data, training, source)
     if model.model_dtype == "bfloat16" and not training.bf16:
         raise ConfigError(f"{source}: model_dtype bfloat16 needs bf16: true (bf16 autocast for the fp32 trained weights)")
-    if data.sample_dir:
-        _generate_sample(data)
     if data.feature_cache_dir and (model.train_all or model.model_type != "instructblip"):
         raise ConfigError(f"{source}: feature_cache_dir caches the frozen ViT of an instructblip model; it cannot be "
                           "used with train_all (the ViT would train) or model_type causal_lm")
-    _check_paths(run, data_roles)
+    _check_paths(run, data_roles, made_by_the_sample=set(sample_files))
     return run
 
 
-def _generate_sample(data: DataArguments) -> None:
-    if ensure_sample(data.sample_dir, data.sample_train_images, data.sample_val_images, data.sample_seed,
-                     data.sample_style):
-        print(f"generated the procedural sample ({data.sample_train_images} train, {data.sample_val_images} val "
-              f"images, style {data.sample_style}) in {data.sample_dir}")
+def _parse(source: str, values: dict[str, Any], overrides: list[str], fields: dict[str, Any]):
+    """The three sections from the file's values and the command line; an error names where the bad value came
+    from: the flag of the command line, else the file."""
+    # allow_abbrev=False: a typo never silently sets another key; exit_on_error=False: a bad flag value raises
+    parser = HfArgumentParser(SECTIONS, allow_abbrev=False, exit_on_error=False)
+    parser.set_defaults(**values)
+    try:
+        *sections, unknown = parser.parse_args_into_dataclasses(
+            args=overrides, return_remaining_strings=True, look_for_args_file=False)
+    except argparse.ArgumentError as error:  # a flag without its value, or a value of the wrong type
+        raise ConfigError(f"command line: {error} (python train.py --help lists every key)") from None
+    except (ConfigError, ValueError) as error:  # __post_init__ checks; TrainingArguments explains itself
+        raise ConfigError(f"{_blame(source, overrides, str(error))}: {error}") from None
+    if unknown:
+        raise ConfigError(f"command line: {unknown_options_message(unknown, list(fields), 'python train.py')}")
+    return sections
+
+
+def _blame(source: str, overrides: list[str], message: str) -> str:
+    """The command-line flag a validation message names (the flag wins over the file), else the file."""
+    for flag in overrides:
+        name = flag[2:].split("=")[0]
+        if flag.startswith("--") and re.search(rf"\b{re.escape(name)}\b", message):
+            return f"command line --{name}"
+    return source
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -425,8 +402,9 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _check_paths(run: RunConfig, roles: tuple[str, ...]) -> None:
-    """Every data path of `roles` (train, eval) that is set must exist; raw files come as a complete set."""
+def _check_paths(run: RunConfig, roles: tuple[str, ...], made_by_the_sample: set[str]) -> None:
+    """Every data path of `roles` (train, eval) that the config names must exist (those the sample step makes
+    need not, yet); raw files come as a complete set."""
     data = run.data
     for role in roles:
         given = [key for key in RAW_FILE_KEYS if getattr(data, f"{role}_{key}")]
@@ -440,7 +418,7 @@ def _check_paths(run: RunConfig, roles: tuple[str, ...]) -> None:
         path_keys += ["eval_text_data", "eval_text_data_translated"]
     for key in path_keys:
         value = getattr(data, key)
-        if value and not Path(value).exists():
+        if value and key not in made_by_the_sample and not Path(value).exists():
             raise ConfigError(f"{run.source}: {key}: {value} does not exist (fix the path, or see data/README.md)")
     model = run.model
     if model.model_name_or_path and model.tiny_model is None and model.local_files_only:

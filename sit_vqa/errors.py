@@ -38,3 +38,20 @@ class EvaluationError(SitVqaError, ValueError):
 class InputError(SitVqaError, ValueError):
     """An input given at run time that cannot be used: an image, a question, a generation setting (the demo
     reports these per request and keeps serving)."""
+
+
+def unknown_options_message(unknown: list[str], known: list[str], help_command: str) -> str:
+    """The one-line complaint about command-line options no parser took, with the known ones (field names)
+    closest to each, spelt as the user spelt theirs ('--check-image' -> '--check-images'):
+    'unknown option --learning_rat (did you mean: --learning_rate?)'."""
+    import difflib  # the error path only
+
+    flags = [item for item in unknown if item.startswith("-")] or unknown
+    named = []
+    for flag in flags:
+        typed = flag.split("=")[0].lstrip("-")
+        close = difflib.get_close_matches(typed.replace("-", "_"), known, n=3)
+        if "-" in typed:
+            close = [name.replace("_", "-") for name in close]
+        named.append(f"{flag} (did you mean: {', '.join('--' + name for name in close)}?)" if close else flag)
+    return f"unknown option{'s' if len(flags) > 1 else ''} {', '.join(named)}; {help_command} --help lists them all"

@@ -9,7 +9,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from sit_vqa.config import CACHE_ENV
 from sit_vqa.modeling.tiny import build_tiny_causal_lm, build_tiny_instructblip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_root(tmp_path_factory):
+    """A cache root of the session's own (generated samples, prepared datasets), for this process and the
+    commands the tests start: never the user's ~/.cache/sit_vqa, never one shared with a parallel session."""
+    root = tmp_path_factory.mktemp("sit_vqa_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +89,7 @@ def learned_quickstart(tmp_path_factory):
     """(final checkpoint dir, RunConfig) of the README's first command, `python train.py --config quickstart.yaml`,
     trained once per session into a temporary directory (its generated sample too)."""
     from sit_vqa.config import load_config
+    from sit_vqa.samples.generated import ensure_config_sample
     from sit_vqa.training.trainer import run_training
 
     repo = Path(__file__).resolve().parent.parent
@@ -87,4 +99,5 @@ def learned_quickstart(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(repo)
         config = load_config(repo / "configs" / "quickstart.yaml", overrides)
+        ensure_config_sample(config)
         return run_training(config), config

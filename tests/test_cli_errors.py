@@ -2,6 +2,7 @@
 never with a traceback."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,17 @@ def test_train_py_bad_input(case, tmp_path):
     assert_clean_exit_2(run("train.py", *args, "--output_dir", str(tmp_path / "run")), *words)
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--learning_rat", "1e-3"], ["command line: unknown option --learning_rat (did you mean: --learning_rate?)"]),
+    (["--learning_rate", "fast"], ["command line: argument --learning_rate", "invalid float value: 'fast'"]),
+    (["--subset_questions", "0"], ["command line --subset_questions: subset_questions must be a positive integer"]),
+], ids=["unknown flag", "bad value", "impossible value"])
+def test_train_py_blames_a_bad_flag_on_the_command_line_not_on_the_yaml_file(args, words, tmp_path):
+    result = run("train.py", "--config", "quickstart.yaml", *args, "--output_dir", str(tmp_path / "run"))
+    assert_clean_exit_2(result, *words)
+    assert "quickstart.yaml" not in result.stderr
+
+
 def test_train_py_refuses_a_caption_with_the_image_token(image_token_caption_config):
     result = run("train.py", "--config", str(image_token_caption_config))
     assert_clean_exit_2(result, "<image>", "question_id=")
@@ -92,6 +104,54 @@ def test_prepare_bad_input(tmp_path):
     bad_choice = run("-m", "sit_vqa.apps.prepare", "--questions", str(VAL_QUESTIONS), "--annotations",
                      str(VAL_ANNOTATIONS), *common, "--mode", "both")
     assert_clean_exit_2(bad_choice, "--mode")
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--mdoe", ["unknown option --mdoe (did you mean: --mode?)"]),
+    ("--check_image", ["unknown option --check_image (did you mean: --check_images?)"]),  # no prefix match
+    ("--subset-question", ["unknown option --subset-question (did you mean: --subset-questions"]),
+])
+def test_prepare_names_an_unknown_flag_and_the_nearest_one(flag, words, tmp_path):
+    result = run("-m", "sit_vqa.apps.prepare", "--questions", str(VAL_QUESTIONS), "--annotations", str(VAL_ANNOTATIONS),
+                 "--captions", str(SAMPLE / "captions_val2014.json"), "--image-dir", str(SAMPLE / "val2014"),
+                 "--out", str(tmp_path / "out"), flag, "1")
+    assert_clean_exit_2(result, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def scorer_inputs(tmp_path: Path, scorer: str) -> list[str]:
+    """The arguments of a scorer run that succeeds: the bundled sample with its own answers as predictions."""
+    if scorer == "vqa":
+        answers = [{"question_id": a["question_id"], "answer": a["multiple_choice_answer"]}
+                   for a in json.loads(VAL_ANNOTATIONS.read_text())["annotations"]]
+        (tmp_path / "results.json").write_text(json.dumps(answers))
+        return ["--questions", str(VAL_QUESTIONS), "--annotations", str(VAL_ANNOTATIONS),
+                "--results", str(tmp_path / "results.json")]
+    if scorer == "gqa":
+        questions = REPO / "data" / "gqa_sample" / "testdev_balanced_questions.json"
+        answers = [{"questionId": qid, "prediction": q["answer"]} for qid, q in json.loads(questions.read_text()).items()]
+        (tmp_path / "results.json").write_text(json.dumps(answers))
+        return ["--questions", str(questions), "--results", str(tmp_path / "results.json")]
+    data = REPO / "data" / "xquad_sample" / "xquad.en.json"
+    answers = {qa["id"]: qa["answers"][0]["text"] for article in json.loads(data.read_text())["data"]
+               for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
+    (tmp_path / "predictions.json").write_text(json.dumps(answers))
+    return ["--data", str(data), "--predictions", str(tmp_path / "predictions.json")]
+
+
+@pytest.mark.parametrize("scorer", ["vqa", "gqa", "squad"])
+def test_metric_cli_whose_reader_stops_early_exits_2_without_a_traceback(scorer, tmp_path):
+    args = ["-m", f"sit_vqa.metrics.{scorer}", *scorer_inputs(tmp_path, scorer)]
+    scored = run(*args)
+    assert scored.returncode == 0 and scored.stdout, scored.stderr[-2000:]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the report is written, as `| head -0` leaves it
+    try:
+        closed = subprocess.run([sys.executable, *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                cwd=REPO, timeout=300)
+    finally:
+        os.close(write_end)
+    assert_clean_exit_2(closed, "stdout was closed", "--out")
 
 
 def test_metric_cli_bad_input(tmp_path):

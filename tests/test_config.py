@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,12 @@ import pytest
 import yaml
 
 from sit_vqa.config import (
+    CACHE_ENV,
     CONFIG_DIR,
+    RAW_FILE_KEYS,
     SECTIONS,
     ConfigError,
+    cache_root,
     load_config,
     resolve_config_path,
 )
@@ -263,3 +267,66 @@ def test_a_directory_and_a_non_utf8_file_are_config_errors(tmp_path):
     path.write_bytes("tiny_model: decoder\n# caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 25\)"):
         load_config(path)
+
+
+# ------------------------------------------------------------------ parsing writes nothing; the sample step does
+
+
+SAMPLE_FLAGS = ["--tiny_model", "decoder", "--sample_train_images", "2", "--sample_val_images", "1",
+                "--sample_style", "simple"]
+
+
+def test_loading_a_sample_config_writes_nothing_and_the_sample_step_makes_its_files(tmp_path, monkeypatch):
+    from sit_vqa.samples.generated import ensure_config_sample
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    run = load_config(None, [*SAMPLE_FLAGS, "--sample_dir", "quick"])
+    assert list(tmp_path.iterdir()) == []  # nothing in the current directory, nothing in the cache root
+    sample = tmp_path / "cache" / "quick"
+    assert run.data.sample_dir == str(sample)
+    assert run.data.train_questions == str(sample / "v2_OpenEnded_mscoco_train2014_questions.json")
+    assert run.data.eval_image_dir == str(sample / "val2014")
+    assert ensure_config_sample(run) is True
+    assert all(Path(run.data.raw_files(role)[key]).exists() for role in ("train", "eval") for key in RAW_FILE_KEYS)
+    assert ensure_config_sample(run) is False  # made once
+    shutil.rmtree(sample / "val2014")
+    assert ensure_config_sample(run) is True  # a sample with a file gone is made again
+    assert (sample / "val2014").is_dir()
+
+
+def test_a_role_with_files_of_its_own_keeps_them_and_they_are_checked_at_load(tmp_path):
+    missing = tmp_path / "nowhere" / "questions.json"
+    with pytest.raises(ConfigError, match=r"eval_questions: .*nowhere.* does not exist"):
+        load_config(None, [*SAMPLE_FLAGS, "--sample_dir", str(tmp_path / "s"), "--eval_questions", str(missing),
+                           "--eval_annotations", str(missing), "--eval_captions", str(missing),
+                           "--eval_image_dir", str(tmp_path)])
+    assert not (tmp_path / "s").exists()
+
+
+def test_relative_cache_paths_lie_under_the_cache_root_and_absolute_ones_stay(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "root"))
+    data = load_config(None, [*SAMPLE_FLAGS, "--sample_dir", "samples/x"]).data
+    assert (data.sample_dir, data.prepared_cache_dir) == (str(tmp_path / "root" / "samples" / "x"),
+                                                          str(tmp_path / "root" / "prepared"))
+    named = load_config(None, ["--tiny_model", "decoder", "--prepared_cache_dir", str(tmp_path / "mine")]).data
+    assert named.prepared_cache_dir == str(tmp_path / "mine")
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "sit_vqa"
+
+
+def test_no_module_mutates_a_frozen_dataclass():
+    package = Path(__file__).resolve().parent.parent / "sit_vqa"
+    mutating = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                if "object.__setattr__" in path.read_text(encoding="utf-8")]
+    assert mutating == []
+
+
+def test_templates_named_by_a_file_are_read_once_checked_at_parse(tmp_path):
+    templates = tmp_path / "templates.yaml"
+    templates.write_text("baseline_instruction: 'Q: {question} A:'\n")
+    run = load_config(None, ["--tiny_model", "decoder", "--templates", str(templates)])
+    templates.write_text("baseline_instruction: 'changed {question}'\n")  # the parsed config keeps what it read
+    assert run.data.template_set.baseline_instruction == "Q: {question} A:"
+    assert run.to_dict()["templates"]["baseline_instruction"] == "Q: {question} A:"

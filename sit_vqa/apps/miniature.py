@@ -78,8 +78,9 @@ RUN_SETTINGS = {
 def run_overrides(out: Path, budget: Budget, arm: str, seed: int) -> list[str]:
     settings = {
         **RUN_SETTINGS, "mode": arm, "seed": seed, "tiny_model_seed": seed, "max_steps": budget.max_steps,
-        "sample_dir": str(out / "data"), "sample_train_images": budget.train_images,
-        "sample_val_images": budget.val_images, "prepared_cache_dir": str(out / "cache"),
+        # absolute: a relative sample_dir or prepared_cache_dir would lie under the cache root, not in OUT
+        "sample_dir": str(out.absolute() / "data"), "sample_train_images": budget.train_images,
+        "sample_val_images": budget.val_images, "prepared_cache_dir": str(out.absolute() / "cache"),
         "output_dir": str(out / "runs" / f"{arm}-seed{seed}"),
     }
     return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
@@ -334,12 +335,12 @@ def run_experiment(
     out: str | Path, seeds: Sequence[int] = (0, 1), quick: bool = False, workers: int = 2,
     arms: Sequence[str] = ARMS,
 ) -> dict:
-    from sit_vqa.samples.generated import ensure_sample
+    from sit_vqa.samples.generated import ensure_config_sample
 
     started = time.perf_counter()
     out, budget = Path(out), QUICK if quick else FULL
-    ensure_sample(out / "data", budget.train_images, budget.val_images, style="simple")  # once, before the workers
     config = load_run_config(out, budget)
+    ensure_config_sample(config)  # once, before the workers (every run reads the same sample)
     runs = run_all(out, budget, seeds, workers, arms)
     captions = captions_by_image(config.data.eval_captions)
     for run in runs:

@@ -15,14 +15,14 @@ train.py calls the same code (`prepare_cached`). Bad input ends with a one-parag
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
 from sit_vqa.data.join import JoinOptions
 from sit_vqa.data.prepared import prepare_dataset
-from sit_vqa.errors import SitVqaError
+from sit_vqa.errors import SitVqaError, unknown_options_message
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,18 @@ def make_parser() -> HfArgumentParser:
     return HfArgumentParser(
         (PrepareArguments, JoinOptions), prog="python -m sit_vqa.apps.prepare",
         description="Join VQAv2 questions/annotations with COCO captions and build SIT targets.",
+        allow_abbrev=False,  # a mistyped flag is an error, never a prefix of another one
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     try:
-        files, options = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+        files, options, unknown = parser.parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True, look_for_args_file=False)
+        if unknown:  # a typo in a flag: argparse's "error:" and exit 2, as for a missing one
+            names = [f.name for section in (PrepareArguments, JoinOptions) for f in fields(section)]
+            parser.error(unknown_options_message(unknown, names, "python -m sit_vqa.apps.prepare"))
         _, report = prepare_dataset(files.questions, files.annotations, files.captions, files.image_dir, files.out,
                                     options)
     except SitVqaError as error:

@@ -34,6 +34,7 @@ Saving the records to disk (and the cache train.py uses) is `sit_vqa.data.prepar
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import string
@@ -126,13 +127,14 @@ class JoinOptions:
         for name, choices in (("mode", MODES), ("caption_policy", CAPTION_POLICIES), ("answer_policy", ANSWER_POLICIES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; expected one of: {', '.join(choices)}")
-        # fail now, not after the model has loaded; kept beside the fields (it is derived from `templates`)
-        object.__setattr__(self, "_templates", load_templates(self.templates))
+        # read and checked now, once: a bad template fails at parse, not after the model has loaded, and a
+        # templates file edited later does not change a parsed config (cached_property: no field is touched)
+        _ = self.template_set
 
-    @property
+    @functools.cached_property
     def template_set(self) -> Templates:
         """The configured templates, checked (known fields, the parser reads their answers back)."""
-        return self._templates
+        return load_templates(self.templates)
 
     def join_options(self) -> JoinOptions:
         """Just the join's options (DataArguments carries more)."""

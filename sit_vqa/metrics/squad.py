@@ -215,4 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sit_vqa.metrics.cli import exit_status
+
+    sys.exit(exit_status(main))

@@ -42,8 +42,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sit_vqa.modeling import precision
-from sit_vqa.config import ModelArguments
 from sit_vqa.data.prompts import Templates, load_templates, prompt_for_mode
+from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.errors import CheckpointError
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.modeling.generation import GenerationSettings

@@ -38,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sit_vqa.errors import ConfigError, DataError
 from sit_vqa.modeling.images import image_transform
-from sit_vqa.modeling.loading import is_encoder_decoder
+from sit_vqa.modeling.families import is_encoder_decoder
 
 IGNORE_INDEX = -100
 

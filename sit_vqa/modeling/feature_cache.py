@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from sit_vqa.errors import DataError
+from sit_vqa.files import write_json_atomically
 from sit_vqa.modeling.images import image_transform, pipeline_settings
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def build_feature_cache(
         _check_key(directory, _read_key(directory), key)
     else:
         directory.mkdir(parents=True, exist_ok=True)
-        _write_json_atomically(directory / KEY_FILE, key)
+        write_json_atomically(directory / KEY_FILE, key)
     _remove_incomplete_shards(directory)
     cache = FeatureCache(directory, key)
     todo = sorted(set(cache.missing(image_paths)))
@@ -235,7 +236,7 @@ def _write_shard(directory, shard, vision, to_pixels, paths, batch_size, torch_d
         bar.update(len(batch_paths))
     array.flush()
     del array
-    _write_json_atomically(_shard_path(directory, shard, ".json"), {"images": entries})  # the shard is complete
+    write_json_atomically(_shard_path(directory, shard, ".json"), {"images": entries})  # the shard is complete
 
 
 @torch.no_grad()
@@ -367,9 +368,3 @@ def _read_index(directory: Path) -> dict[str, _Entry]:
         for image in images:
             index[image["path"]] = _Entry(shard, image["row"], image["size"], image["mtime_ns"])
     return index
-
-
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(temporary, path)

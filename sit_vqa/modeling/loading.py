@@ -29,8 +29,9 @@ from transformers import (
 )
 
 from sit_vqa.modeling import precision
-from sit_vqa.config import ModelArguments
+from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.errors import ConfigError, ModelLoadError
+from sit_vqa.modeling.families import is_encoder_decoder  # also imported from here by callers
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
 
 logger = logging.getLogger(__name__)
@@ -274,14 +275,6 @@ def prepare_for_training(model, args: ModelArguments, dtype: torch.dtype, quiet:
 # ----------------------------------------------------------------------------------------------
 # Generation helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def is_encoder_decoder(model: PreTrainedModel) -> bool:
-    """True when the language model is an encoder-decoder (T5), for InstructBLIP and plain LMs alike."""
-    config = model.config
-    if hasattr(config, "use_decoder_only_language_model"):
-        return not config.use_decoder_only_language_model
-    return bool(getattr(config, "is_encoder_decoder", False))
 
 
 def generation_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:

@@ -3,7 +3,7 @@
     save_replica("vicuna-7b", "/tmp/vicuna-replica")      # hidden 32, 2 layers: a few MB, a second
     model, processor = load_instructblip("/tmp/vicuna-replica")   # the real loading path, as for the hub copy
 
-The tiny models of `sit_vqa.modeling.loading` have special-token ids that all agree; the real checkpoints' do not, and
+The tiny models of `sit_vqa.modeling.tiny` have special-token ids that all agree; the real checkpoints' do not, and
 tests on the tiny models hide the bugs that follow. A replica keeps everything of the hub repo except the
 sizes (and the learned weights): the config ids, architectures and model_type fields, the tokenizer kinds and
 their vocabulary sizes, the added tokens, processor_config.json and generation_config.json, written with
@@ -23,7 +23,7 @@ flan-t5-xl  T5 tokenizer (unigram, "▁" metaspace), 32100 entries: <pad> 0, </s
 both        Q-Former tokenizer: bert-base-uncased (30522) + [DEC] (30523, LAVIS's bos); Q-Former vocab 30523;
             32 query tokens; 224 px images, patch 14; BLIP image processor with the CLIP mean and std.
 
-Vocabularies keep their real sizes; pieces beyond the tiny word list of `sit_vqa.modeling.loading.TINY_VOCAB_WORDS`
+Vocabularies keep their real sizes; pieces beyond the tiny word list of `sit_vqa.modeling.tiny.TINY_VOCAB_WORDS`
 are fillers (`<filler_N>`), so that every id of the real files exists and lands where it does there.
 """
 
@@ -53,7 +53,6 @@ from sit_vqa.modeling.tiny import TINY_VOCAB_WORDS
 
 ReplicaKind = Literal["vicuna-7b", "flan-t5-xl"]
 KINDS = ("vicuna-7b", "flan-t5-xl")
-HUB_IDS = {"vicuna-7b": "Salesforce/instructblip-vicuna-7b", "flan-t5-xl": "Salesforce/instructblip-flan-t5-xl"}
 
 NUM_QUERY_TOKENS = 32
 IMAGE_SIZE = 224

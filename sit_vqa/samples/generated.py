@@ -1,6 +1,9 @@
 """Samples generated on first use: a config's `sample_dir` (the quickstart, the miniature experiment) gets the
 procedural image-QA set of `sit_vqa.samples.scenes` written once, and again only when its settings or the
-generator change."""
+generator change, or a file of it went missing.
+
+Parsing a config only names the sample's files (`split_paths`); `ensure_config_sample(config)` makes them, a
+visible step of each command that reads data (train.py, evaluate.py, the miniature experiment)."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def split_paths(out_dir: str | Path, split: str) -> dict[str, str]:
 def ensure_sample(
     out_dir: str | Path, train_images: int, val_images: int, seed: int = DEFAULT_SEED, style: str = DEFAULT_STYLE
 ) -> bool:
-    """Generate the sample into out_dir unless it already holds this very one; True when it generated.
+    """Generate the sample into out_dir unless it already holds this very one, complete; True when it generated.
 
     out_dir/sample_settings.json (written last) records the settings and a hash of this generator's
     source, so a changed generator or other settings regenerate, and a cut-off generation is redone.
@@ -40,7 +43,8 @@ def ensure_sample(
     settings = {"train_images": train_images, "val_images": val_images, "seed": seed, "style": style,
                 "generator_sha256": hashlib.sha256(Path(sample.__file__).read_bytes()).hexdigest()}
     settings_path = out_dir / SETTINGS_FILE
-    if settings_path.is_file() and json.loads(settings_path.read_text(encoding="utf-8")) == settings:
+    if settings_path.is_file() and json.loads(settings_path.read_text(encoding="utf-8")) == settings and all(
+            Path(path).exists() for split in SPLITS for path in split_paths(out_dir, split).values()):
         return False
     if settings_path.is_file():  # ours, with other settings: clear our files, keep nothing stale
         settings_path.unlink()
@@ -54,3 +58,17 @@ def ensure_sample(
     write_sample(out_dir, train_images, val_images, seed, style)
     settings_path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
     return True
+
+
+def ensure_config_sample(config) -> bool:
+    """The sample step of a run config (`sit_vqa.config.RunConfig`): generate its `sample_dir` on first use.
+    Nothing to do without sample_dir; True when it generated."""
+    data = config.data
+    if not data.sample_dir:
+        return False
+    generated = ensure_sample(data.sample_dir, data.sample_train_images, data.sample_val_images, data.sample_seed,
+                              data.sample_style)
+    if generated:
+        print(f"generated the procedural sample ({data.sample_train_images} train, {data.sample_val_images} val "
+              f"images, style {data.sample_style}) in {data.sample_dir}")
+    return generated

@@ -15,6 +15,7 @@ from PIL import Image
 
 from sit_vqa.apps import demo as demo_cli
 from sit_vqa.config import load_config
+from sit_vqa.samples.generated import ensure_config_sample
 from sit_vqa.data.prompts import BASELINE_TASK, SIT_TASK
 from sit_vqa.apps.demo import DemoInputError, GenerationOptions, VqaDemo, load_image
 from sit_vqa.errors import SitVqaError
@@ -37,6 +38,7 @@ def demo(quickstart_run):
 @pytest.fixture(scope="module")
 def eval_records():
     config = load_config(REPO / "configs" / "quickstart.yaml")
+    ensure_config_sample(config)
     return load_eval_records(config.data, prompt="sit", limit=6, seed=0).dataset
 
 

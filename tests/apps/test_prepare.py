@@ -130,3 +130,13 @@ def test_readme_prepare_commands_parse():
     for command in commands:
         args = make_parser().parse_args(shlex.split(command))
         assert args.questions.name.endswith("_questions.json") and args.out
+
+
+def test_a_mistyped_or_abbreviated_flag_is_refused_before_anything_is_written(files, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    for flag, nearest in (("--mdoe", "--mode"), ("--caption", "--captions"), ("--subset-image", "--subset-images")):
+        with pytest.raises(SystemExit) as exited:
+            main(cli_args(files, out, flag, "1"))
+        assert exited.value.code == 2
+        assert f"unknown option {flag} (did you mean: {nearest}" in capsys.readouterr().err
+    assert not out.exists()

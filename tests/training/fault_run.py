@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from sit_vqa import files
 from sit_vqa.config import load_config
+from sit_vqa.samples.generated import ensure_config_sample
 from sit_vqa.training.trainer import run_training
 
 
@@ -40,6 +41,7 @@ class PauseAfterLog(TrainerCallback):
 def main(moment: str, train_args: list[str]) -> None:
     assert train_args[0] == "--config", "the training arguments start with --config CONFIG"
     config = load_config(train_args[1], train_args[2:])
+    ensure_config_sample(config)
     output_dir = Path(config.training.output_dir)
     callbacks = []
     if moment != "none":

@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.config import load_config
+from sit_vqa.samples.generated import ensure_config_sample
 from sit_vqa.errors import CheckpointError
 from sit_vqa.training.trainer import NonFiniteLossError, run_training
 
@@ -113,7 +114,9 @@ def quick_config(run_dir: Path, cache: Path, *extra: str):
                  "--output_dir", str(run_dir), "--prepared_cache_dir", str(cache), *extra]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(REPO)
-        return load_config(REPO / "configs" / "quickstart.yaml", overrides)
+        config = load_config(REPO / "configs" / "quickstart.yaml", overrides)
+    ensure_config_sample(config)
+    return config
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:

@@ -1,0 +1,78 @@
+"""The model's settings of a run (the `ModelArguments` section of the config): which model, what trains, its
+precision and the tiny offline model's sizes. Kept in the modeling layer, so that loading and checkpoints
+take their settings without importing the config parser (and through it the join and the sample generator).
+`sit_vqa.config` reads it from YAML and the command line with the other two sections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sit_vqa.errors import ConfigError
+from sit_vqa.modeling import precision
+
+
+@dataclass
+class ModelArguments:
+    model_type: Literal["instructblip", "causal_lm"] = field(
+        default="instructblip",
+        metadata={"help": "instructblip: image QA with a frozen ViT and LLM; causal_lm: the text-only path."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id (e.g. Salesforce/instructblip-vicuna-7b) or a local directory. "
+                  "Leave empty and set tiny_model to build a small offline model in code."},
+    )
+    tiny_model: Literal["decoder", "t5"] | None = field(
+        default=None,
+        metadata={"help": "Build a tiny random model offline instead of loading one: 'decoder' (LLaMA-style LM) "
+                  "or 't5' (encoder-decoder LM). For causal_lm any value builds the tiny causal LM."},
+    )
+    tiny_model_seed: int = field(default=0, metadata={"help": "Seed of the tiny model's random weights."})
+    tiny_hidden_size: int = field(default=32, metadata={"help": "Tiny model: width of every part (ViT, Q-Former, LM)."})
+    tiny_num_layers: int = field(default=2, metadata={"help": "Tiny model: layers of every part."})
+    tiny_image_size: int = field(default=32, metadata={"help": "Tiny InstructBLIP: image side in pixels."})
+    tiny_patch_size: int | None = field(default=None, metadata={"help": "Tiny InstructBLIP: ViT patch side (default: image side / 4)."})
+    tiny_num_query_tokens: int = field(default=4, metadata={"help": "Tiny InstructBLIP: Q-Former query tokens."})
+    train_vision_post_layernorm: bool = field(
+        default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
+    )
+    train_all: bool = field(default=False, metadata={"help": "Train every weight (tiny-model experiments)."})
+    model_dtype: precision.ModelDtype = field(
+        default="auto",
+        metadata={"help": "Dtype of the frozen weights. auto: bfloat16 on a CUDA GPU that supports it, else float32. "
+                  "Trainable weights stay float32; use bf16: true for mixed-precision compute."},
+    )
+    local_files_only: bool = field(default=False, metadata={"help": "Never contact the hub."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from the model repo to run."})
+    max_instruction_length: int = field(default=128, metadata={"help": "Instruction tokens (truncated from the left)."})
+    max_target_length: int = field(default=256, metadata={"help": "Target tokens (truncated from the right)."})
+    image_pipeline: Literal["plain", "fast"] = field(
+        default="plain",
+        metadata={"help": "Image -> pixel_values. plain: the image processor's own path; fast: JPEG draft decoding "
+                  "+ one vectorised normalise, ~3x the samples/s, pixels close to plain (docs/PERFORMANCE.md). "
+                  "Saved in the checkpoint, so evaluation and the demo preprocess as training did."},
+    )
+    use_lora: bool = field(default=False, metadata={"help": "causal_lm only: train LoRA adapters (peft)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
+    )
+
+    def __post_init__(self):
+        if self.model_name_or_path is None and self.tiny_model is None:
+            raise ConfigError("set model_name_or_path (a hub id or local directory) or tiny_model (decoder or t5)")
+        if self.model_name_or_path is not None and self.tiny_model is not None:
+            raise ConfigError(
+                f"both model_name_or_path ({self.model_name_or_path}) and tiny_model ({self.tiny_model}) are set; "
+                "keep one (the tiny-model configs set tiny_model: start from vqa_sit.yaml or text_sit.yaml "
+                "without it for a real model)"
+            )
+        if self.use_lora and self.model_type != "causal_lm":
+            raise ConfigError("use_lora applies to model_type causal_lm only (InstructBLIP trains its Q-Former)")
+        for name in ("max_instruction_length", "max_target_length", "lora_r", "tiny_hidden_size", "tiny_num_layers",
+                     "tiny_image_size", "tiny_num_query_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
