@@ -209,3 +209,19 @@ def test_generation_logs_progress_lines_when_asked(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "sit_vqa.modeling.generation"]
     assert lines[-1].startswith("generated 5 of 5 records") and "ETA" in lines[0], lines
     assert len(lines) == 3  # one per batch at a 0 s interval
+
+
+def test_the_split_is_named_by_the_files_not_by_the_config_keys(tmp_path):
+    """eval_* keys pointed at the train2014 files: the report says train2014, never "the val split"."""
+    sample = REPO / "data" / "sample"
+    argv = ["--config", IMAGE_CONFIG, "--zero-shot", "--limit", "2", "--max-new-tokens", "2", "--no-progress",
+            "--out", str(tmp_path / "out"),
+            "--eval_questions", str(sample / "v2_OpenEnded_mscoco_train2014_questions.json"),
+            "--eval_annotations", str(sample / "v2_mscoco_train2014_annotations.json"),
+            "--eval_captions", str(sample / "captions_train2014.json"), "--eval_image_dir", str(sample / "train2014")]
+    assert evaluate.main(argv) == 0
+    settings = json.loads((tmp_path / "out" / "report.json").read_text())["settings"]
+    assert settings["data_split"] == "train" and settings["data_subtype"] == "train2014"
+    assert settings["config_keys"] == "eval_*"
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "2 questions of train2014 (read through the eval_* keys)" in markdown and "val split" not in markdown

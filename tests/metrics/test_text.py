@@ -37,6 +37,8 @@ def test_split_sequence():
     assert split_sequence("Input: The cat sat.", "Input:") is None  # never answered
     assert split_sequence("Input: x Answer: y", "Input:") is None  # the answer must start a line
     assert has_sequence_layout("Input: x\nAnswer: y", "Input:")
+    # the marker in any case, as everywhere else (sit_vqa.data.prompts.answer_line)
+    assert split_sequence("Input: x\nANSWER: y", "Input:") == ("x", "y")
 
 
 def test_rates():
