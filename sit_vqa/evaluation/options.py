@@ -132,15 +132,3 @@ def config_overrides(task: TaskOptions) -> list[str]:
         raise DataError(f"OK-VQA folder not found: {folder}; pass --task-data DIR holding "
                         f"{' and '.join(OKVQA_FILES.values())} (see data/README.md)")
     return [argument for key, name in OKVQA_FILES.items() for argument in (f"--{key}", str(folder / name))]
-
-
-def config_overrides(task: TaskOptions) -> list[str]:
-    """Config overrides a task implies (okvqa: its two files as the eval questions and annotations), to go
-    before the user's own, which win."""
-    if task.task != "okvqa":
-        return []
-    folder = task.data_path
-    if not folder.is_dir():
-        raise DataError(f"OK-VQA folder not found: {folder}; pass --task-data DIR holding "
-                        f"{' and '.join(OKVQA_FILES.values())} (see data/README.md)")
-    return [argument for key, name in OKVQA_FILES.items() for argument in (f"--{key}", str(folder / name))]

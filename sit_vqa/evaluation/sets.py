@@ -30,7 +30,7 @@ from sit_vqa.data.squad import read_squad_records
 from sit_vqa.data.text_sit import TRANSLATION_MARKER, build_text_sit, continue_sentence
 from sit_vqa.errors import DataError, EvaluationError
 from sit_vqa.evaluation.options import DEFAULT_IMAGE_DIR, EvalOptions, TaskOptions
-from sit_vqa.evaluation.protocol import EvaluationSet, Scored, headline, mean, table, table_cell
+from sit_vqa.evaluation.protocol import EvaluationSet, Scored, headline, mean, table
 from sit_vqa.metrics.gqa import EXACT, NORMALIZED, score_gqa
 from sit_vqa.metrics.squad import score_squad
 from sit_vqa.metrics.text import chrf, sequence_rate, split_sequence
