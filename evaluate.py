@@ -21,7 +21,7 @@ be overridden as on train.py, e.g. --eval_questions PATH.
 
 --task picks the set (default: vqa, the config's eval_* VQAv2 split; text, its held-out eval_text_data, for a
 causal_lm config); each writes the same four kinds of files, its results in the set's official format
-(sit_vqa.evaluation.tasks has the details):
+(sit_vqa.evaluation.sets, .vqa and .text have the details):
 
     python evaluate.py --config quickstart.yaml --zero-shot --task okvqa --task-data data/okvqa_sample \\
         --eval_captions data/sample/captions_val2014.json --eval_image_dir data/sample/val2014
@@ -32,15 +32,15 @@ causal_lm config); each writes the same four kinds of files, its results in the 
     python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit --task xquad --task-data data/xquad_sample
     python evaluate.py --config text_sit.yaml --checkpoint runs/text_sit --task text   # the held-out eval_text_data
 
-VQAv2 and OK-VQA on several processes (one per GPU, or CPU processes with --device cpu): launch the command with torchrun or
-accelerate launch. Each process generates its share of the batches, the first one scores and writes; the
+Every set on several processes (one per GPU, or CPU processes with --device cpu): launch the command with torchrun
+or accelerate launch. Each process generates its share of the batches, the first one scores and writes; the
 files are those of a one-process run with the same --batch-size (each batch is one a single process makes):
 
     torchrun --nproc_per_node 8 evaluate.py --config vqa_sit.yaml --checkpoint runs/vqa_sit --out runs/eval/sit
     accelerate launch --num_processes 8 evaluate.py --config vqa_sit.yaml --checkpoint runs/vqa_sit --out ...
 
 Outputs are appended to OUT/partial/ (rank-R.jsonl, one line per question, on disk batch by batch) while they
-are made. A run that dies (crash, kill, preemption) is continued by running the same command again: what is
+are made. A run of any set that dies (crash, kill, preemption) is continued by running the same command again: what is
 on disk is kept, the rest is generated, and the files are those an uninterrupted run writes; the number of
 processes may differ. A rerun with other settings (checkpoint, split, --limit, prompt, --batch-size,
 --max-new-tokens, --num-beams, data) is refused with the settings that differ; --restart discards the partial
@@ -48,8 +48,9 @@ outputs. OUT/partial/ is removed once the report is written.
 
 --compare prints a markdown table of the runs' scores (overall and the set's columns: per answer type, per
 language, ...) with deltas against the first run, and writes compare.md and compare.json into --out (default:
-the current directory). Runs of different tasks, on different questions or with different metric versions are
-refused.
+compare-<name>-<name>... beside the first run's folder, e.g. runs/eval/compare-zero-shot-sit/). Runs of different
+tasks, on different questions or with different metric versions are refused; a run whose checkpoint was loaded
+partially (--allow-partial-load) is marked "(partial load)" in the table.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ from transformers import HfArgumentParser
 
 from sit_vqa.config import HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
-from sit_vqa.evaluation.vqa import EvalOptions, run_evaluation
-from sit_vqa.evaluation.reports import compare_markdown, compare_runs, write_comparison
-from sit_vqa.evaluation.tasks import TaskOptions, config_overrides, run_task, summary, vqa_options
+from sit_vqa.evaluation.options import EvalOptions, TaskOptions, config_overrides
+from sit_vqa.evaluation.reports import compare_markdown, compare_runs, default_compare_dir, write_comparison
+from sit_vqa.evaluation.runner import run_evaluation
 from sit_vqa.samples.generated import ensure_config_sample
 
 
@@ -115,22 +116,13 @@ def _evaluate(parser, command: CommandArguments, options: EvalOptions, task: Tas
     # no training data needed; the user's overrides come last and win over the task's
     config = load_config(command.config, config_overrides(task) + overrides, data_roles=("eval",))
     ensure_config_sample(config)  # a config with sample_dir: its sample, generated on first use
-    task = task.for_model_type(config.model.model_type)
-    if task.task not in ("vqa", "okvqa"):
-        run = run_task(config, options, task)
-        print(summary(run.report))
-        print(f"wrote {', '.join(path.name for path in run.paths.values())} to {run.out_dir}")
-        return
-    run = run_evaluation(config, vqa_options(options, task, config))
-    report = run.report
-    if report is None:  # a process of a multi-process run other than the first: that one reports
+    run = run_evaluation(config, options, task)
+    if run.report is None:  # a process of a multi-process run other than the first: that one reports
         return
     if run.reused:
-        print(f"continued an interrupted run: {run.reused} of {report['num_questions']} questions were "
+        print(f"continued an interrupted run: {run.reused} of {run.report['num_questions']} questions were "
               f"already generated in {run.out_dir / 'partial'}")
-    types = ", ".join(f"{name} {value:.2f}" for name, value in report["perAnswerType"].items())
-    print(f"{report['settings']['name']}: VQA accuracy {report['overall']:.2f} on {report['num_questions']} "
-          f"questions ({types}); \"Answer:\" marker in {100 * report['answer_marker_rate']:.1f}% of outputs")
+    print(run.summary)
     print(f"wrote {', '.join(path.name for path in run.paths.values())} to {run.out_dir}")
 
 
@@ -139,7 +131,7 @@ def _compare(parser, command: CommandArguments, options: EvalOptions, overrides:
         parser.error(f"--compare reads finished evaluations; unexpected arguments: {' '.join(overrides)}")
     comparison = compare_runs(command.compare, command.names)
     print(compare_markdown(comparison), end="")
-    paths = write_comparison(comparison, options.out_dir or ".")
+    paths = write_comparison(comparison, options.out_dir or default_compare_dir(command.compare, comparison))
     print(f"\nwrote {', '.join(str(path) for path in paths.values())}")
 
 

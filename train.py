@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None):
 
 
 def score_command(config_arg: str | None, final, model_type: str) -> str:
-    """The one command that scores the checkpoint: VQA accuracy (image), or the text SIT check (text-only)."""
+    """The one command that scores the checkpoint: evaluate.py on VQAv2 (image model), or on the held-out text
+    records (text-only: ROUGE-L, chrF and the exact repeat/translate-then-answer shares)."""
     config_part = f"--config {config_arg} " if config_arg else ""
-    if model_type == "causal_lm":
-        return f"python -m sit_vqa.evaluation.text_eval {config_part}--checkpoint {final}"
-    return f"python evaluate.py {config_part}--checkpoint {final}"
+    task_part = " --task text" if model_type == "causal_lm" else ""  # the default for it too; said, to be plain
+    return f"python evaluate.py {config_part}--checkpoint {final}{task_part}"
 
 
 if __name__ == "__main__":

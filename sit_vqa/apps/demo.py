@@ -21,15 +21,13 @@ so an answer here is what `evaluate.py` would have scored for the same image and
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import threading
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 import transformers
@@ -38,19 +36,17 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from sit_vqa.data.prompts import PROMPTS, parse_sit_output, resolve_prompt
 from sit_vqa.apps.export import EXPORT_MANIFEST_NAME
-from sit_vqa.errors import InputError, SitVqaError
+from sit_vqa.apps.image_input import DemoInputError, ImageSource, load_image  # noqa: F401  (the demo's API)
+from sit_vqa.errors import SitVqaError
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
 from sit_vqa.modeling.generation import GenerationInputs, GenerationSettings, generate_batch
 from sit_vqa.modeling.loading import load_instructblip
 
-ImageSource = Union[str, Path, bytes, Image.Image]
-
 MAX_QUESTION_CHARS = 1000  # checked before tokenizing, so a pasted book is refused at once
 
 
-# An image, question or generation setting the demo cannot use; the message says what to change.
-DemoInputError = InputError
-
+# DemoInputError (an image, question or setting the demo cannot use) and load_image live in image_input, which
+# the web page imports too: the page never imports this module, so the two form no import loop.
 
 # The demo asks with the one generation-settings type (its defaults are the evaluation's: greedy, 64 new tokens);
 # the old name stays for the API's users.
@@ -63,59 +59,6 @@ class Reply:
     answer: str
     raw: str  # the generated text, before the split
     prompt: str  # the instruction the model was given
-
-
-def load_image(source: ImageSource, name: str | None = None, *, reduce_above: int | None = None) -> Image.Image:
-    """An RGB PIL image from a path, the bytes of an image file or a PIL image; DemoInputError otherwise.
-
-    Images over PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) are refused, not just warned
-    about: one such upload would take the server's memory. `reduce_above` (a side in pixels): an image whose
-    short side exceeds it is decoded reduced, to a short side of at least half of it -- JPEGs at a smaller
-    DCT scale (never fully decoded), others box-reduced by a whole factor right after decoding -- so a
-    9400 px photo is not turned into a 2 GB float array only to be resized to 224. The demo passes 4x the
-    model's input side, so images up to that size (every COCO image) are decoded exactly as evaluation does.
-    """
-    if isinstance(source, Image.Image):
-        return _reduced(source.convert("RGB"), reduce_above)
-    if isinstance(source, (bytes, bytearray)):
-        name, opened = name or "the uploaded image", io.BytesIO(source)
-    elif isinstance(source, (str, Path)):
-        name, opened = name or str(source), Path(source)
-        if not opened.is_file():
-            raise DemoInputError(f"image file not found: {source}; pass the path of a JPEG or PNG file")
-    else:
-        raise DemoInputError(f"an image must be a path, bytes or a PIL image, got {type(source).__name__}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(opened) as image:
-                if reduce_above and min(image.size) > reduce_above:
-                    image.draft("RGB", _at_least(image.size, reduce_above // 2))  # JPEG only; else a no-op
-                # convert() decodes every pixel: truncated files fail here
-                return _reduced(image.convert("RGB"), reduce_above)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        # PIL's own message names its hard limit (twice this one); quote the one that refused the image
-        raise DemoInputError(
-            f"{name} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); scale it down "
-            "below that"
-        ) from None
-    except Image.UnidentifiedImageError:
-        raise DemoInputError(f"{name} is not an image file PIL can read; upload a JPEG, PNG or WebP image") from None
-    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data inside a known format
-        raise DemoInputError(f"{name} is truncated or corrupt ({error}); upload the complete image file") from None
-
-
-def _at_least(size: tuple[int, int], short_side: int) -> tuple[int, int]:
-    """`size` scaled so that its short side is `short_side` (the aspect ratio kept)."""
-    scale = short_side / min(size)
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-
-def _reduced(image: Image.Image, reduce_above: int | None) -> Image.Image:
-    if not reduce_above or min(image.size) <= reduce_above:
-        return image
-    factor = min(image.size) // (reduce_above // 2)  # the short side stays >= reduce_above / 2
-    return image.reduce(factor) if factor > 1 else image
 
 
 class VqaDemo:

@@ -97,7 +97,8 @@ def train_and_evaluate(out: Path, budget: Budget, arm: str, seed: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from sit_vqa.evaluation.vqa import EvalOptions, run_evaluation
+    from sit_vqa.evaluation.options import EvalOptions
+    from sit_vqa.evaluation.runner import run_evaluation
     from sit_vqa.training.trainer import run_training
 
     name = f"{arm}-seed{seed}"

@@ -156,9 +156,10 @@ _ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
 _LINE_START_ANSWER_RE = re.compile(r"^[ \t]*answer\s*:", re.IGNORECASE | re.MULTILINE)
 
 
-def answer_line(text: str) -> re.Match | None:
-    """The first "Answer:" marker that starts a line (any case), or None: where a multi-line answer begins."""
-    return _LINE_START_ANSWER_RE.search(text)
+def answer_line(text: str, start: int = 0) -> re.Match | None:
+    """The first "Answer:" marker that starts a line (any case) at or after `start`, or None: where a
+    multi-line answer begins."""
+    return _LINE_START_ANSWER_RE.search(text, start)
 
 
 def parse_sit_output(text: str) -> ParsedOutput:

@@ -2,10 +2,13 @@
 
 - `build_report` / `write_outputs` -- results.json (official format), predictions.jsonl, report.json and
   report.md, with the share of outputs that carried the "Answer:" / "Description:" markers;
-- `compare_runs` -- a side-by-side table of several runs' reports, with deltas against the first, refused when
-  the runs were scored on different tasks, questions or metric versions.
+- `write_report_files` -- the files of any set's evaluation (results files, predictions.jsonl, report.md,
+  report.json last);
+- `compare_runs` / `compare_markdown` / `write_comparison` -- a side-by-side table of several runs' reports, with
+  deltas against the first (a partially loaded checkpoint's row says so), refused when the runs were scored on
+  different tasks, questions or metric versions; `default_compare_dir` is where it goes without --out.
 
-Every report (VQAv2 here, GQA / xGQA / XQuAD / text in `sit_vqa.evaluation.tasks`) carries the keys a comparison reads:
+Every report (VQAv2's built here, the other sets' by `sit_vqa.evaluation.protocol.EvaluationSet.report`) carries the keys a comparison reads:
 `task`, `metric`, `score_name` (what `overall` is), `overall`, `columns` (the table's other numbers, e.g. per
 answer type or per language) and `question_set_sha256`. Reports written before `task` and `columns` existed
 are VQA reports: their columns are `perAnswerType`.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,6 +75,15 @@ def build_report(
     }
 
 
+def partial_load_lines(settings: Mapping) -> list[str]:
+    """A warning for report.md when the checkpoint was loaded without some of its trained tensors."""
+    partial = settings.get("partial_load")
+    if not partial:
+        return []
+    return [f"**Partial load**: {partial['missing']} of the {partial['expected']} trained tensors were missing from "
+            f"the checkpoint and kept the base model's values (e.g. {', '.join(partial['examples'])}).", ""]
+
+
 def report_markdown(report: Mapping) -> str:
     """report.md: the report as tables."""
     settings = report["settings"]
@@ -78,9 +91,10 @@ def report_markdown(report: Mapping) -> str:
     lines = [
         f"# VQA accuracy: {settings.get('name', 'run')}",
         "",
-        f"{report['num_questions']} questions of the {settings.get('split', '?')} split, "
+        f"{report['num_questions']} questions of {_split_words(settings)}, "
         f"prompt `{settings.get('prompt', '?')}`, metric `{report['metric']}`.",
         "",
+        *partial_load_lines(settings),
         "| Answer type | Questions | Accuracy |",
         "|---|---:|---:|",
         f"| **overall** | {report['num_questions']} | **{report['overall']:.2f}** |",
@@ -112,6 +126,13 @@ def report_markdown(report: Mapping) -> str:
     ]
     lines += [f"| {key} | {value} |" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _split_words(settings: Mapping) -> str:
+    """The split as the files name it (their data_subtype), and the config keys they were read through."""
+    if "data_subtype" not in settings:  # a report written before the files were asked
+        return f"the {settings.get('split', '?')} split"
+    return f"{settings['data_subtype'] or 'files without a data_subtype'} (read through the {settings['config_keys']} keys)"
 
 
 def _ordered(per_answer_type: Mapping[str, float]) -> list[tuple[str, float]]:
@@ -201,7 +222,8 @@ def compare_runs(runs: Sequence[str | Path], names: Sequence[str] | None = None)
     for report, name, run in zip(reports, names, runs):
         row = {"name": name, "run": str(run), "overall": report["overall"],
                "columns": {column: _columns(report).get(column) for column in columns},
-               "answer_marker_rate": report.get("answer_marker_rate")}
+               "answer_marker_rate": report.get("answer_marker_rate"),
+               "partial_load": report.get("settings", {}).get("partial_load")}
         row["delta"] = {column: _delta(report, reference, column) for column in ("overall", *columns)}
         rows.append(row)
     return {
@@ -270,11 +292,21 @@ def compare_markdown(comparison: Mapping) -> str:
             if index and delta is not None:
                 cell += f" ({delta:+.2f})"
             cells.append(cell)
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+        partial = " (partial load)" if row.get("partial_load") else ""
+        lines.append(f"| {row['name']}{partial} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(comparison: Mapping, out_dir: str | Path = ".") -> dict[str, Path]:
+def default_compare_dir(runs: Sequence[str | Path], comparison: Mapping) -> Path:
+    """Where --compare writes without --out: compare-<row names> beside the first run's folder (never the
+    current directory, which may be anywhere)."""
+    first = Path(runs[0])
+    folder = first.parent if first.is_dir() else first.parent.parent  # a run folder, or its report.json
+    names = "-".join(row["name"] for row in comparison["rows"])
+    return folder / ("compare-" + re.sub(r"[^A-Za-z0-9._-]+", "_", names)[:120])
+
+
+def write_comparison(comparison: Mapping, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in COMPARE_FILES}

@@ -1,5 +1,17 @@
-"""The evaluation sets beyond VQAv2 (GQA, xGQA, XQuAD, held-out text SIT): per set, its records,
-prompts, parsing, scoring and report rows. `sit_vqa.evaluation.tasks` runs them (evaluate.py --task).
+"""The evaluation sets beside VQAv2 (`sit_vqa.evaluation.vqa`) and the held-out text (`sit_vqa.evaluation.text`):
+GQA, xGQA and XQuAD, each an `EvaluationSet` (`sit_vqa.evaluation.protocol`): its records, prompt, parsing,
+scoring and report tables. `sit_vqa.evaluation.runner` runs them (evaluate.py --task).
+
+- gqa: the balanced questions of a GQA questions file, asked with the VQA prompts (`--prompt`); accuracy as the
+  official eval.py (exact match; `--gqa-normalize` lower-cases and drops a trailing period first, stated in the
+  report), overall, binary/open, per structural and semantic type.
+- xgqa: every testdev_balanced_questions_<lang>.json of a folder (checked against the _en file); accuracy per
+  language and its mean over the non-English languages. `--translate-first` asks "First translate the question
+  into English, then ..." (target layout "Translation: ...\\nDescription: ...\\nAnswer: ..."); the parser takes
+  the answer after the translation, and the translations are scored with chrF against the English questions.
+- xquad: every xquad.<lang>.json of a folder (checked against xquad.en.json), asked with context and question as
+  the input of a text instruction: plain, or `--translate-first` ("First translate the input into English,
+  then ..."); SQuAD v1.1 exact match and F1 per language, overall = mean F1 over the non-English languages.
 """
 
 from __future__ import annotations
@@ -7,50 +19,27 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sit_vqa.data.gqa import read_gqa_records, read_xgqa_records
+from sit_vqa.data.prompts import parse_sit_output, resolve_prompt
 from sit_vqa.data.squad import read_squad_records
-from sit_vqa.data.prompts import ANSWER_MARKER, load_templates, parse_sit_output
-from sit_vqa.data.text_sit import (
-    INPUT_MARKER,
-    TRANSLATION_MARKER,
-    build_text_sit,
-    continue_sentence,
-    load_alpaca,
-)
-from sit_vqa.errors import ConfigError, DataError, EvaluationError
-from sit_vqa.data.prompts import resolve_prompt
-from sit_vqa.evaluation.vqa import EvalOptions
+from sit_vqa.data.text_sit import TRANSLATION_MARKER, build_text_sit, continue_sentence
+from sit_vqa.errors import DataError, EvaluationError
+from sit_vqa.evaluation.options import DEFAULT_IMAGE_DIR, EvalOptions, TaskOptions
+from sit_vqa.evaluation.protocol import EvaluationSet, Scored, headline, mean, table
 from sit_vqa.metrics.gqa import EXACT, NORMALIZED, score_gqa
 from sit_vqa.metrics.squad import score_squad
-from sit_vqa.metrics.text import (
-    chrf,
-    exact_copy_rate,
-    rouge_l,
-    sequence_rate,
-    split_sequence,
-)
+from sit_vqa.metrics.text import chrf, sequence_rate, split_sequence
+
+if TYPE_CHECKING:
+    from sit_vqa.modeling.checkpoint import TrainedSettings
 
 logger = logging.getLogger(__name__)
 
-if TYPE_CHECKING:  # the options type only: sit_vqa.evaluation.tasks imports this module
-    from sit_vqa.evaluation.tasks import TaskOptions
-
-TASKS = ("auto", "vqa", "okvqa", "gqa", "xgqa", "xquad", "text")
-DEFAULT_DATA = {  # where data/README.md puts the real files
-    "okvqa": "data/okvqa",
-    "gqa": "data/gqa/testdev_balanced_questions.json",
-    "xgqa": "data/xgqa",
-    "xquad": "data/xquad",
-}
-DEFAULT_IMAGE_DIR = "data/gqa/images"
-OKVQA_FILES = {"eval_questions": "OpenEnded_mscoco_val2014_questions.json",
-               "eval_annotations": "mscoco_val2014_annotations.json"}
 XGQA_FILE = "testdev_balanced_questions_{}.json"
 XQUAD_FILE = "xquad.{}.json"
 ENGLISH = "en"
@@ -58,10 +47,8 @@ ENGLISH = "en"
 TRANSLATE_QUESTION_PREFIX = "First translate the question into English, then "
 XQUAD_TASK = "Answer the question about the text."
 QUESTION_MARKER = "Question:"
-TEXT_METRIC = "text-sit/1: sequence markers, chrF (sacrebleu), ROUGE-L (rouge-score)"
 SQUAD_METRIC = "squad-v1.1-official"
 _MARKER_LINE = re.compile(r"^[ \t]*(Description|Answer)\s*:", re.IGNORECASE | re.MULTILINE)
-_ANSWER_LINE = re.compile(r"^[ \t]*" + re.escape(ANSWER_MARKER), re.MULTILINE)
 
 
 def seeded_subset(keys: Sequence, limit: int | None, seed: int) -> set:
@@ -86,19 +73,6 @@ def translate_first_instruction(instruction: str) -> str:
     """A VQA instruction asked translation first: "First translate the question into English, then <the
     instruction, continuing the sentence>" ("First describe ..., then answer ..." loses its own "First")."""
     return TRANSLATE_QUESTION_PREFIX + continue_sentence(instruction.removeprefix("First "))
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def table_cell(value) -> str:
-    return "–" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1),
-            *("| " + " | ".join(table_cell(value) for value in row) + " |" for row in rows)]
 
 
 def language_files(folder: Path, pattern: str, languages: Sequence[str] | None, what: str) -> dict[str, Path]:
@@ -126,18 +100,7 @@ def language_files(folder: Path, pattern: str, languages: Sequence[str] | None, 
 # -------------------------------------------------------------------------------------------------- sets
 
 
-@dataclass
-class Scored:
-    """What a set's scoring gives: rows for predictions.jsonl, results files (name -> JSON in the official
-    format), the report's numbers (overall, columns and the set's own), and the keys naming the questions."""
-
-    predictions: list[dict]
-    results: dict[str, object]
-    numbers: dict
-    question_keys: list[str]
-
-
-class GqaSet:
+class GqaSet(EvaluationSet):
     """GQA test-dev (any balanced split): VQA prompts, official exact-match accuracy, per type."""
 
     task, model_type, score_name = "gqa", "instructblip", "GQA accuracy"
@@ -145,6 +108,7 @@ class GqaSet:
 
     def __init__(self, options: TaskOptions, eval_options: EvalOptions, seed: int):
         self.normalize = options.gqa_normalize
+        self.data_path = options.data_path
         self.image_dir = Path(options.image_dir or DEFAULT_IMAGE_DIR)
         self.by_language = self._read(options, eval_options.limit, seed)
 
@@ -165,11 +129,17 @@ class GqaSet:
     def metric(self) -> str:
         return "gqa-normalized" if self.normalize else "gqa-eval.py-exact"
 
-    def prompt(self, requested: str, manifest) -> str:
-        return resolve_prompt(requested, trained_settings(manifest).get("mode"))
+    def key(self, record: Mapping) -> str:
+        return f"{record['language']}:{record['question_id']}"
 
-    def records(self, prompt: str, manifest, config) -> list[dict]:
-        templates = load_templates(trained_settings(manifest).get("templates") or config.data.templates)
+    def settings(self) -> dict:
+        return {"task_data": str(self.data_path), "translate_first": self.translate_first}
+
+    def prompt(self, requested: str, trained: TrainedSettings) -> str:
+        return resolve_prompt(requested, trained.mode)
+
+    def records(self, prompt: str, trained: TrainedSettings, config) -> list[dict]:
+        templates = trained.templates  # as the model was trained (zero-shot: the config's)
         records = []
         for lang, questions in self.by_language.items():
             for record in questions:
@@ -207,8 +177,8 @@ class GqaSet:
         }
 
     def _marker_numbers(self, predictions: list[dict], records: list[dict]) -> dict:
-        return {"answer_marker_rate": round(_mean([p["has_answer_marker"] for p in predictions]), 4),
-                "description_marker_rate": round(_mean([p["description"] is not None for p in predictions]), 4)}
+        return {"answer_marker_rate": round(mean([p["has_answer_marker"] for p in predictions]), 4),
+                "description_marker_rate": round(mean([p["description"] is not None for p in predictions]), 4)}
 
     def _results_name(self, lang: str) -> str:
         return "results.json"
@@ -219,13 +189,13 @@ class GqaSet:
                    **{name: group["accuracy"] for name, group in scores["accuracyPerStructuralType"].items()}}
         return {"overall": scores["accuracy"], "columns": columns, **scores}
 
-    def markdown(self, report: Mapping) -> list[str]:
-        lines = [f"Matching: {report['matching']}.", "", *_table(
+    def markdown_lines(self, report: Mapping) -> list[str]:
+        lines = [f"Matching: {report['matching']}.", "", *table(
             ["Questions", "Accuracy", "Binary", "Open"],
             [[report["questions"], report["accuracy"], report["binary"], report["open"]]])]
         for key, title in (("accuracyPerStructuralType", "Structural type"), ("accuracyPerSemanticType",
                                                                               "Semantic type")):
-            lines += ["", f"## Per {title.lower()}", "", *_table(
+            lines += ["", f"## Per {title.lower()}", "", *table(
                 [title, "Questions", "Accuracy"],
                 [[name, group["questions"], group["accuracy"]] for name, group in report[key].items()])]
         lines += ["", f"Outputs with an \"Answer:\" marker: {100 * report['answer_marker_rate']:.1f}%."]
@@ -262,7 +232,7 @@ class XgqaSet(GqaSet):
         numbers = super()._marker_numbers(predictions, records)
         if self.translate_first:  # an output without a translation counts as an empty one
             translations = [p["translation"] or "" for p in predictions]
-            numbers["translation_marker_rate"] = round(_mean([p["translation"] is not None for p in predictions]), 4)
+            numbers["translation_marker_rate"] = round(mean([p["translation"] is not None for p in predictions]), 4)
             numbers["translation_chrf"] = chrf(translations, [self.english_questions[r["question_id"]]
                                                               for r in records])
         return numbers
@@ -272,16 +242,19 @@ class XgqaSet(GqaSet):
 
     def _numbers(self, per_language: dict) -> dict:
         averaged = [lang for lang in per_language if lang != ENGLISH] or list(per_language)
-        return {"overall": _mean([per_language[lang]["accuracy"] for lang in averaged]),
+        return {"overall": mean([per_language[lang]["accuracy"] for lang in averaged]),
                 "columns": {lang: scores["accuracy"] for lang, scores in per_language.items()},
                 "mean_over": averaged, "perLanguage": per_language,
                 "matching": NORMALIZED if self.normalize else EXACT, "translate_first": self.translate_first}
 
-    def markdown(self, report: Mapping) -> list[str]:
+    def markdown_lines(self, report: Mapping) -> list[str]:
         return language_table(report)
 
+    def summary(self, report: Mapping) -> str:
+        return headline(report) + "\n\n" + "\n".join(language_table(report))
 
-class XquadSet:
+
+class XquadSet(EvaluationSet):
     """XQuAD (SQuAD v1.1 format, a file per language): context and question as a text instruction's input."""
 
     task, model_type, metric = "xquad", "causal_lm", SQUAD_METRIC
@@ -289,6 +262,7 @@ class XquadSet:
 
     def __init__(self, options: TaskOptions, eval_options: EvalOptions, seed: int):
         self.translate_first = options.translate_first
+        self.data_path = options.data_path
         files = language_files(options.data_path, XQUAD_FILE, options.languages, "XQuAD")
         english_path = options.data_path / XQUAD_FILE.format(ENGLISH)
         english = read_squad_records(english_path)
@@ -299,13 +273,19 @@ class XquadSet:
             for lang, path in files.items()
         }
 
-    def prompt(self, requested: str, manifest) -> str:
+    def key(self, record: Mapping) -> str:
+        return f"{record['language']}:{record['id']}"
+
+    def settings(self) -> dict:
+        return {"task_data": str(self.data_path), "translate_first": self.translate_first}
+
+    def prompt(self, requested: str, trained: TrainedSettings) -> str:
         if requested != "auto":
             raise EvaluationError("xquad asks with the plain text instruction, or translation first with "
                                   "--translate-first; leave --prompt out")
         return "translate" if self.translate_first else "plain"
 
-    def records(self, prompt: str, manifest, config) -> list[dict]:
+    def records(self, prompt: str, trained: TrainedSettings, config) -> list[dict]:
         records = []
         for lang, questions in self.by_language.items():
             alpaca = [_squad_as_alpaca(record) for record in questions]
@@ -337,7 +317,7 @@ class XquadSet:
             predictions += rows_predictions
         averaged = [lang for lang in per_language if lang != ENGLISH] or list(per_language)
         numbers = {
-            "overall": _mean([per_language[lang]["f1"] for lang in averaged]),
+            "overall": mean([per_language[lang]["f1"] for lang in averaged]),
             "columns": {f"{lang} {name}": per_language[lang][key] for lang in per_language
                         for name, key in (("EM", "exact_match"), ("F1", "f1"))},
             "mean_over": averaged, "perLanguage": per_language, "translate_first": self.translate_first,
@@ -352,100 +332,11 @@ class XquadSet:
                 "translation": steps[0] if steps else None, "answer": parsed.answer,
                 "has_answer_marker": parsed.has_answer_marker, "gt_answers": record["answers"]}
 
-    def markdown(self, report: Mapping) -> list[str]:
+    def markdown_lines(self, report: Mapping) -> list[str]:
         return language_table(report)
 
-
-class TextSet:
-    """The held-out Alpaca records of the config (eval_text_data), asked as the model was trained."""
-
-    task, model_type, metric = "text", "causal_lm", TEXT_METRIC
-    score_name = "text SIT: answer ROUGE-L"
-
-    def __init__(self, options: TaskOptions, eval_options: EvalOptions, config):
-        data = config.data
-        if not data.eval_text_data:
-            raise ConfigError(f"{config.source}: the text evaluation answers held-out records: set eval_text_data "
-                              "(an Alpaca-format file never trained on; text_sit.yaml points at "
-                              "data/alpaca_sample/alpaca_eval_en.json)")
-        self.sources = (data.eval_text_data, data.eval_text_data_translated or "eval_text_data_translated")
-        self.english = load_alpaca(data.eval_text_data)
-        self.translated = load_alpaca(data.eval_text_data_translated) if data.eval_text_data_translated else None
-        keys = list(range(len(self.english)))
-        self.chosen = sorted(seeded_subset(keys, eval_options.limit, config.data.subset_seed))
-        self.config_mode = data.text_mode
-
-    def prompt(self, requested: str, manifest) -> str:
-        """auto: the text_mode the checkpoint trained with (zero-shot: the config's); baseline: plain; sit:
-        the config's text_mode, repeat unless it says translate."""
-        if requested == "auto":
-            return trained_settings(manifest).get("text_mode", self.config_mode)
-        if requested == "baseline":
-            return "plain"
-        return self.config_mode if self.config_mode != "plain" else "repeat"
-
-    def records(self, prompt: str, manifest, config) -> list[dict]:
-        if prompt == "translate" and self.translated is None:
-            raise ConfigError(f"{config.source}: text_mode translate shows the inputs in another language: set "
-                              "eval_text_data_translated (eval_text_data's records, translated, in the same order)")
-        built = build_text_sit(self.english, prompt, translated=self.translated, sources=self.sources)
-        return [{**built[i], "input": self.english[i]["input"].strip(), "reference": self.english[i]["output"].strip(),
-                 "source_instruction": self.english[i]["instruction"]} for i in self.chosen]
-
-    def score(self, records: list[dict], generations: list[str]) -> Scored:
-        mode = records[0]["text_mode"]
-        marker = {"repeat": INPUT_MARKER, "translate": TRANSLATION_MARKER}.get(mode)
-        predictions = [self._prediction(record, text, marker) for record, text in zip(records, generations)]
-        answers = [p["answer"] for p in predictions]
-        references = [r["reference"] for r in records]
-        sequenced = [(r, g) for r, g in zip(records, generations) if marker and r["input"]]
-        numbers = {"text_mode": mode, "records": len(records), "records_with_input": sum(bool(r["input"]) for r in records),
-                   "sequence_rate": None, "first_step_fidelity": None, "first_step_metric": None,
-                   "answer_rouge_l": rouge_l(answers, references), "answer_chrf": chrf(answers, references)}
-        if sequenced:
-            outputs, inputs = [g for _, g in sequenced], [r["input"] for r, _ in sequenced]
-            numbers["sequence_rate"] = sequence_rate(outputs, marker)
-            if mode == "repeat":
-                numbers["first_step_metric"] = "exact copy rate (%)"
-                numbers["first_step_fidelity"] = exact_copy_rate(outputs, inputs, marker)
-            else:  # an output that does not follow the sequence has an empty translation
-                numbers["first_step_metric"] = "chrF against the English input"
-                steps = [split_sequence(output, marker) for output in outputs]
-                numbers["first_step_fidelity"] = chrf([s[0] if s else "" for s in steps], inputs)
-        numbers["overall"] = numbers["answer_rouge_l"]
-        numbers["columns"] = {"sequence_rate": numbers["sequence_rate"],
-                              "first_step_fidelity": numbers["first_step_fidelity"],
-                              "answer_chrf": numbers["answer_chrf"]}
-        results = [{"source_index": p["source_index"], "answer": p["answer"]} for p in predictions]
-        keys = [f"{r['source_index']}:{r['source_instruction']}" for r in records]
-        return Scored(predictions, {"results.json": results}, numbers, keys)
-
-    def _prediction(self, record: dict, text: str, marker: str | None) -> dict:
-        steps = split_sequence(text, marker) if marker and record["input"] else None
-        return {"source_index": record["source_index"], "prompt": record["instruction"], "generation": text,
-                "follows_sequence": steps is not None if marker and record["input"] else None,
-                "first_step": steps[0] if steps else None, "answer": text_answer(text, record, marker),
-                "reference": record["reference"]}
-
-    def markdown(self, report: Mapping) -> list[str]:
-        rows = [["follows the sequence (%)", report["sequence_rate"]],
-                [f"first step: {report['first_step_metric'] or '–'}", report["first_step_fidelity"]],
-                ["answer ROUGE-L", report["answer_rouge_l"]], ["answer chrF", report["answer_chrf"]]]
-        return [f"text_mode `{report['text_mode']}`, {report['records']} held-out records "
-                f"({report['records_with_input']} with an input: the sequence is asked of those).", "",
-                *_table(["Score", "Value"], rows)]
-
-
-def text_answer(output: str, record: Mapping, marker: str | None) -> str:
-    """The final answer of a text output: everything after its first line-start "Answer:" (answers may span
-    lines, unlike VQA's), or the whole output when the record was asked without a sequence or the model gave no
-    marker (scored all the same)."""
-    text = output.strip()
-    if marker and record["input"]:
-        found = _ANSWER_LINE.search(text)
-        if found:
-            return text[found.end():].strip()
-    return text
+    def summary(self, report: Mapping) -> str:
+        return headline(report) + "\n\n" + "\n".join(language_table(report))
 
 
 LANGUAGE_COLUMNS = {  # (report key, column title); the first is what `overall` averages
@@ -464,7 +355,7 @@ def language_table(report: Mapping) -> list[str]:
     rows = [[lang, scores["questions"], *(scores.get(key) for key, _ in columns)]
             for lang, scores in per_language.items()]
     rows.append([f"**mean** ({', '.join(report['mean_over'])})", "", report["overall"], *([""] * (len(columns) - 1))])
-    return _table(["Language", "Questions", *(title for _, title in columns)], rows)
+    return table(["Language", "Questions", *(title for _, title in columns)], rows)
 
 
 def _squad_as_alpaca(record: Mapping) -> dict:
@@ -489,9 +380,3 @@ def _gqa_questions(records: list[dict]) -> dict[str, dict]:
                                    "structural": r["structural_type"], "semantic": r["semantic_type"],
                                    "detailed": r["detailed_type"]}}
             for r in records}
-
-
-def trained_settings(manifest) -> dict:
-    return manifest["config"] if manifest else {}
-
-

@@ -5,25 +5,26 @@
 - `rouge_l(hypotheses, references)`: mean ROUGE-L F-measure (Google's rouge-score, no stemming), 0-100. Its
   tokenizer keeps only ASCII letters and digits, so use it for English text (the answers and the English
   translations the translate mode asks for), not for bn/ko/zh/ru.
-- `follows_sequence(output, first_marker)`: the output does the steps in order: it opens with the first step's
-  marker ("Input:" for repeat, "Translation:" for translate) and later has a line that starts with "Answer:",
-  the layout of the SIT targets (`sit_vqa.data.text_sit`). `sequence_rate` is its percentage over outputs.
+- `has_sequence_layout(output, first_marker)`: the output is laid out as the steps in order: it opens with the
+  first step's marker ("Input:" for repeat, "Translation:" for translate) and later has a line that starts
+  with "Answer:" (any case, the rule of `sit_vqa.data.prompts.answer_line`), the layout of the SIT targets
+  (`sit_vqa.data.text_sit`). `sequence_rate` is its percentage over outputs.
+- `follows_sequence(target, generation)`: the exact check that the sequence was carried out: the output's first
+  line is the target's first step character for character, and its marked answer is the target's answer
+  (both read by the shared `parse_sit_output`). `sequence_scores` gives the shares over outputs.
 - `exact_copy_rate(outputs, sources, first_marker)`: percentage of outputs whose first step is exactly the
   source text (stripped): for the repeat mode, how often the input was copied verbatim.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from sit_vqa.data.prompts import answer_line, parse_sit_output  # no torch there either
 from sit_vqa.errors import SitVqaError
-
-ANSWER_MARKER = "Answer:"  # the marker of sit_vqa.data.text_sit and of the image SIT targets
-_ANSWER_LINE = re.compile(r"^[ \t]*" + re.escape(ANSWER_MARKER), re.MULTILINE)
 
 
 class TextMetricError(SitVqaError, ValueError):
@@ -61,15 +62,15 @@ def split_sequence(output: str, first_marker: str) -> tuple[str, str] | None:
     text = output.strip()
     if not text.startswith(first_marker):
         return None
-    answer_line = _ANSWER_LINE.search(text, len(first_marker))
-    if answer_line is None:
+    marker = answer_line(text, len(first_marker))
+    if marker is None:
         return None
-    first_step = text[len(first_marker):answer_line.start()].strip()
-    answer = text[answer_line.end():].split("\n", 1)[0].strip()
+    first_step = text[len(first_marker):marker.start()].strip()
+    answer = text[marker.end():].split("\n", 1)[0].strip()
     return first_step, answer
 
 
-def follows_sequence(output: str, first_marker: str) -> bool:
+def has_sequence_layout(output: str, first_marker: str) -> bool:
     return split_sequence(output, first_marker) is not None
 
 
@@ -77,7 +78,27 @@ def sequence_rate(outputs: Sequence[str], first_marker: str) -> float:
     """Percentage of outputs that follow the sequence (first step's marker, then an "Answer:" line)."""
     if not outputs:
         raise TextMetricError("no outputs to score")
-    return 100.0 * sum(follows_sequence(output, first_marker) for output in outputs) / len(outputs)
+    return 100.0 * sum(has_sequence_layout(output, first_marker) for output in outputs) / len(outputs)
+
+
+def follows_sequence(target: str, generation: str) -> dict[str, bool]:
+    """Per output: first_step (its first line == the target's first line), answer (marked, and == the target's
+    answer) and sequence (both)."""
+    first_step = target.strip().split("\n", 1)[0].strip()
+    expected = parse_sit_output(target)
+    produced = parse_sit_output(generation)
+    first_ok = generation.strip().split("\n", 1)[0].strip() == first_step
+    answer_ok = produced.has_answer_marker and produced.answer == expected.answer
+    return {"first_step": first_ok, "answer": answer_ok, "sequence": first_ok and answer_ok}
+
+
+def sequence_scores(targets: Sequence[str], generations: Sequence[str]) -> dict[str, float]:
+    """Shares (0-1) of outputs with the first step right, the answer right, and both (the sequence)."""
+    if len(targets) != len(generations) or not targets:
+        raise TextMetricError(f"need as many generations as targets (and at least one): {len(generations)} vs "
+                              f"{len(targets)}")
+    checks = [follows_sequence(t, g) for t, g in zip(targets, generations, strict=True)]
+    return {key: round(sum(c[key] for c in checks) / len(checks), 4) for key in ("first_step", "answer", "sequence")}
 
 
 def exact_copy_rate(outputs: Sequence[str], sources: Sequence[str], first_marker: str = "Input:") -> float:

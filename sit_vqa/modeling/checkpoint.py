@@ -336,6 +336,9 @@ class LoadedCheckpoint:
     processor: Any
     manifest: dict[str, Any]  # the file as written (sit_vqa_checkpoint.json)
     directory: Path
+    # allow_partial: the trained tensors the weights file lacked (they kept the base model's values)
+    missing_tensors: tuple[str, ...] = ()
+    expected_tensors: int = 0
 
     @property
     def trained(self) -> TrainedSettings:
@@ -388,8 +391,8 @@ def load_checkpoint(
         model_arguments(manifest, directory, base_model), dtype=dtype or frozen_dtype(manifest), device=device,
         quiet=True,
     )
-    load_trainable_weights(
-        model, directory / WEIGHTS_NAME, strict=not allow_partial, expected=trainable_state_dict(model)
-    )
+    expected = trainable_state_dict(model)
+    loaded = load_trainable_weights(model, directory / WEIGHTS_NAME, strict=not allow_partial, expected=expected)
     model.eval()
-    return LoadedCheckpoint(model, processor, manifest, directory)
+    missing = tuple(sorted(set(expected) - set(loaded)))
+    return LoadedCheckpoint(model, processor, manifest, directory, missing, len(expected))

@@ -17,6 +17,9 @@ texts. Evaluation, the in-training evaluation, the demo and the export check all
 from __future__ import annotations
 
 import functools
+import logging
+import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,10 @@ from sit_vqa.errors import EvaluationError, InputError
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.collate import SampleTransform, TransformedDataset
 from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_LOG_SECONDS = 60.0  # a log line this often when stderr is no terminal (no bar to watch)
 
 
 class InvalidGenerationSettings(EvaluationError, InputError):
@@ -109,7 +116,8 @@ def generate_batch(model, tokenizer, batch: Mapping[str, torch.Tensor], settings
 
 
 def generate_texts(
-    model, processor, records, settings: GenerationSettings, *, progress: bool = True, feature_cache=None
+    model, processor, records, settings: GenerationSettings, *, progress: bool = True, feature_cache=None,
+    log_every: float = PROGRESS_LOG_SECONDS,
 ) -> list[str]:
     """The model's output for every record (prompt = its "instruction" and image), in record order.
 
@@ -118,7 +126,7 @@ def generate_texts(
     """
     batches = batches_of(len(records), settings.batch_size)
     generated = generate_batches(model, processor, records, settings, batches, progress=progress,
-                                 feature_cache=feature_cache)
+                                 feature_cache=feature_cache, log_every=log_every)
     return [text for texts in generated for text in texts]
 
 
@@ -129,23 +137,28 @@ def batches_of(count: int, batch_size: int) -> list[list[int]]:
 
 def generate_batches(
     model, processor, records, settings: GenerationSettings, batches: Sequence[Sequence[int]], *,
-    progress: bool = True, feature_cache=None,
+    progress: bool = True, feature_cache=None, log_every: float = PROGRESS_LOG_SECONDS,
 ) -> Iterator[list[str]]:
     """The outputs of each batch of `batches` (lists of record indices) in turn: the generate function that
-    `sit_vqa.evaluation.sharded` runs on every rank. The model is in eval mode until the last batch is out."""
+    `sit_vqa.evaluation.sharded` runs on every rank. The model is in eval mode until the last batch is out.
+    progress: a bar on a terminal, else a log line every `log_every` seconds (records done, rate, ETA)."""
     inputs = GenerationInputs(model, processor, settings, feature_cache=feature_cache)
     loader = torch.utils.data.DataLoader(
         TransformedDataset(records, functools.partial(inputs.transform, with_target=False)),
         batch_sampler=[list(batch) for batch in batches], collate_fn=inputs.collator,
         num_workers=settings.num_workers,
     )
+    log = _ProgressLog(sum(len(batch) for batch in batches), log_every) if progress and not _on_terminal() else None
     was_training = model.training
     model.eval()
     try:
         for batch in _progress(loader, progress):
             # inference mode per batch (inside generate_batch), not around the yield: the caller's code
             # between batches runs as usual
-            yield generate_batch(model, inputs.tokenizer, batch, settings)
+            texts = generate_batch(model, inputs.tokenizer, batch, settings)
+            if log:
+                log.update(len(texts))
+            yield texts
     finally:
         model.train(was_training)
 
@@ -153,3 +166,26 @@ def generate_batches(
 def _progress(loader, enabled: bool):
     # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay clean)
     return tqdm(loader, desc="generating", unit="batch", disable=None if enabled else True)
+
+
+def _on_terminal() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+class _ProgressLog:
+    """What the bar shows, as a log line at intervals, for runs whose stderr goes to a file (tqdm is off there)."""
+
+    def __init__(self, total: int, every: float):
+        self.total, self.every, self.done = total, every, 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last < self.every and self.done < self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate
+        logger.info("generated %d of %d records (%.2f records/s, ETA %s)", self.done, self.total, rate,
+                    time.strftime("%H:%M:%S", time.gmtime(eta)))

@@ -17,9 +17,9 @@ from sit_vqa.data.join import JoinOptions
 from sit_vqa.data.prepared import prepare_dataset
 from sit_vqa.data.prompts import BASELINE_TASK, SIT_TASK, Templates, resolve_prompt
 from sit_vqa.errors import CheckpointError, EvaluationError
+from sit_vqa.evaluation.options import EvalOptions
 from sit_vqa.evaluation.vqa import (
     METRIC_VERSIONS,
-    EvalOptions,
     load_eval_records,
     score_generations,
 )

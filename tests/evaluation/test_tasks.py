@@ -18,16 +18,15 @@ import evaluate
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.config import load_config
 from sit_vqa.data.prompts import BASELINE_TASK, parse_sit_output
+from sit_vqa.evaluation.options import EvalOptions, TaskOptions
 from sit_vqa.evaluation.sets import (
     TRANSLATE_QUESTION_PREFIX,
     GqaSet,
-    TextSet,
     XgqaSet,
     XquadSet,
-    text_answer,
     translation_of,
 )
-from sit_vqa.evaluation.vqa import EvalOptions
+from sit_vqa.evaluation.text import TextSet, text_answer
 from sit_vqa.metrics import gqa as gqa_metric
 from sit_vqa.metrics.gqa import score_gqa_files
 from sit_vqa.metrics.squad import score_squad_files
@@ -35,7 +34,6 @@ from sit_vqa.metrics.text import chrf, rouge_l
 from sit_vqa.metrics.vqa import score_files as score_vqa_files
 from sit_vqa.modeling.loading import build_model
 from sit_vqa.evaluation.reports import write_report_files
-from sit_vqa.evaluation.tasks import TaskOptions
 
 REPO = Path(__file__).resolve().parents[2]
 # the small configs the tests keep (the shipped demo configs train larger models on generated data)
@@ -53,6 +51,12 @@ REPORT_KEYS = {"task", "metric", "score_name", "overall", "columns", "num_questi
 @pytest.fixture(autouse=True)
 def _repo_cwd(monkeypatch):
     monkeypatch.chdir(REPO)  # the configs name data/... relative to the repository
+
+
+def zero_shot(config_path: str) -> tuple:
+    """(trained settings, config) of a config's untrained model: what a set's records are made with."""
+    config = load_config(config_path, data_roles=())
+    return ckpt.TrainedSettings.zero_shot(config.model, config.data), config
 
 
 def run_main(config: str, *argv: str) -> int:
@@ -102,7 +106,7 @@ def test_gqa_scoring_of_hand_made_outputs_matches_the_scorer_on_the_written_file
     scorer."""
     for normalize, expected in ((False, 50.0), (True, 75.0)):
         evaluation_set = _gqa_set(gqa_normalize=normalize)
-        records = evaluation_set.records("sit", None, load_config(IMAGE_CONFIG, data_roles=()))[:4]
+        records = evaluation_set.records("sit", *zero_shot(IMAGE_CONFIG))[:4]
         answers = [r["answer"] for r in records]
         generations = [f"Description: a scene.\nAnswer: {answers[0]}", answers[1],
                        f"Answer: {answers[2].capitalize()}.", "Answer: purple elephant"]
@@ -156,7 +160,7 @@ def test_xgqa_scores_hand_made_translations_against_the_english_questions():
     task = TaskOptions(task="xgqa", task_data=str(XGQA), image_dir=str(GQA_IMAGES), languages=["de"],
                        translate_first=True)
     evaluation_set = XgqaSet(task, EvalOptions(limit=3), seed=0)
-    records = evaluation_set.records("sit", None, load_config(IMAGE_CONFIG, data_roles=()))
+    records = evaluation_set.records("sit", *zero_shot(IMAGE_CONFIG))
     assert records[0]["instruction"].startswith(
         "First translate the question into English, then describe the image, then answer the input question")
     english = [evaluation_set.english_questions[r["question_id"]] for r in records]
@@ -214,7 +218,7 @@ def test_xquad_scores_hand_made_outputs():
     """German: an exact answer after the translation, one with an extra word (EM 0, F1 2/3), a missing one."""
     task = TaskOptions(task="xquad", task_data=str(XQUAD), languages=["de"], translate_first=True)
     evaluation_set = XquadSet(task, EvalOptions(limit=3), seed=0)
-    records = evaluation_set.records("translate", None, None)
+    records = evaluation_set.records("translate", *zero_shot(TEXT_CONFIG))
     assert "\nInput: " in records[0]["instruction"] and "\nQuestion: " in records[0]["instruction"]
     gold = [r["answers"][0] for r in records]
     generations = [f"Translation: {records[0]['english_input']}\nAnswer: {gold[0]}",
@@ -268,9 +272,8 @@ def _text_set(mode: str) -> TextSet:
 
 
 def test_text_scores_hand_made_repeat_and_translate_outputs():
-    config = load_config(TEXT_CONFIG, data_roles=())
     repeat = _text_set("repeat")
-    records = repeat.records("repeat", None, config)
+    records = repeat.records("repeat", *zero_shot(TEXT_CONFIG))
     with_input = [i for i, r in enumerate(records) if r["input"]]
     generations = [r["reference"] for r in records]  # no-input records: the bare answer
     for rank, i in enumerate(with_input):  # 3 exact copies, 1 wrong copy, 2 without the sequence
@@ -286,14 +289,14 @@ def test_text_scores_hand_made_repeat_and_translate_outputs():
     assert text_answer(two_lines, {"input": "x"}, "Input:") == two_lines  # no marker: the whole output
 
     translate = _text_set("translate")
-    records = translate.records("translate", None, config)
+    records = translate.records("translate", *zero_shot(TEXT_CONFIG))
     assert records[0]["instruction"].startswith("First translate the input into English, then ")
     generations = [f"Translation: {r['input']}\nAnswer: {r['reference']}" for r in records]
     numbers = translate.score(records, generations).numbers
     assert numbers["sequence_rate"] == 100.0 and numbers["first_step_fidelity"] == pytest.approx(100.0)
 
     plain_set = _text_set("plain")
-    records = plain_set.records("plain", None, config)
+    records = plain_set.records("plain", *zero_shot(TEXT_CONFIG))
     assert "\n" in records[0]["instruction"] and not records[0]["instruction"].startswith("First")
     plain = plain_set.score(records, [r["reference"] for r in records]).numbers
     assert plain["sequence_rate"] is None and plain["answer_chrf"] == pytest.approx(100.0)

@@ -7,7 +7,7 @@ from sit_vqa.metrics.text import (
     TextMetricError,
     chrf,
     exact_copy_rate,
-    follows_sequence,
+    has_sequence_layout,
     rouge_l,
     sequence_rate,
     split_sequence,
@@ -36,7 +36,9 @@ def test_split_sequence():
     assert split_sequence("Translation: x\nAnswer: y", "Input:") is None  # another first step
     assert split_sequence("Input: The cat sat.", "Input:") is None  # never answered
     assert split_sequence("Input: x Answer: y", "Input:") is None  # the answer must start a line
-    assert follows_sequence("Input: x\nAnswer: y", "Input:")
+    assert has_sequence_layout("Input: x\nAnswer: y", "Input:")
+    # the marker in any case, as everywhere else (sit_vqa.data.prompts.answer_line)
+    assert split_sequence("Input: x\nANSWER: y", "Input:") == ("x", "y")
 
 
 def test_rates():

@@ -14,7 +14,9 @@ from sit_vqa.modeling.collate import SampleTransform
 from sit_vqa.config import load_config
 from sit_vqa.data.prompts import SIT_TASK
 from sit_vqa.errors import ConfigError
-from sit_vqa.evaluation.vqa import EvalOptions, load_eval_records, run_evaluation
+from sit_vqa.evaluation.options import EvalOptions
+from sit_vqa.evaluation.runner import run_evaluation
+from sit_vqa.evaluation.vqa import load_eval_records
 from sit_vqa.modeling.loading import build_model
 from sit_vqa.training.trainer import JsonlLogCallback, TransformedDataset
 

@@ -1,4 +1,5 @@
-"""The text SIT check: exact first step, then the marked answer; and (slow) text_sit.yaml learns it."""
+"""The exact text SIT check (sit_vqa.metrics.text.follows_sequence): exact first step, then the marked answer,
+as the text set of evaluate.py reports it; and (slow) text_sit.yaml learns it."""
 
 import json
 
@@ -7,7 +8,9 @@ import pytest
 import train
 from sit_vqa.config import load_config
 from sit_vqa.samples import text_sample
-from sit_vqa.evaluation.text_eval import evaluate_text, follows_sequence, sequence_scores
+from sit_vqa.evaluation.options import EvalOptions, TaskOptions
+from sit_vqa.evaluation.runner import run_evaluation
+from sit_vqa.metrics.text import follows_sequence, sequence_scores
 
 TARGET = "Input: cat dog\nAnswer: dog cat"
 # text_sit.yaml's trained model carried out the sequence on 31.5% of the 200 held-out records (untrained: 0%)
@@ -19,6 +22,7 @@ TEXT_SEQUENCE_SHARE = 0.2
     ("Input: cat dog\nAnswer: cat dog", (True, False, False)),  # the step, a wrong answer
     ("Input: cat dogs\nAnswer: dog cat", (False, True, False)),  # the answer, a wrong repeat
     ("Input: cat dog\ndog cat", (True, False, False)),  # no "Answer:" marker
+    ("Input: cat dog\nANSWER: dog cat", (True, True, True)),  # the marker in any case (prompts.answer_line)
     ("dog cat", (False, False, False)),
     ("", (False, False, False)),
 ])  # fmt: skip
@@ -53,9 +57,13 @@ def test_text_sit_config_learns_the_sequence(tmp_path):
     """The embedded text default: the untrained tiny LM never carries out the sequence on held-out records;
     trained by train.py it mostly does."""
     overrides = ["--output_dir", str(tmp_path / "run"), "--report_to", "none", "--disable_tqdm", "true"]
-    config = load_config("text_sit.yaml", overrides)
-    untrained, _ = evaluate_text(config, None, max_new_tokens=48)
+    config = load_config("text_sit.yaml", overrides, data_roles=("eval",))
+    text = TaskOptions(task="text")
+    untrained = run_evaluation(config, EvalOptions(max_new_tokens=48, out_dir=str(tmp_path / "untrained"),
+                                                   progress=False), text).report
     final = train.main(["--config", "text_sit.yaml", *overrides])
-    trained, predictions = evaluate_text(config, str(final))
-    assert untrained["sequence"] == 0.0
-    assert trained["sequence"] >= TEXT_SEQUENCE_SHARE, json.dumps(predictions[:3], indent=1)
+    trained = run_evaluation(config, EvalOptions(checkpoint=str(final), max_new_tokens=96,
+                                                 out_dir=str(tmp_path / "trained"), progress=False), text)
+    predictions = (trained.out_dir / "predictions.jsonl").read_text().splitlines()
+    assert untrained["exact"]["sequence"] == 0.0
+    assert trained.report["exact"]["sequence"] >= TEXT_SEQUENCE_SHARE, json.dumps(predictions[:3], indent=1)

@@ -1,0 +1,257 @@
+"""The one evaluation runner: any set (VQAv2, OK-VQA, GQA, xGQA, XQuAD, held-out text), one process or many,
+resumable after a crash.
+
+    python evaluate.py --config quickstart.yaml --checkpoint runs/quickstart/final     # VQAv2 -> runs/eval/quickstart-val/
+    torchrun --nproc_per_node 8 evaluate.py --config vqa_sit.yaml --checkpoint runs/vqa_sit --task gqa ...
+
+`run_evaluation(config, options, task)`:
+1. `make_set` reads and checks the set's files (bad input fails here, before the model loads);
+2. `sharded.join_launch` joins a torchrun / accelerate launch; `load_model` loads the model once: a checkpoint
+   (`load_checkpoint`, with --base-model and --allow-partial-load; a partial load is warned about and recorded
+   in the report) or the config's base model, zero-shot (`TrainedSettings.zero_shot`);
+3. the set's prompt and records, made as the model was trained; `generation_settings`, the one place the
+   command line, the config and the checkpoint decide the generation;
+4. `sharded.generate_to_disk`: every process generates its share of the batches into OUT/partial/; a rerun
+   with the same fingerprint (`fingerprint`: weights, records, generation) continues what is there;
+5. the main process scores (the set's official scorer) and writes the set's results files, predictions.jsonl,
+   report.md and report.json (`write_report_files`), then removes OUT/partial/.
+
+Default output folder (`default_out_dir`): runs/eval/<name>-<split> for VQAv2 (val / train: the config keys
+read), runs/eval/<name>-<task> for the other sets, with -limit<N> when --limit is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sit_vqa.errors import EvaluationError
+from sit_vqa.evaluation import sharded
+from sit_vqa.evaluation.options import EvalOptions, TaskOptions
+from sit_vqa.evaluation.protocol import EvaluationSet
+from sit_vqa.evaluation.reports import write_report_files
+from sit_vqa.evaluation.sets import GqaSet, XgqaSet, XquadSet
+from sit_vqa.evaluation.text import TextSet
+from sit_vqa.evaluation.vqa import VqaSet
+from sit_vqa.modeling import precision
+from sit_vqa.modeling.checkpoint import WEIGHTS_NAME, TrainedSettings, load_checkpoint, resolve_checkpoint
+from sit_vqa.modeling.generation import GenerationSettings, generate_batches
+from sit_vqa.modeling.loading import build_model
+
+logger = logging.getLogger(__name__)
+
+_SHOWN_NAMES = 3
+
+
+@dataclass
+class EvalRun:
+    out_dir: Path
+    report: dict | None  # None on the processes of a multi-process run other than the main one
+    paths: dict[str, Path] = field(default_factory=dict)
+    reused: int = 0  # records whose outputs an interrupted earlier run had written (not generated again)
+    summary: str = ""  # the line evaluate.py prints (main process only)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    trained: TrainedSettings
+    checkpoint: Path | None = None  # None: the config's base model (zero-shot)
+    manifest: dict | None = None
+    partial_load: dict | None = None  # what a partial load lacked (--allow-partial-load)
+
+
+# ------------------------------------------------------------------------------------------------ the set
+
+
+def make_set(config, options: EvalOptions, task: TaskOptions) -> EvaluationSet:
+    """The set of `task` ("auto" resolved from the config's model type), its files read and checked."""
+    task = task.for_model_type(config.model.model_type)
+    if task.task in ("vqa", "okvqa"):
+        return VqaSet(task, options, config)
+    if options.split != "val":
+        raise EvaluationError(f"--split chooses the config's VQAv2 data; --task {task.task} reads its own files")
+    if options.legacy_metric:
+        raise EvaluationError("--legacy-metric is the pre-2021 VQAv2 evaluator; it applies to --task vqa and okvqa")
+    if task.task == "text":
+        return TextSet(task, options, config)
+    sets = {"gqa": GqaSet, "xgqa": XgqaSet, "xquad": XquadSet}
+    return sets[task.task](task, options, config.data.subset_seed)
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+def load_model(config, options: EvalOptions, device: str, model_type: str) -> LoadedModel:
+    """The checkpoint of --checkpoint (its base model from --base-model when given), or the config's base
+    model, of the kind the set needs."""
+    if options.checkpoint is None:
+        _require(model_type, config.model.model_type, config.source)
+        # build_model, not load_base_model: the Q-Former side gets the same dtype as in a trained checkpoint
+        dtype = precision.frozen_dtype(config.model.model_dtype, config.training.bf16)
+        model, processor = build_model(config.model, dtype=dtype, device=device, quiet=True)
+        return LoadedModel(model.eval(), processor, TrainedSettings.zero_shot(config.model, config.data))
+    directory = resolve_checkpoint(options.checkpoint)
+    loaded = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load,
+                             base_model=options.base_model)
+    _require(model_type, loaded.trained.model_type, str(directory))
+    return LoadedModel(loaded.model, loaded.processor, loaded.trained, directory, loaded.manifest,
+                       _partial_load(loaded, directory))
+
+
+def _partial_load(loaded, directory: Path) -> dict | None:
+    if not loaded.missing_tensors:
+        return None
+    missing = list(loaded.missing_tensors)
+    logger.warning("%s: partial load: %d of the %d trained tensors are missing from %s and keep the base model's "
+                   "values (e.g. %s); the report records it", directory, len(missing), loaded.expected_tensors,
+                   WEIGHTS_NAME, ", ".join(missing[:_SHOWN_NAMES]))
+    return {"missing": len(missing), "expected": loaded.expected_tensors, "examples": missing[:_SHOWN_NAMES]}
+
+
+def _require(needed: str, found: str | None, source: str) -> None:
+    if found != needed:
+        kind = "an image model (model_type instructblip)" if needed == "instructblip" else \
+            "a text model (model_type causal_lm, e.g. --config text_sit.yaml)"
+        raise EvaluationError(f"{source}: this set is answered by {kind}, got model_type {found!r}")
+
+
+def generation_settings(config, options: EvalOptions, trained: TrainedSettings) -> GenerationSettings:
+    """The command line's, else the config's generation settings; inputs made as the model was trained."""
+    training = config.training
+    # a text answer (or a translated paragraph) is as long as the targets the model was trained on
+    default_tokens = (trained.max_target_length if trained.model_type == "causal_lm"
+                      else training.generation_max_new_tokens)
+    return trained.generation(
+        batch_size=options.batch_size or training.per_device_eval_batch_size,
+        max_new_tokens=options.max_new_tokens or default_tokens,
+        num_beams=options.num_beams or training.generation_num_beams,
+        num_workers=training.dataloader_num_workers,
+    )
+
+
+# ------------------------------------------------------------------------------------------- the whole run
+
+
+def run_evaluation(config, options: EvalOptions = EvalOptions(), task: TaskOptions = TaskOptions()) -> EvalRun:
+    """Evaluate a checkpoint (or the config's base model, zero-shot) on `task`'s set; write its files.
+
+    Under torchrun / accelerate launch every process generates its share (`sit_vqa.evaluation.sharded`) and the
+    main one scores and writes (the others return an EvalRun without report). Outputs are appended to
+    OUT/partial/ as they are made: a rerun with the same settings continues an interrupted run
+    (options.restart: starts over).
+    """
+    evaluation_set = make_set(config, options, task)  # bad files fail here, before the model loads
+    ranks, device = sharded.join_launch(options.device)
+    loaded = load_model(config, options, device, evaluation_set.model_type)
+    prompt = evaluation_set.prompt(options.prompt, loaded.trained)
+    records = evaluation_set.records(prompt, loaded.trained, config)
+    generation = generation_settings(config, options, loaded.trained)
+    name = options.name or run_name(loaded.checkpoint, config)
+    out_dir = Path(options.out_dir or default_out_dir(name, evaluation_set.task, options))
+    if ranks.is_main:
+        logger.info("evaluating %s on %d %s records (prompt %s, %d process(es))", name, len(records),
+                    evaluation_set.task, prompt, ranks.world_size)
+    generate = functools.partial(generate_batches, loaded.model, loaded.processor, records, generation,
+                                 progress=options.progress and ranks.is_main)
+    keys = [evaluation_set.key(record) for record in _rows(records)]
+    generated = sharded.generate_to_disk(
+        keys, generation.batch_size, generate, out_dir,
+        fingerprint(loaded, config, evaluation_set.task, records, generation, device),
+        restart=options.restart, ranks=ranks,
+    )
+    if generated.texts is None:  # not the main process: that one merges, scores and writes
+        return EvalRun(out_dir, None, reused=generated.reused)
+    scored = evaluation_set.score(records, generated.texts)
+    settings = run_settings(config, options, evaluation_set, loaded, name=name, prompt=prompt,
+                            generation=generation, device=device)
+    report = evaluation_set.report(scored, settings)
+    paths = write_report_files(out_dir, scored.results_files, scored.predictions, report,
+                               evaluation_set.markdown(report))
+    sharded.remove_partial(out_dir)  # only now: a crash before this line keeps every generated output
+    return EvalRun(out_dir, report, paths, generated.reused, evaluation_set.summary(report))
+
+
+def run_settings(config, options: EvalOptions, evaluation_set: EvaluationSet, loaded: LoadedModel, *, name: str,
+                 prompt: str, generation: GenerationSettings, device: str) -> dict:
+    """report.json's settings: what was evaluated, how, on which data (the same keys for every set)."""
+    trained = loaded.trained
+    return {
+        "name": name, "task": evaluation_set.task,
+        "checkpoint": str(loaded.checkpoint) if loaded.checkpoint else None,
+        "zero_shot": loaded.checkpoint is None,
+        "base_model": options.base_model,
+        "partial_load": loaded.partial_load,
+        "global_step": trained.global_step,
+        "trained_mode": trained.text_mode if trained.model_type == "causal_lm" else trained.mode,
+        "config": config.source, **evaluation_set.settings(),
+        "prompt": prompt, "prompt_requested": options.prompt, "limit": options.limit,
+        "subset_seed": config.data.subset_seed if options.limit else None,
+        "batch_size": generation.batch_size, "num_beams": generation.num_beams,
+        "max_new_tokens": generation.max_new_tokens, "device": device,
+    }
+
+
+def fingerprint(loaded: LoadedModel, config, task: str, records, generation: GenerationSettings,
+                device: str) -> dict:
+    """What decides the generated texts, beyond the records' keys and the batch size (sharded adds those):
+    an interrupted run is continued only when all of it is the same. Not the metric: it scores afterwards."""
+    if loaded.checkpoint is None:
+        weights = {"base_model": dataclasses.asdict(config.model)}
+    else:
+        stat = (loaded.checkpoint / WEIGHTS_NAME).stat()  # a checkpoint saved again in place changes size or mtime
+        weights = {"checkpoint": str(loaded.checkpoint.resolve()), "global_step": loaded.trained.global_step,
+                   "weights_file": [stat.st_size, stat.st_mtime_ns], "partial_load": loaded.partial_load}
+    inputs = json.dumps([_column(records, name) for name in ("image_path", "instruction")], ensure_ascii=False)
+    return {
+        "task": task, **weights,
+        "inputs_sha256": hashlib.sha256(inputs.encode()).hexdigest(),  # images and prompts, in record order
+        "max_new_tokens": generation.max_new_tokens,
+        "num_beams": generation.num_beams,
+        "max_instruction_length": generation.max_instruction_length,
+        "image_pipeline": generation.image_pipeline,
+        "device_type": torch.device(device).type,
+        "dtypes": sorted({str(parameter.dtype) for parameter in loaded.model.parameters()}),
+    }
+
+
+def _column(records, name: str) -> list:
+    if hasattr(records, "column_names"):  # a datasets.Dataset: read the column, not every decoded row
+        return list(records[name]) if name in records.column_names else [None] * len(records)
+    return [record.get(name) for record in records]
+
+
+def _rows(records):
+    if hasattr(records, "column_names"):  # the key columns only: images and answers stay undecoded
+        return records.select_columns([c for c in ("question_id", "language", "id", "source_index")
+                                       if c in records.column_names])
+    return records
+
+
+def run_name(checkpoint: Path | None, config) -> str:
+    """The run's name in reports: the run directory (and checkpoint-N), or zero-shot-<config>."""
+    if checkpoint is None:
+        return f"zero-shot-{Path(config.source).stem}"
+    if checkpoint.name == "final":
+        return checkpoint.resolve().parent.name
+    if checkpoint.name.startswith("checkpoint-"):
+        return f"{checkpoint.resolve().parent.name}-{checkpoint.name}"
+    return checkpoint.resolve().name
+
+
+def default_out_dir(name: str, task: str, options: EvalOptions) -> Path:
+    """runs/eval/<name>-<split> for VQAv2 (its --split), runs/eval/<name>-<task> for every other set (OK-VQA
+    too: it never overwrites the VQAv2 evaluation of the same checkpoint), -limit<N> with --limit."""
+    suffix = options.split if task == "vqa" else task
+    limit = f"-limit{options.limit}" if options.limit else ""
+    return Path("runs") / "eval" / f"{name}-{suffix}{limit}"
+
