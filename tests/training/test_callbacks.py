@@ -10,13 +10,13 @@ import pytest
 from transformers import Trainer, TrainerCallback
 
 from sit_vqa.training.callbacks import METRIC_PREFIX, VqaEvalCallback, metric_logs
-from sit_vqa.modeling.collate import SampleTransform
+from sit_vqa.modeling.collate import SampleTransform, TransformedDataset
 from sit_vqa.config import load_config
 from sit_vqa.data.templates import SIT_TASK
 from sit_vqa.errors import ConfigError
 from sit_vqa.evaluation.vqa import EvalOptions, load_eval_records, run_evaluation
 from sit_vqa.modeling.loading import build_model
-from sit_vqa.training.trainer import JsonlLogCallback, TransformedDataset
+from sit_vqa.training.trainer import JsonlLogCallback
 
 REPO = Path(__file__).resolve().parents[2]
 
