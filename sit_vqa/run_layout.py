@@ -52,12 +52,11 @@ def checkpoint_step(name: str) -> int | None:
 def run_name(checkpoint: Path) -> str:
     """A checkpoint's name in reports: its run directory's name for final/, "<run>-checkpoint-N" for a
     checkpoint-N, else the directory's own name (a checkpoint copied out of its run)."""
-    checkpoint = checkpoint.resolve()
     if checkpoint.name == FINAL_DIR:
-        return checkpoint.parent.name
+        return checkpoint.resolve().parent.name
     if checkpoint_step(checkpoint.name) is not None:
-        return f"{checkpoint.parent.name}-{checkpoint.name}"
-    return checkpoint.name
+        return f"{checkpoint.resolve().parent.name}-{checkpoint.name}"
+    return checkpoint.resolve().name
 
 
 @dataclass(frozen=True)

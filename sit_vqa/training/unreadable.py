@@ -62,7 +62,7 @@ class SkipUnreadableImages(torch.utils.data.Dataset):
             self.reads += 1
             return sample
         raise DataError(f"none of the {len(self.dataset)} training records has a readable image (the last: "
-                        f"{last_error}); check image_dir and the image files")
+                        f"{last_error}); check image_dir and the image files, or {CHECK_IMAGES_HINT}")
 
     def _skip(self, error: UnreadableImageError) -> None:
         self.reads += 1
@@ -71,6 +71,7 @@ class SkipUnreadableImages(torch.utils.data.Dataset):
                        CHECK_IMAGES_HINT)
         if self.log_path is not None:
             line = json.dumps({"record": error.record, "image": str(error.path), "error": str(error)})
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)  # another rank may not have made it yet
             with self.log_path.open("a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
         if self.reads >= self.min_reads and self.unreadable > self.max_share * self.reads:
