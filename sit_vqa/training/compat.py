@@ -7,13 +7,14 @@ tests/training/test_compat.py has one test per item that fails loudly when a tra
 renamed hook be silently skipped (an override of a method that no longer exists is never called).
 
 1. `_save_checkpoint(model, trial)` and `_get_output_dir(trial)`: checkpoints appear atomically. The Trainer
-   writes checkpoint-N in place, file by file, then deletes old checkpoints (rotation); a kill midway leaves a
-   half-written checkpoint-N, and with save_total_limit 1 the previous one is already gone. Wrapping
-   `_save_checkpoint` lets the whole checkpoint (model, optimizer, scheduler, RNG state of every rank,
-   trainer_state.json) be written under .checkpoint-staging/ -- `_get_output_dir` is where the Trainer asks
-   for the directory to write it in -- and renamed into place, complete, before rotation runs. The manifest-
-   last rule alone cannot carry this: the Trainer writes trainer_state.json and rotates after `save_model`,
-   before any public hook (`on_save`) runs.
+   writes checkpoint-N in place, file by file (model, optimizer, scheduler, RNG state of every rank,
+   trainer_state.json), then rotates old ones out; a kill midway leaves a half-written checkpoint-N that
+   rotation counts as the newest. Wrapping `_save_checkpoint` lets the whole of it be written under
+   .checkpoint-staging/ -- `_get_output_dir` is where the Trainer asks for the directory to write it in --
+   and renamed into place, complete, before our rotation runs. The manifest-last rule alone cannot carry
+   this: `save_model` (which writes the manifest) runs first, before the optimizer and trainer state; moved
+   to the public `on_save`, the manifest would come after the Trainer's rotation, which with
+   save_total_limit 1 deletes the previous checkpoint while the new one is not yet complete.
 2. `_load_from_checkpoint(resume_from_checkpoint, model)`: `train(resume_from_checkpoint=...)` calls it to
    load the model's weights and raises "Can't find a valid checkpoint" when the directory holds no full model
    file; our checkpoints hold the trainable weights only, so this loads those.

@@ -70,18 +70,22 @@ class RunDirectory(RunLayout):
             logger.warning("--resume: moved %s to %s", path.name, target)
 
     def refuse_resume_without_checkpoint(self) -> None:
-        """--resume found no checkpoint-N. A directory that holds a finished run (final/) is never removed,
-        whatever overwrite_output_dir says: --resume means "continue", and final/ holds no optimizer state to
-        continue from. What a run that failed before its first checkpoint left is no run: that starts afresh."""
-        if not self.final.exists():
+        """--resume found no checkpoint-N. A directory that holds what is left of a run (final/, or checkpoints
+        moved to damaged_checkpoints/) is never removed, whatever overwrite_output_dir says: --resume means
+        "continue", and neither holds a state to continue from. What a run that failed before its first
+        checkpoint left (a log, reports) is no run: that starts afresh."""
+        kept = [path for path in (self.final, self.damaged) if path.exists()]
+        if not kept:
             logger.warning("--resume: no checkpoint in %s; starting from scratch", self.root)
             return
         step = checkpoint_step(self.final)
-        finished = f" (trained to step {step})" if step is not None else ""
+        names = [f"{path.name} (trained to step {step})" if path == self.final and step is not None else path.name
+                 for path in kept]
+        shown = " and ".join(names)
         raise ConfigError(
-            f"--resume: output_dir {self.root} holds no checkpoint-N to continue from, only final{finished}: "
-            "the run finished, or saved no checkpoint before it ended, and --resume never deletes a run. Use "
-            f"{self.final} as it is, pass another --output_dir to train anew, or drop --resume and pass "
+            f"--resume: output_dir {self.root} holds no checkpoint-N to continue from, only {shown}: the run "
+            "finished, or saved no intact checkpoint before it ended, and --resume never deletes a run. Use "
+            f"{self.final.name}/ as it is, pass another --output_dir to train anew, or drop --resume and pass "
             "--overwrite_output_dir true to delete it and start over"
         )
 

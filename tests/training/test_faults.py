@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.config import load_config
-from sit_vqa.errors import CheckpointError
+from sit_vqa.errors import CheckpointError, ConfigError
 from sit_vqa.training.run import run_training
 from sit_vqa.training.trainer import NonFiniteLossError
 
@@ -431,3 +431,17 @@ def test_a_resume_that_cannot_write_says_permission_not_disk_space(tmp_path, fou
     assert_write_error(result, f"cannot write {run_dir}", cause, f"the last intact checkpoint is {run_dir / 'checkpoint-2'}",
                        "make", "writable", "--resume")
     assert "once the disk has room" not in result.stderr
+
+
+def test_resume_keeps_checkpoints_moved_aside_as_damaged(tmp_path, four_step_run):
+    """What is left of a run whose intact checkpoints are gone (damaged_checkpoints/) is not deleted either."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    shutil.rmtree(run_dir / "final")
+    shutil.rmtree(run_dir / "checkpoint-2")
+    (run_dir / "damaged_checkpoints").mkdir()
+    os.rename(run_dir / "checkpoint-4", run_dir / "damaged_checkpoints" / "checkpoint-4")
+    with pytest.raises(ConfigError, match="holds no checkpoint-N to continue from, only damaged_checkpoints"):
+        run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "4", "--resume",
+                                  "--overwrite_output_dir", "true"))
+    assert (run_dir / "damaged_checkpoints" / "checkpoint-4" / ckpt.WEIGHTS_NAME).is_file()
