@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from transformers import TrainerCallback
 
 from sit_vqa.config import RunConfig
-from sit_vqa.errors import WriteError
+from sit_vqa.errors import SitVqaError, WriteError
 from sit_vqa.files import is_write_failure, write_error, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling import precision
@@ -41,10 +41,25 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
         return _run_training(config, callbacks)
     except WriteError as error:
         raise _with_last_checkpoint(error, output_dir) from error
+    except SitVqaError as error:
+        if (message := _worker_message(error)) is None:
+            raise
+        raise type(error)(message) from error
     except (OSError, RuntimeError, SafetensorError) as error:  # a library writing through its own code
         if not is_write_failure(error):
             raise
         raise _with_last_checkpoint(write_error(output_dir, error), output_dir) from error
+
+
+def _worker_message(error: SitVqaError) -> str | None:
+    """The message of an error a DataLoader worker raised (an unreadable image, a bad record), or None for an
+    error raised here. torch re-raises it in this process with the worker's traceback as its message
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the user needs the last part."""
+    text = str(error)
+    marker = f"{type(error).__name__}: "
+    if not text.startswith("Caught ") or "Original Traceback" not in text or marker not in text:
+        return None
+    return text.rsplit(marker, 1)[1].strip()
 
 
 _NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}

@@ -118,7 +118,8 @@ def test_a_run_with_one_truncated_image_goes_on_and_reports_the_record(tmp_path,
     assert f"skipping record {named[0]}" in caplog.text
 
 
-def test_a_run_whose_images_are_mostly_unreadable_stops_with_a_clear_error(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "1"])  # read in this process, or in a DataLoader worker
+def test_a_run_whose_images_are_mostly_unreadable_stops_with_a_clear_error(tmp_path, workers):
     config, images, records = images_of_the_run(tmp_path)
     kept = image_file(records[0], images)  # the records of one image stay readable: the run starts, then stops
     for path in images.iterdir():
@@ -126,12 +127,14 @@ def test_a_run_whose_images_are_mostly_unreadable_stops_with_a_clear_error(tmp_p
             truncate(path)
     command = [sys.executable, "train.py", "--config", str(SMALL_CONFIG), "--output_dir", str(tmp_path / "run"),
                "--prepared_cache_dir", str(tmp_path / "cache"), "--train_image_dir", str(images), "--report_to",
-               "none", "--subset_questions", "24", "--train_all", "false", "--max_steps", "6"]
+               "none", "--subset_questions", "24", "--train_all", "false", "--max_steps", "6",
+               "--dataloader_num_workers", workers]
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
                             capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     message = result.stderr[result.stderr.index("error: "):]
+    assert message.startswith("error: ") and "worker process" not in message, message
     assert "training images read so far cannot be read" in message and "check_images: true" in message, message
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     readable = sum(image_file(r, images) == kept for r in records)
