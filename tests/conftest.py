@@ -72,7 +72,7 @@ def replica_dirs(tmp_path_factory):
 def quickstart_run(tmp_path_factory):
     """A run directory of the quickstart recipe, trained for a few steps (the demo and export tests' checkpoint)."""
     from sit_vqa.config import load_config
-    from sit_vqa.training.trainer import run_training
+    from sit_vqa.training.run import run_training
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path_factory.mktemp("quickstart_run")
@@ -90,7 +90,7 @@ def learned_quickstart(tmp_path_factory):
     trained once per session into a temporary directory (its generated sample too)."""
     from sit_vqa.config import load_config
     from sit_vqa.samples.generated import ensure_config_sample
-    from sit_vqa.training.trainer import run_training
+    from sit_vqa.training.run import run_training
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path_factory.mktemp("learned_quickstart")

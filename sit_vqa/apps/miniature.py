@@ -99,7 +99,7 @@ def train_and_evaluate(out: Path, budget: Budget, arm: str, seed: int) -> dict:
     torch.set_num_threads(1)
     from sit_vqa.evaluation.options import EvalOptions
     from sit_vqa.evaluation.runner import run_evaluation
-    from sit_vqa.training.trainer import run_training
+    from sit_vqa.training.run import run_training
 
     name = f"{arm}-seed{seed}"
     (out / "logs").mkdir(parents=True, exist_ok=True)

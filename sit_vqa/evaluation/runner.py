@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from sit_vqa import run_layout
 from sit_vqa.errors import EvaluationError
 from sit_vqa.evaluation import sharded
 from sit_vqa.evaluation.options import EvalOptions, TaskOptions
@@ -241,11 +242,7 @@ def run_name(checkpoint: Path | None, config) -> str:
     """The run's name in reports: the run directory (and checkpoint-N), or zero-shot-<config>."""
     if checkpoint is None:
         return f"zero-shot-{Path(config.source).stem}"
-    if checkpoint.name == "final":
-        return checkpoint.resolve().parent.name
-    if checkpoint.name.startswith("checkpoint-"):
-        return f"{checkpoint.resolve().parent.name}-{checkpoint.name}"
-    return checkpoint.resolve().name
+    return run_layout.run_name(checkpoint)
 
 
 def default_out_dir(name: str, task: str, options: EvalOptions) -> Path:

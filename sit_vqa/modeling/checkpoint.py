@@ -29,7 +29,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -48,14 +47,13 @@ from sit_vqa.errors import CheckpointError
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.modeling.generation import GenerationSettings
 from sit_vqa.modeling.loading import build_model
+from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, checkpoint_step
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "sit_vqa_checkpoint.json"
 WEIGHTS_NAME = "trainable.safetensors"
-BASE_MODEL_DIR = "base_model"
 FORMAT = "sit-vqa-checkpoint/1"
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _SHOWN_NAMES = 3
 
 # ---------------------------------------------------------------------------------------- trainable weights
@@ -163,21 +161,14 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The complete checkpoint-N directory with the highest N in `output_dir`, or None."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    complete = [
-        (int(match.group(1)), path)
-        for path in output_dir.iterdir()
-        if (match := _CHECKPOINT_DIR.match(path.name)) and (path / MANIFEST_NAME).is_file()
-    ]
-    return max(complete)[1] if complete else None
+    return next((path for path in RunLayout(output_dir).checkpoints_newest_first()
+                 if (path / MANIFEST_NAME).is_file()), None)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory: then its `final` checkpoint, else its latest checkpoint-N."""
     path = Path(path)
-    for candidate in (path, path / "final"):
+    for candidate in (path, path / FINAL_DIR):
         if (candidate / MANIFEST_NAME).is_file():
             return candidate
     latest = latest_checkpoint(path)
@@ -198,11 +189,7 @@ RESUME_FILES = ("optimizer.pt", "scheduler.pt")  # without them the Trainer sile
 
 def checkpoints_newest_first(output_dir: str | Path) -> list[Path]:
     """Every checkpoint-N directory in `output_dir` (complete or not), highest N first."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT_DIR.match(p.name)) and p.is_dir()]
-    return [path for _, path in sorted(found, reverse=True)]
+    return RunLayout(output_dir).checkpoints_newest_first()
 
 
 def resume_problem(directory: Path) -> str | None:
@@ -233,7 +220,7 @@ def _state_problem(directory: Path) -> str | None:
         return f"{TRAINER_STATE_NAME} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return f"{TRAINER_STATE_NAME} is damaged or truncated ({error})"
-    step = _CHECKPOINT_DIR.match(directory.name).group(1)
+    step = str(checkpoint_step(directory.name))
     if not isinstance(state, dict) or str(state.get("global_step")) != step:
         return f"{TRAINER_STATE_NAME} does not hold global_step {step}"
     return None

@@ -47,6 +47,17 @@ class SampleError(DataError):
     """A record cannot be turned into a training or generation sample; the message names it."""
 
 
+class UnreadableImageError(SampleError):
+    """A record's image file is missing, unreadable, truncated or not an image. `record` names the record
+    (e.g. "question_id=12"), `path` the file: training can skip such a record (sit_vqa.training.unreadable).
+    Both are optional so that a DataLoader worker can re-raise it from its message alone."""
+
+    def __init__(self, message: str, *, record: str = "", path: Path | None = None):
+        super().__init__(message)
+        self.record = record
+        self.path = path
+
+
 @dataclass(frozen=True)
 class SitCollator:
     """Pad transformed samples to the longest in the batch and stack them into tensors.
@@ -277,7 +288,9 @@ class SampleTransform:
                 # checked here; it gets the file still undecoded so that it can choose that scale
                 return self._image_to_pixels(opened)
         except OSError as error:  # missing, unreadable, truncated or not an image (UnidentifiedImageError)
-            raise SampleError(f"cannot read image {path} of record {_record_name(record)}: {error}") from error
+            name = _record_name(record)
+            raise UnreadableImageError(f"cannot read image {path} of record {name}: {error}", record=name,
+                                       path=path) from error
 
     def image_path(self, record: Mapping[str, Any]) -> Path:
         """The record's image file, relative paths resolved against image_dir."""

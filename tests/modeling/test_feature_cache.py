@@ -209,7 +209,7 @@ def test_training_with_feature_cache_dir_builds_and_uses_it(tmp_path, monkeypatc
     from transformers import TrainerCallback
 
     from sit_vqa.modeling.checkpoint import load_checkpoint
-    from sit_vqa.training.trainer import run_training
+    from sit_vqa.training.run import run_training
     from tests.training.test_training import REPO, logged_losses, quick_config
 
     class RecordInputs(TrainerCallback):

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from sit_vqa import files
 from sit_vqa.config import load_config
 from sit_vqa.samples.generated import ensure_config_sample
-from sit_vqa.training.trainer import run_training
+from sit_vqa.training.run import run_training
 
 
 def pause(output_dir: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from transformers import Trainer, TrainerCallback
 
 from sit_vqa.training.callbacks import METRIC_PREFIX, VqaEvalCallback, metric_logs
-from sit_vqa.modeling.collate import SampleTransform
+from sit_vqa.modeling.collate import SampleTransform, TransformedDataset
 from sit_vqa.config import load_config
 from sit_vqa.data.prompts import SIT_TASK
 from sit_vqa.errors import ConfigError
@@ -18,7 +18,7 @@ from sit_vqa.evaluation.options import EvalOptions
 from sit_vqa.evaluation.runner import run_evaluation
 from sit_vqa.evaluation.vqa import load_eval_records
 from sit_vqa.modeling.loading import build_model
-from sit_vqa.training.trainer import JsonlLogCallback, TransformedDataset
+from sit_vqa.training.trainer import JsonlLogCallback
 
 REPO = Path(__file__).resolve().parents[2]
 

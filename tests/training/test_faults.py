@@ -20,8 +20,9 @@ from transformers import TrainerCallback
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.config import load_config
 from sit_vqa.samples.generated import ensure_config_sample
-from sit_vqa.errors import CheckpointError
-from sit_vqa.training.trainer import NonFiniteLossError, run_training
+from sit_vqa.errors import CheckpointError, ConfigError
+from sit_vqa.training.run import run_training
+from sit_vqa.training.trainer import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[2]
 FAULT_RUN = Path(__file__).resolve().parent / "fault_run.py"
@@ -352,3 +353,98 @@ def test_a_local_base_model_is_named_by_an_absolute_path_that_is_checked(tmp_pat
     (tmp_path / "models" / "local").mkdir(parents=True)
     (tmp_path / "models" / "local" / "config.json").write_text("{}")
     assert ckpt.model_arguments(manifest, directory).model_name_or_path == str(tmp_path / "models" / "local")
+
+
+# ------------------------------------------------------------------------------ --resume never deletes a run
+
+
+def test_resume_on_a_finished_run_never_deletes_it_even_with_overwrite(tmp_path, four_step_run):
+    """quickstart.yaml sets overwrite_output_dir: true; `--resume` on its finished run (final/ only) used to
+    delete it and train from scratch. It refuses, says why, and leaves every file as it was."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    for checkpoint in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert RUN[-2:] == ["--overwrite_output_dir", "false"]
+    overwriting = RUN[:-2]  # the config's own setting: true
+    result = subprocess.run(
+        [sys.executable, "train.py", *overwriting, "--output_dir", str(run_dir), "--max_steps", "4", "--resume",
+         "--prepared_cache_dir", str(four_step_run / "cache")],
+        cwd=REPO, env=ENV, capture_output=True, text=True,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    message = result.stderr[result.stderr.index("error: "):]
+    assert "holds no checkpoint-N to continue from, only final (trained to step 4)" in message, message
+    assert "never deletes a run" in message and "another --output_dir" in message, message
+    after = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert after == before, "--resume changed the finished run"
+
+
+# ------------------------------------------------------------------------------- leftovers of killed runs
+
+
+def test_a_kill_during_the_final_save_leaves_nothing_once_resumed(tmp_path):
+    out = tmp_path / "killed"
+    steps = ("--max_steps", "4")
+    run_until_killed("final@4", out, *steps)  # checkpoint-4 written, final/ complete under its temporary name
+    run_dir = out / "run"
+    assert list(run_dir.glob(".final.*.partial")), "the kill left no partial final/ (the test is not testing)"
+    run_to_the_end(out, *steps, "--resume")
+    assert ckpt.read_manifest(run_dir / "final")["global_step"] == 4
+    assert not list(run_dir.glob(".*.partial")), "the killed save's partial final/ was left"
+    assert not (run_dir / ".checkpoint-staging").exists(), "the staging area (base_model/) outlived the run"
+
+
+def test_a_fresh_run_leaves_no_staging_area(tmp_path, four_step_run):
+    assert ckpt.read_manifest(four_step_run / "run" / "final")["global_step"] == 4
+    assert not (four_step_run / "run" / ".checkpoint-staging").exists()
+    assert (four_step_run / "run" / "checkpoint-4" / ckpt.BASE_MODEL_DIR).is_dir()  # each checkpoint has its copy
+
+
+# --------------------------------------------------------------------- a permission failure says what it is
+
+
+def read_only(directory: Path):
+    """Make `directory` unwritable for the training process: a read-only bind mount as root, else chmod."""
+    if os.geteuid() != 0:
+        for path in [directory, *directory.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o555)
+        return "permission denied", lambda: [p.chmod(0o755) for p in [directory, *directory.rglob("*")] if p.is_dir()]
+    if not can_mount():
+        pytest.skip("a read-only directory needs a non-root user or a read-only mount")
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+    return "the filesystem is read-only", lambda: subprocess.run(["umount", str(directory)], check=True)
+
+
+def test_a_resume_that_cannot_write_says_permission_not_disk_space(tmp_path, four_step_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    shutil.rmtree(run_dir / "final")
+    shutil.rmtree(run_dir / "checkpoint-4")
+    shutil.copytree(four_step_run / "cache", tmp_path / "cache")
+    cause, undo = read_only(run_dir)
+    try:
+        result = train_process(tmp_path, "--resume")
+    finally:
+        undo()
+    assert_write_error(result, f"cannot write {run_dir}", cause, f"the last intact checkpoint is {run_dir / 'checkpoint-2'}",
+                       "make", "writable", "--resume")
+    assert "once the disk has room" not in result.stderr
+
+
+def test_resume_keeps_checkpoints_moved_aside_as_damaged(tmp_path, four_step_run):
+    """What is left of a run whose intact checkpoints are gone (damaged_checkpoints/) is not deleted either."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    shutil.rmtree(run_dir / "final")
+    shutil.rmtree(run_dir / "checkpoint-2")
+    (run_dir / "damaged_checkpoints").mkdir()
+    os.rename(run_dir / "checkpoint-4", run_dir / "damaged_checkpoints" / "checkpoint-4")
+    with pytest.raises(ConfigError, match="holds no checkpoint-N to continue from, only damaged_checkpoints"):
+        run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "4", "--resume",
+                                  "--overwrite_output_dir", "true"))
+    assert (run_dir / "damaged_checkpoints" / "checkpoint-4" / ckpt.WEIGHTS_NAME).is_file()

@@ -17,7 +17,8 @@ from sit_vqa.modeling.checkpoint import load_checkpoint
 from sit_vqa.config import load_config
 from sit_vqa.errors import ConfigError
 from sit_vqa.modeling.tiny import build_tiny_instructblip
-from sit_vqa.training.trainer import NonFiniteLossError, run_training
+from sit_vqa.training.run import run_training
+from sit_vqa.training.trainer import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,127 @@
+"""Every use of the HF Trainer's private API, in one place (written against transformers 5.23).
+
+The rest of the package uses public hooks only: `save_model` (trainable weights only), `compute_loss`, `log`,
+callbacks and `TrainerState`. What follows cannot be done through them; each item says why, and
+tests/training/test_compat.py has one test per item that fails loudly when a transformers release changes it.
+`check_trainer_internals()` runs when a `SitTrainer` is built and names what changed, instead of letting a
+renamed hook be silently skipped (an override of a method that no longer exists is never called).
+
+1. `_save_checkpoint(model, trial)` and `_get_output_dir(trial)`: checkpoints appear atomically. The Trainer
+   writes checkpoint-N in place, file by file (model, optimizer, scheduler, RNG state of every rank,
+   trainer_state.json), then rotates old ones out; a kill midway leaves a half-written checkpoint-N that
+   rotation counts as the newest. Wrapping `_save_checkpoint` lets the whole of it be written under
+   .checkpoint-staging/ -- `_get_output_dir` is where the Trainer asks for the directory to write it in --
+   and renamed into place, complete, before our rotation runs. The manifest-last rule alone cannot carry
+   this: `save_model` (which writes the manifest) runs first, before the optimizer and trainer state; moved
+   to the public `on_save`, the manifest would come after the Trainer's rotation, which with
+   save_total_limit 1 deletes the previous checkpoint while the new one is not yet complete.
+2. `_load_from_checkpoint(resume_from_checkpoint, model)`: `train(resume_from_checkpoint=...)` calls it to
+   load the model's weights and raises "Can't find a valid checkpoint" when the directory holds no full model
+   file; our checkpoints hold the trainable weights only, so this loads those.
+3. `_tr_loss`, `_total_loss_scalar`, `_globalstep_last_logged`: the loss summed since the last log, the
+   run's loss sum, and the step of the last log. `train()` resets them, and they are not in `TrainerState`,
+   so a resumed run would log a different first loss and train_loss than the uninterrupted run. Each
+   checkpoint keeps them (`RunningLoss`), and a resumed run restores them at `on_train_begin`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+
+import torch
+import transformers
+from transformers import Trainer
+
+from sit_vqa.errors import SitVqaError
+
+TESTED_WITH = "5.23"
+
+# name -> the parameters it must take (the order the Trainer passes them in)
+PRIVATE_METHODS = {
+    "_save_checkpoint": ("model", "trial"),
+    "_get_output_dir": ("trial",),
+    "_load_from_checkpoint": ("resume_from_checkpoint", "model"),
+}
+RUNNING_LOSS_ATTRIBUTES = ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")
+
+
+class TrainerApiChanged(SitVqaError, RuntimeError):
+    """The installed transformers changed a private Trainer hook this package relies on."""
+
+
+def check_trainer_internals(trainer_class: type = Trainer) -> None:
+    """Raise TrainerApiChanged when a private method of item 1 or 2 is gone or takes other parameters."""
+    for name, expected in PRIVATE_METHODS.items():
+        method = getattr(trainer_class, name, None)
+        found = tuple(inspect.signature(method).parameters)[1:] if callable(method) else None
+        if found != expected:
+            shown = "gone" if found is None else f"({', '.join(found)})"
+            raise TrainerApiChanged(
+                f"transformers {transformers.__version__}: Trainer.{name} is {shown}, expected "
+                f"({', '.join(expected)}). "
+                f"sit_vqa.training.compat is written against transformers {TESTED_WITH}: install that version, "
+                "or adapt compat.py (tests/training/test_compat.py checks each hook)"
+            )
+
+
+@dataclass(frozen=True)
+class RunningLoss:
+    """The Trainer's loss bookkeeping at a checkpoint (item 3)."""
+
+    total: float  # the logged losses' sum (times their step counts), over the whole run
+    unlogged: float  # summed since the last log
+    last_logged_step: int
+
+
+class TrainerCompat(Trainer):
+    """The private hooks (items 1-3). A subclass supplies `checkpoint_staging()`, a context manager that
+    yields the directory the checkpoint is written under and publishes it when the block ends, and
+    `load_resume_weights(checkpoint_dir, model)`."""
+
+    _staging_root: str | None = None
+
+    def _get_output_dir(self, trial) -> str:  # item 1
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:  # item 1
+        with self.checkpoint_staging() as staging_root:
+            self._staging_root = str(staging_root)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_root = None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:  # item 2
+        self.load_resume_weights(resume_from_checkpoint, model if model is not None else self.model)
+
+    def checkpoint_staging(self) -> contextlib.AbstractContextManager:
+        raise NotImplementedError
+
+    def load_resume_weights(self, checkpoint_dir: str, model) -> None:
+        raise NotImplementedError
+
+    @property
+    def saving_a_checkpoint(self) -> bool:
+        """Whether `save_model` is being called for a checkpoint-N (written in staging) rather than final/."""
+        return self._staging_root is not None
+
+    def running_loss(self) -> RunningLoss:  # item 3
+        self._require_running_loss()
+        return RunningLoss(self._total_loss_scalar, self._tr_loss.item(), self._globalstep_last_logged)
+
+    def set_running_loss(self, loss: RunningLoss) -> None:  # item 3
+        self._require_running_loss()
+        self._total_loss_scalar = loss.total
+        self._tr_loss = torch.tensor(loss.unlogged, device=self._tr_loss.device, dtype=self._tr_loss.dtype)
+        self._globalstep_last_logged = loss.last_logged_step
+
+    def _require_running_loss(self) -> None:
+        missing = [name for name in RUNNING_LOSS_ATTRIBUTES if not hasattr(self, name)]
+        if missing or not isinstance(self._tr_loss, torch.Tensor):
+            raise TrainerApiChanged(
+                f"transformers {transformers.__version__}: the Trainer no longer keeps "
+                f"{', '.join(missing) or '_tr_loss as a tensor'} during training; a resumed run cannot restore "
+                f"its loss log. sit_vqa.training.compat is written against transformers {TESTED_WITH}"
+            )

@@ -1,0 +1,169 @@
+"""The training run: RunConfig -> model + dataset -> SitTrainer -> trainable-only checkpoints in the run directory.
+
+    final = run_training(load_config("quickstart.yaml"))      # what train.py runs
+
+A fresh run claims its output_dir (refusing one that holds a run, unless overwrite_output_dir); --resume
+continues from the newest intact checkpoint-N and never deletes a run. See sit_vqa.training.run_dir for the
+rules, sit_vqa.run_layout for the names.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+
+from safetensors import SafetensorError
+from transformers import TrainerCallback
+
+from sit_vqa.config import RunConfig
+from sit_vqa.errors import SitVqaError, WriteError
+from sit_vqa.files import is_write_failure, write_error, write_json_atomically
+from sit_vqa.modeling import checkpoint as ckpt
+from sit_vqa.modeling import precision
+from sit_vqa.modeling.collate import SitCollator
+from sit_vqa.modeling.loading import load_base_model, prepare_for_training
+from sit_vqa.training.callbacks import VqaEvalCallback
+from sit_vqa.training.manifest import run_manifest
+from sit_vqa.training.records import load_training_records, training_dataset
+from sit_vqa.training.run_dir import RunDirectory, checkpoint_step
+from sit_vqa.training.trainer import FiniteGradientsCallback, JsonlLogCallback, SitTrainer
+from sit_vqa.training.unreadable import unreadable_images_report
+
+logger = logging.getLogger(__name__)
+
+
+def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Path:
+    """Train as configured; return the directory of the final checkpoint. A write that fails (no space left,
+    read-only, no permission) is a WriteError naming the last intact checkpoint; nothing partial is left."""
+    output_dir = config.training.output_dir
+    try:
+        return _run_training(config, callbacks)
+    except WriteError as error:
+        raise _with_last_checkpoint(error, output_dir) from error
+    except SitVqaError as error:
+        if (message := _worker_message(error)) is None:
+            raise
+        raise type(error)(message) from error
+    except (OSError, RuntimeError, SafetensorError) as error:  # a library writing through its own code
+        if not is_write_failure(error):
+            raise
+        raise _with_last_checkpoint(write_error(output_dir, error), output_dir) from error
+
+
+def _worker_message(error: SitVqaError) -> str | None:
+    """The message of an error a DataLoader worker raised (an unreadable image, a bad record), or None for an
+    error raised here. torch re-raises it in this process with the worker's traceback as its message
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the user needs the last part."""
+    text = str(error)
+    marker = f"{type(error).__name__}: "
+    if not text.startswith("Caught ") or "Original Traceback" not in text or marker not in text:
+        return None
+    return text.rsplit(marker, 1)[1].strip()
+
+
+_NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _with_last_checkpoint(error: WriteError, output_dir: str | Path) -> WriteError:
+    last = ckpt.latest_checkpoint(output_dir)
+    if last is None:
+        hint = "no checkpoint was written yet"
+    elif _is_permission_failure(error):
+        hint = (f"the last intact checkpoint is {last}; make {output_dir} writable (fix its permissions, or mount "
+                "it read-write), or copy the run to a writable --output_dir, then continue it with --resume")
+    else:
+        hint = f"the last intact checkpoint is {last}; continue from it with --resume once the disk has room"
+    return WriteError(f"{error} Nothing partial was left: {hint}.")
+
+
+def _is_permission_failure(error: BaseException) -> bool:
+    """A read-only filesystem or a permission denied, anywhere in the chain of causes."""
+    while error is not None:
+        if getattr(error, "errno", None) in _NOT_PERMITTED:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) -> Path:
+    args = config.training
+    run_dir = RunDirectory(Path(args.output_dir), should_save=args.should_save)
+    with args.main_process_first(desc="choosing the checkpoint to resume from"):  # the main process moves damaged ones
+        resume_from = run_dir.resume_checkpoint() if args.resume else None
+    if resume_from is None:
+        if args.resume:
+            run_dir.refuse_resume_without_checkpoint()
+        run_dir.claim(args.overwrite_output_dir)
+    elif _finished(resume_from, args) and checkpoint_step(run_dir.final) == checkpoint_step(resume_from):
+        logger.info("--resume: %s already holds the run trained to step %s; nothing to do", run_dir.final,
+                    checkpoint_step(run_dir.final))
+        run_dir.clear_staging()
+        return run_dir.final
+    run_dir.clear_partial_writes()
+
+    frozen_dtype = precision.frozen_dtype(config.model.model_dtype, args.bf16)
+    # straight onto this rank's device in the frozen dtype: no CPU copy of the whole model per rank
+    base_model, processor = load_base_model(config.model, device=str(args.device), dtype=frozen_dtype)
+    manifest, base_model_dir = run_manifest(config, base_model, processor, run_dir, args.should_save)
+    manifest["frozen_dtype"] = precision.dtype_name(frozen_dtype)
+    model = prepare_for_training(base_model, config.model, frozen_dtype)
+
+    records, data_report = load_training_records(config.data, config.model.model_type)
+    train_dataset, transform = training_dataset(config, model, processor, records, run_dir.unreadable_images)
+    if args.should_save:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(run_dir.data_report, data_report)
+        write_json_atomically(run_dir.run_config, config.to_dict())
+        if resume_from is not None and not _finished(resume_from, args):  # a finished run trains no step
+            run_dir.cut_log_at(resume_from)
+
+    trainer = SitTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=SitCollator(pad_token_id=transform.pad_token_id),
+        processing_class=processor,
+        callbacks=[
+            JsonlLogCallback(run_dir.log),
+            *([] if args.fp16 else [FiniteGradientsCallback(run_dir.root)]),
+            *(callbacks or []),
+        ],
+        checkpoint_manifest=manifest,
+        base_model_dir=base_model_dir,
+    )
+    if args.eval_vqa_steps:
+        trainer.add_callback(VqaEvalCallback.from_config(trainer, config))
+    try:
+        _train(trainer, resume_from, args, run_dir)
+    finally:
+        if args.should_save:
+            _report_unreadable_images(run_dir, data_report)
+    run_dir.clear_staging()
+    return run_dir.final
+
+
+def _train(trainer: SitTrainer, resume_from: Path | None, args, run_dir: RunDirectory) -> None:
+    if resume_from is not None and _finished(resume_from, args):
+        # the Trainer would train one more step (it checks max_steps only after a step): write final only
+        logger.info("--resume: %s already reached max_steps %d; writing %s", resume_from, args.max_steps,
+                    run_dir.final)
+        trainer.load_resume_weights(str(resume_from), trainer.model)
+        trainer.state.global_step = checkpoint_step(resume_from)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_model(str(run_dir.final))
+
+
+def _finished(checkpoint_dir: Path, args) -> bool:
+    """Whether the checkpoint already reached the run's max_steps (epoch-based runs end on their own)."""
+    return args.max_steps > 0 and (checkpoint_step(checkpoint_dir) or 0) >= args.max_steps
+
+
+def _report_unreadable_images(run_dir: RunDirectory, data_report: dict) -> None:
+    """Name the records skipped for an unreadable image in data_report.json (also when the run stopped)."""
+    skipped = unreadable_images_report(run_dir.unreadable_images)
+    if skipped is not None:
+        write_json_atomically(run_dir.data_report, {**data_report, "unreadable_images": skipped})
+        logger.warning("%d record(s) were skipped for an unreadable image; see %s", skipped["count"],
+                       run_dir.data_report)
