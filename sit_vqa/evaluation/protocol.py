@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sit_vqa.evaluation.reports import partial_load_lines, question_set_hash
+from sit_vqa.evaluation.reports import partial_load_lines, question_set_hash, sit_lines
 
 if TYPE_CHECKING:  # types only: the model side is not needed to describe a set
     from sit_vqa.modeling.checkpoint import TrainedSettings
@@ -89,6 +89,7 @@ class EvaluationSet:
                  f"`{settings.get('task_data')}`, prompt `{settings['prompt']}`, metric `{report['metric']}`.", "",
                  *partial_load_lines(settings),
                  *self.markdown_lines(report),
+                 *sit_lines(report),
                  "", "## Settings", "", "| Setting | Value |", "|---|---|",
                  *(f"| {key} | {value} |" for key, value in settings.items())]
         return "\n".join(lines) + "\n"

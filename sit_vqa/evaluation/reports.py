@@ -117,6 +117,7 @@ def report_markdown(report: Mapping) -> str:
     type_counts = report["questions_per_question_type"]
     lines += [f"| {name} | {type_counts.get(name, 0)} | {value:.2f} |"
               for name, value in sorted(report["perQuestionType"].items())]
+    lines += sit_lines(report)
     dropped = ", ".join(f"{reason} {n}" for reason, n in report["dropped"].items()) or "none"
     lines += [
         "", "## Data", "",
@@ -126,6 +127,34 @@ def report_markdown(report: Mapping) -> str:
     ]
     lines += [f"| {key} | {value} |" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+SIT_ROWS = (  # (report["sit"] key, what the row says), in report.md and --compare
+    ("description_cider_d", "description CIDEr-D vs the image's reference captions"),
+    ("description_bleu4", "description BLEU-4 vs the image's reference captions"),
+    ("description_words", "description length (words)"),
+    ("answer_in_description_rate", "answers found in the model's own description (share)"),
+    ("accuracy_answer_in_description", "accuracy where the description carries the answer"),
+    ("accuracy_answer_not_in_description", "accuracy where it does not"),
+    ("answer_marker_rate", "outputs with an \"Answer:\" marker (share)"),
+    ("description_marker_rate", "outputs with a \"Description:\" marker (share)"),
+)
+
+
+def sit_lines(report: Mapping) -> list[str]:
+    """report.md's section of the SIT-aware figures (`sit_vqa.metrics.sit`), when the report has them."""
+    figures = report.get("sit")
+    if not figures:
+        return []
+    counts = (f"{figures['questions_answer_in_description']} / {figures['questions_answer_not_in_description']} "
+              "questions with / without the answer in the description")
+    return ["", "## Describe, then answer (SIT figures)", "", "| Figure | Value |", "|---|---:|",
+            *(f"| {title} | {_cell(figures.get(key))} |" for key, title in SIT_ROWS), "", f"({counts}; – : does "
+            "not apply, e.g. no descriptions or no reference captions)"]
+
+
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def _split_words(settings: Mapping) -> str:
@@ -223,7 +252,7 @@ def compare_runs(runs: Sequence[str | Path], names: Sequence[str] | None = None)
         row = {"name": name, "run": str(run), "overall": report["overall"],
                "columns": {column: _columns(report).get(column) for column in columns},
                "answer_marker_rate": report.get("answer_marker_rate"),
-               "partial_load": report.get("settings", {}).get("partial_load")}
+               "partial_load": report.get("settings", {}).get("partial_load"), "sit": report.get("sit")}
         row["delta"] = {column: _delta(report, reference, column) for column in ("overall", *columns)}
         rows.append(row)
     return {
@@ -294,7 +323,18 @@ def compare_markdown(comparison: Mapping) -> str:
             cells.append(cell)
         partial = " (partial load)" if row.get("partial_load") else ""
         lines.append(f"| {row['name']}{partial} | " + " | ".join(cells) + " |")
+    lines += _compare_sit_lines(comparison["rows"])
     return "\n".join(lines) + "\n"
+
+
+def _compare_sit_lines(rows: Sequence[Mapping]) -> list[str]:
+    """The SIT figures of the compared runs side by side, when any has them."""
+    if not any(row.get("sit") for row in rows):
+        return []
+    return ["", "SIT figures (describe, then answer):", "",
+            "| Figure | " + " | ".join(row["name"] for row in rows) + " |", "|---|" + "---:|" * len(rows),
+            *(f"| {title} | " + " | ".join(_cell((row.get("sit") or {}).get(key)) for row in rows) + " |"
+              for key, title in SIT_ROWS)]
 
 
 def default_compare_dir(runs: Sequence[str | Path], comparison: Mapping) -> Path:

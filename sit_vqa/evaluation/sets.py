@@ -32,6 +32,7 @@ from sit_vqa.errors import DataError, EvaluationError
 from sit_vqa.evaluation.options import DEFAULT_IMAGE_DIR, EvalOptions, TaskOptions
 from sit_vqa.evaluation.protocol import EvaluationSet, Scored, headline, mean, table
 from sit_vqa.metrics.gqa import EXACT, NORMALIZED, score_gqa
+from sit_vqa.metrics.sit import sit_figures
 from sit_vqa.metrics.squad import score_squad
 from sit_vqa.metrics.text import chrf, sequence_rate, split_sequence
 
@@ -164,7 +165,10 @@ class GqaSet(EvaluationSet):
             results[self._results_name(lang)] = official
             predictions += rows_predictions
         keys = [f"{r['language']}:{r['question_id']}" for r in records]
-        return Scored(predictions, results, self._numbers(per_language), keys)
+        numbers = self._numbers(per_language)
+        # GQA's images have no COCO captions to score descriptions against: the other SIT figures only
+        numbers["sit"] = sit_figures(predictions, score="correct")
+        return Scored(predictions, results, numbers, keys)
 
     def _prediction(self, record: dict, text: str) -> dict:
         parsed = parse_sit_output(text)

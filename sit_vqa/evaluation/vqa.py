@@ -41,6 +41,7 @@ from sit_vqa.errors import ConfigError, EvaluationError
 from sit_vqa.evaluation.options import SPLITS, EvalOptions, TaskOptions
 from sit_vqa.evaluation.protocol import EvaluationSet
 from sit_vqa.evaluation.reports import build_report, report_markdown
+from sit_vqa.metrics.sit import sit_figures
 from sit_vqa.metrics.vqa import evaluate_vqa, question_accuracy
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ class VqaSet(EvaluationSet):
         self.legacy = options.legacy_metric
         self.metric = METRIC_VERSIONS[self.legacy]
         self.join_report: dict = {}
+        self.references: dict[int, list[str]] | None = None  # each image's captions, for the SIT figures
 
     def key(self, record: Mapping) -> int:
         return record["question_id"]
@@ -217,6 +219,9 @@ class VqaSet(EvaluationSet):
         records = load_eval_records(config.data, split=self.split, prompt=prompt, templates=trained.templates,
                                     limit=self.limit, seed=config.data.subset_seed)
         self.join_report = records.join_report
+        raw = config.data.raw_files(SPLITS[self.split])
+        # the references are every caption of the image (the join kept one); a prepared dataset has no file
+        self.references = load_captions(raw["captions"]).by_image if raw else None
         return records.dataset
 
     def score(self, records, generations: Sequence[str]) -> ScoredGenerations:
@@ -230,7 +235,9 @@ class VqaSet(EvaluationSet):
                 "data_subtype": subtype, "legacy_metric": self.legacy}
 
     def report(self, scored: ScoredGenerations, settings: Mapping) -> dict:
-        return build_report(scored, settings, self.join_report)
+        report = build_report(scored, settings, self.join_report)
+        report["sit"] = sit_figures(scored.predictions, self.references)
+        return report
 
     def markdown(self, report: Mapping) -> str:
         return report_markdown(report)

@@ -201,3 +201,24 @@ def test_script_runs_as_a_command(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| b | 12.50 (+2.50) | 12.50 (+2.50) |" in done.stdout
     assert (tmp_path / "compare.md").is_file() and (tmp_path / "compare.json").is_file()
+
+
+def test_reports_and_compare_carry_the_sit_figures(sit_checkpoint, tmp_path, capsys):
+    """report.json / report.md / --compare hold the SIT figures of the run's own predictions, the descriptions
+    scored against every caption of the image (the captions file the config names)."""
+    from sit_vqa.data.coco import load_captions
+    from sit_vqa.metrics.sit import sit_figures
+
+    out = tmp_path / "sit"
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "12", "--out", str(out)) == 0
+    _, predictions, report = read_outputs(out)
+    references = load_captions(SAMPLE / "captions_val2014.json").by_image
+    assert report["sit"] == sit_figures(predictions, references)
+    figures = report["sit"]
+    assert figures["questions_answer_in_description"] + figures["questions_answer_not_in_description"] == 12
+    assert "## Describe, then answer (SIT figures)" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert evaluate.main(["--compare", str(out), str(out), "--names", "a", "b", "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "SIT figures (describe, then answer):" in printed and "| answers found in the model's own" in printed
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"][0]["sit"] == figures
