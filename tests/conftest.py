@@ -4,6 +4,9 @@ Session models are for read-only use (forward, generate, transforms); tests that
 load weights build their own with `build_tiny_instructblip` (a fraction of a second).
 """
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,14 +16,22 @@ from sit_vqa.config import CACHE_ENV
 from sit_vqa.modeling.tiny import build_tiny_causal_lm, build_tiny_instructblip
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cache_root(tmp_path_factory):
+def pytest_configure(config):
     """A cache root of the session's own (generated samples, prepared datasets), for this process and the
-    commands the tests start: never the user's ~/.cache/sit_vqa, never one shared with a parallel session."""
-    root = tmp_path_factory.mktemp("sit_vqa_cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CACHE_ENV, str(root))
-        yield root
+    commands the tests start: never the user's ~/.cache/sit_vqa, never one shared with a parallel session.
+    Set before any test module is imported, so environments copied at import time (ENV = {**os.environ})
+    carry it too."""
+    config.sit_vqa_cache = tempfile.mkdtemp(prefix="sit_vqa_cache_")
+    os.environ[CACHE_ENV] = config.sit_vqa_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "sit_vqa_cache", ""), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cache_root(pytestconfig) -> Path:
+    return Path(pytestconfig.sit_vqa_cache)
 
 
 @pytest.fixture(scope="session")
