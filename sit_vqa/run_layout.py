@@ -63,10 +63,7 @@ def run_name(checkpoint: Path) -> str:
 class RunLayout:
     """The paths of one run directory."""
 
-    root: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+    root: Path  # a Path (callers convert a configured string)
 
     @property
     def final(self) -> Path:

@@ -161,7 +161,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The complete checkpoint-N directory with the highest N in `output_dir`, or None."""
-    return next((path for path in RunLayout(output_dir).checkpoints_newest_first()
+    return next((path for path in RunLayout(Path(output_dir)).checkpoints_newest_first()
                  if (path / MANIFEST_NAME).is_file()), None)
 
 
@@ -189,7 +189,7 @@ RESUME_FILES = ("optimizer.pt", "scheduler.pt")  # without them the Trainer sile
 
 def checkpoints_newest_first(output_dir: str | Path) -> list[Path]:
     """Every checkpoint-N directory in `output_dir` (complete or not), highest N first."""
-    return RunLayout(output_dir).checkpoints_newest_first()
+    return RunLayout(Path(output_dir)).checkpoints_newest_first()
 
 
 def resume_problem(directory: Path) -> str | None:

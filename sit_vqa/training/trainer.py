@@ -56,7 +56,7 @@ class SitTrainer(TrainerCompat):
             self.model_accepts_loss_kwargs = False
         self.checkpoint_manifest = checkpoint_manifest
         self.base_model_dir = base_model_dir
-        self.run_layout = RunLayout(self.args.output_dir)
+        self.run_layout = RunLayout(Path(self.args.output_dir))
         self._last_log = (time.perf_counter(), 0)
         self._resumed_from: str | None = None
         self._loss_restored = False
