@@ -38,6 +38,7 @@ from sit_vqa.data.join import JoinOptions
 from sit_vqa.errors import ConfigError, unknown_options_message
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_INSTRUCTION_POOL = CONFIG_DIR / "prompts" / "instruction_pool.yaml"  # phrasings, held-out ones too
 CACHE_ENV = "SIT_VQA_CACHE"  # overrides the cache root, as HF_HOME does for the HF libraries
 
 

@@ -54,9 +54,12 @@ from sit_vqa.data.image_check import (
     drop_bad_images,
 )
 from sit_vqa.data.prompts import (
+    POOL_TASKS,
     TEMPLATE_FIELDS,
     TEMPLATE_KEYS,
+    InstructionPool,
     Templates,
+    load_instruction_pool,
     load_templates,
 )
 from sit_vqa.data.vqav2 import (
@@ -72,10 +75,11 @@ DROP_REASONS = ("no_annotation", "no_caption", "image_missing", "image_unreadabl
 DESCRIBE_QUESTION_ID = -1
 DESCRIBE_KIND = "describe"  # the `kind` of the multitask control's "Describe the image" records
 COLUMNS = ("question_id", "image_id", "image_path", "question", "caption", "answer", "answers", "answer_type",
-           "question_type", "instruction", "target", "kind")
-FORMAT_VERSION = 2  # bump when the records change, so cached datasets are rebuilt
+           "question_type", "instruction", "target", "kind", "instruction_variant")
+DEFAULT_VARIANT = -1  # instruction_variant of a record asked with the templates' own phrasing (no pool)
+FORMAT_VERSION = 3  # bump when the records change, so cached datasets are rebuilt
 # Independent random streams per step, so changing one option never reshuffles another step.
-_SUBSET_STREAM, _CAPTION_STREAM, _MIXED_STREAM, _DESCRIBE_STREAM = 0, 1, 2, 3
+_SUBSET_STREAM, _CAPTION_STREAM, _MIXED_STREAM, _DESCRIBE_STREAM, _PHRASING_STREAM = 0, 1, 2, 3, 4
 
 
 Mode = Literal["sit", "baseline", "mixed", "multitask"]
@@ -112,6 +116,11 @@ class JoinOptions:
         "help": "Template overrides: a mapping (in YAML) or the path of a YAML file holding one (keys: "
                 + ", ".join(TEMPLATE_KEYS) + "; fields {question} {caption} {answer})."})
 
+    instruction_pool: str | None = field(default=None, metadata={
+        "help": "YAML file of instruction phrasings per task (configs/prompts/instruction_pool.yaml): every record "
+                "gets one, drawn with subset_seed, recorded in its instruction_variant column. None: the "
+                "templates' one phrasing (the paper's)."})
+
     def __post_init__(self):
         if self.subset_questions is not None and self.subset_images is not None:
             raise ConfigError("set subset_questions or subset_images, not both")
@@ -129,7 +138,12 @@ class JoinOptions:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; expected one of: {', '.join(choices)}")
         # read and checked now, once: a bad template fails at parse, not after the model has loaded, and a
         # templates file edited later does not change a parsed config (cached_property: no field is touched)
-        _ = self.template_set
+        _ = self.template_set, self.pool
+
+    @functools.cached_property
+    def pool(self) -> InstructionPool | None:
+        """The instruction pool, read and checked once (None without one)."""
+        return load_instruction_pool(self.instruction_pool)
 
     @functools.cached_property
     def template_set(self) -> Templates:
@@ -143,7 +157,8 @@ class JoinOptions:
     def to_dict(self) -> dict:
         """The options as recorded in join reports and cache keys; templates as the full set in use."""
         options = {f.name: getattr(self, f.name) for f in fields(JoinOptions)}
-        return {**options, "templates": asdict(self.template_set)}
+        pool = self.pool.to_dict() if self.pool else None  # the phrasings in use, not a file name
+        return {**options, "templates": asdict(self.template_set), "instruction_pool": pool}
 
 
 @dataclass
@@ -418,13 +433,13 @@ def _question_records(joined: pa.Table, images: _ImageBank, options: JoinOptions
     pairs = pairs.append_column("image_path", images.paths.take(images.by_question[owner]))
     pairs = pairs.append_column("caption", images.captions.take(caption))
     if options.mode == "sit":
-        return {"sit": _with_targets("sit", pairs, options.template_set)}
-    records = {"baseline": _with_targets("baseline", pairs, options.template_set)}
+        return {"sit": _with_targets("sit", pairs, options)}
+    records = {"baseline": _with_targets("baseline", pairs, options)}
     if options.mode == "mixed":
         rng = np.random.default_rng([options.subset_seed, _MIXED_STREAM])
         count = joined.num_rows
         with_sit = rng.choice(count, size=round(options.mixed_sit_fraction * count), replace=False)
-        records["sit"] = _with_targets("sit", pairs.take(np.flatnonzero(np.isin(owner, with_sit))), options.template_set)
+        records["sit"] = _with_targets("sit", pairs.take(np.flatnonzero(np.isin(owner, with_sit))), options)
     return records
 
 
@@ -445,15 +460,35 @@ def _describe_records(images: _ImageBank, options: JoinOptions) -> pa.Table:
         "image_path": images.paths.take(owner),
         "caption": images.captions.take(caption),
     })
-    return _with_targets("describe", records, options.template_set)
+    return _with_targets("describe", records, options)
 
 
-def _with_targets(kind: str, records: pa.Table, templates: Templates) -> pa.Table:
-    """records plus instruction, target and kind, in `COLUMNS` order."""
-    instruction = _format_column(getattr(templates, f"{kind}_instruction"), records)
-    target = _format_column(getattr(templates, f"{kind}_target"), records)
+def _with_targets(kind: str, records: pa.Table, options: JoinOptions) -> pa.Table:
+    """records plus instruction, target, kind and instruction_variant, in `COLUMNS` order."""
+    instruction, variant = _instructions(kind, records, options)
+    target = _format_column(getattr(options.template_set, f"{kind}_target"), records)
     records = records.append_column("instruction", instruction).append_column("target", target)
-    return records.append_column("kind", pa.repeat(kind, records.num_rows)).select(list(COLUMNS))
+    records = records.append_column("kind", pa.repeat(kind, records.num_rows))
+    return records.append_column("instruction_variant", variant).select(list(COLUMNS))
+
+
+def _instructions(kind: str, records: pa.Table, options: JoinOptions):
+    """(instruction column, variant column): the templates' phrasing, or one of the pool's per record, drawn
+    with the seed (a stream per kind, so that adding describe records never redraws the questions')."""
+    phrasings = options.pool.of(kind) if options.pool else ()
+    count = records.num_rows
+    if not phrasings:
+        template = getattr(options.template_set, f"{kind}_instruction")
+        return _format_column(template, records), pa.array(np.full(count, DEFAULT_VARIANT, dtype=np.int64))
+    rng = np.random.default_rng([options.subset_seed, _PHRASING_STREAM, POOL_TASKS.index(kind)])
+    chosen = rng.integers(len(phrasings), size=count)
+    candidates = [pc.cast(_format_column(phrasing, records), pa.string()) for phrasing in phrasings]
+    instruction = pc.choose(pa.array(chosen, pa.int64()), *[_array(c) for c in candidates])
+    return instruction, pa.array(chosen, pa.int64())
+
+
+def _array(column):
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _format_column(template: str, records: pa.Table):

@@ -202,3 +202,73 @@ def _last(matches):
     for found in matches:
         pass
     return found
+
+
+# ------------------------------------------------------------------------------------- instruction pools
+
+POOL_TASKS = ("sit", "baseline", "describe")  # the record kinds a pool gives phrasings for
+HELD_OUT_TASKS = ("sit", "baseline")  # the prompts evaluation can ask with a held-out phrasing
+
+
+@dataclass(frozen=True)
+class InstructionPool:
+    """Phrasings of each task's instruction (str.format strings over {question}): the join draws one per record;
+    `held_out` ones are for evaluation only (never trained on)."""
+
+    phrasings: dict[str, tuple[str, ...]]
+    held_out: dict[str, tuple[str, ...]]
+
+    def of(self, kind: str) -> tuple[str, ...]:
+        return self.phrasings.get(kind, ())
+
+    def held_out_of(self, prompt: str, source: str = "the instruction pool") -> tuple[str, ...]:
+        phrasings = self.held_out.get(prompt, ())
+        if not phrasings:
+            raise ConfigError(f"{source} has no held_out phrasings for the {prompt} prompt; add a held_out: "
+                              f"{prompt}: [...] list (see configs/prompts/instruction_pool.yaml)")
+        return phrasings
+
+    def to_dict(self) -> dict:
+        return {**{kind: list(p) for kind, p in self.phrasings.items()},
+                "held_out": {kind: list(p) for kind, p in self.held_out.items()}}
+
+
+def load_instruction_pool(path: str | Path | Mapping | None) -> InstructionPool | None:
+    """The pool in a YAML file (or an already read mapping, e.g. a recorded one), checked; None for None."""
+    if path is None:
+        return None
+    source = "instruction pool" if isinstance(path, Mapping) else str(path)
+    if isinstance(path, Mapping):
+        document = path
+    else:
+        try:
+            document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read instruction pool {source}: {error}") from None
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of task -> list of phrasings (tasks: {', '.join(POOL_TASKS)})")
+    unknown = sorted(set(document) - {*POOL_TASKS, "held_out"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown task(s) {unknown}; expected among {', '.join(POOL_TASKS)} and held_out")
+    held = document.get("held_out") or {}
+    if not isinstance(held, Mapping) or set(held) - set(HELD_OUT_TASKS):
+        raise ConfigError(f"{source}: held_out must map {' / '.join(HELD_OUT_TASKS)} to lists of phrasings")
+    phrasings = {kind: _phrasings(source, kind, document[kind]) for kind in POOL_TASKS if document.get(kind)}
+    held_out = {kind: _phrasings(source, f"held_out.{kind}", held[kind]) for kind in HELD_OUT_TASKS if held.get(kind)}
+    return InstructionPool(phrasings, held_out)
+
+
+def _phrasings(source: str, where: str, values) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ConfigError(f"{source}: {where} must be a list of non-empty strings")
+    allowed = set() if where == "describe" else {"question"}
+    for value in values:
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as error:
+            raise ConfigError(f"{source}: {where}: {value!r} is not a valid format string: {error}") from None
+        if used - allowed:
+            raise ConfigError(f"{source}: {where}: {value!r} uses {sorted(used - allowed)}; an instruction may use "
+                              f"{', '.join('{' + f + '}' for f in sorted(allowed)) or 'no field'} (never the answer "
+                              "or the caption: they are the target)")
+    return tuple(values)

@@ -40,6 +40,10 @@ class EvalOptions:
     out_dir: str | None = field(default=None, metadata={
         "aliases": ["--out"], "help": "output directory (default: runs/eval/<name>-<split>[-limit<N>] for vqa, "
                                        "runs/eval/<name>-<task>[-limit<N>] for the other sets)"})
+    prompt_variant: Literal["trained", "held-out"] = field(default="trained", metadata={
+        "help": "vqa, okvqa: trained asks with the phrasing of the templates; held-out with the instruction pool's "
+                "held_out phrasings, never trained on (the config's instruction_pool, else "
+                "configs/prompts/instruction_pool.yaml): robustness to an unseen phrasing"})
     prompt: Literal["auto", "sit", "baseline"] = field(default="auto", metadata={
         "help": "instruction: auto follows the checkpoint's training mode"})
     batch_size: int | None = field(default=None, metadata={

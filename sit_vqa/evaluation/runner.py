@@ -83,6 +83,9 @@ def make_set(config, options: EvalOptions, task: TaskOptions) -> EvaluationSet:
         raise EvaluationError(f"--split chooses the config's VQAv2 data; --task {task.task} reads its own files")
     if options.legacy_metric:
         raise EvaluationError("--legacy-metric is the pre-2021 VQAv2 evaluator; it applies to --task vqa and okvqa")
+    if options.prompt_variant != "trained":
+        raise EvaluationError("--prompt-variant held-out asks VQAv2 / OK-VQA questions with unseen phrasings; "
+                              f"--task {task.task} has no instruction pool")
     if task.task == "text":
         return TextSet(task, options, config)
     sets = {"gqa": GqaSet, "xgqa": XgqaSet, "xquad": XquadSet}

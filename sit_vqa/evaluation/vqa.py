@@ -32,10 +32,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sit_vqa.config import DEFAULT_INSTRUCTION_POOL
 from sit_vqa.data.coco import load_captions
 from sit_vqa.data.join import DESCRIBE_KIND, JoinOptions, join_records
 from sit_vqa.data.prepared import load_prepared
-from sit_vqa.data.prompts import Templates, parse_sit_output, resolve_prompt
+from sit_vqa.data.prompts import Templates, load_instruction_pool, parse_sit_output, resolve_prompt
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, EvaluationError
 from sit_vqa.evaluation.options import SPLITS, EvalOptions, TaskOptions
@@ -67,12 +68,13 @@ class EvalRecords:
 
 def load_eval_records(
     data, *, split: str = "val", prompt: str, templates: Templates | None = None,
-    limit: int | None = None, seed: int = 0,
+    limit: int | None = None, seed: int = 0, phrasings: Sequence[str] = (),
 ) -> EvalRecords:
     """The records of `split` ("val": the config's eval_* keys or eval_dataset_dir; "train": train_*).
 
     `data` is the config's DataArguments. `limit` keeps a seeded sample of that many questions (file order
-    kept; all of them when the split has fewer). `prompt` is "sit" or "baseline".
+    kept; all of them when the split has fewer). `prompt` is "sit" or "baseline". `phrasings`: instruction
+    templates over {question} to ask with instead of the templates' own (held-out ones), taken in turn.
     """
     if prompt not in ("sit", "baseline"):
         raise EvaluationError(f"prompt must be 'sit' or 'baseline' here, got {prompt!r}")
@@ -84,7 +86,7 @@ def load_eval_records(
     if limit is not None and limit < len(rows):
         rng = np.random.default_rng(seed)
         rows = rows[np.sort(rng.choice(len(rows), size=limit, replace=False))]
-    table = _with_instructions(table.take(rows), templates, prompt)
+    table = _with_instructions(table.take(rows), templates, prompt, phrasings)
     return EvalRecords(datasets.Dataset(table), join_report, prompt)
 
 
@@ -126,12 +128,16 @@ def _one_row_per_question(table) -> np.ndarray:
     return rows
 
 
-def _with_instructions(table, templates: Templates, prompt: str):
+def _with_instructions(table, templates: Templates, prompt: str, phrasings: Sequence[str] = ()):
     """The table with "instruction" rendered for `prompt` from each record's question (and caption, should a
-    custom template use it; never the answer)."""
+    custom template use it; never the answer); with `phrasings`, question i is asked with phrasing i mod n
+    (every phrasing on a share of the questions, the same ones in every run)."""
     questions = table["question"].to_pylist()
     captions = table["caption"].to_pylist()
-    instructions = [templates.render(prompt, question=q, caption=c)[0] for q, c in zip(questions, captions)]
+    if phrasings:
+        instructions = [phrasings[i % len(phrasings)].format(question=q) for i, q in enumerate(questions)]
+    else:
+        instructions = [templates.render(prompt, question=q, caption=c)[0] for q, c in zip(questions, captions)]
     index = table.schema.get_field_index("instruction")
     return table.set_column(index, "instruction", pa.array(instructions, pa.string()))
 
@@ -204,6 +210,7 @@ class VqaSet(EvaluationSet):
         self.split = options.split
         self.limit = options.limit
         self.legacy = options.legacy_metric
+        self.prompt_variant = options.prompt_variant
         self.metric = METRIC_VERSIONS[self.legacy]
         self.join_report: dict = {}
         self.references: dict[int, list[str]] | None = None  # each image's captions, for the SIT figures
@@ -216,8 +223,9 @@ class VqaSet(EvaluationSet):
 
     def records(self, prompt: str, trained: TrainedSettings, config):
         """The joined questions as a `datasets.Dataset` (columns read without decoding every row)."""
+        phrasings = held_out_phrasings(config, prompt) if self.prompt_variant == "held-out" else ()
         records = load_eval_records(config.data, split=self.split, prompt=prompt, templates=trained.templates,
-                                    limit=self.limit, seed=config.data.subset_seed)
+                                    limit=self.limit, seed=config.data.subset_seed, phrasings=phrasings)
         self.join_report = records.join_report
         raw = config.data.raw_files(SPLITS[self.split])
         # the references are every caption of the image (the join kept one); a prepared dataset has no file
@@ -232,7 +240,7 @@ class VqaSet(EvaluationSet):
         # the files say which split they hold (data_subtype "val2014"); --split only names the config keys
         # they were read through, and eval_* keys may well point at train2014 files
         return {"split": self.split, "config_keys": f"{SPLITS[self.split]}_*", "data_split": split_name(subtype),
-                "data_subtype": subtype, "legacy_metric": self.legacy}
+                "data_subtype": subtype, "legacy_metric": self.legacy, "prompt_variant": self.prompt_variant}
 
     def report(self, scored: ScoredGenerations, settings: Mapping) -> dict:
         report = build_report(scored, settings, self.join_report)
@@ -246,6 +254,12 @@ class VqaSet(EvaluationSet):
         types = ", ".join(f"{name} {value:.2f}" for name, value in report["perAnswerType"].items())
         return (f"{report['settings']['name']}: VQA accuracy {report['overall']:.2f} on {report['num_questions']} "
                 f"questions ({types}); \"Answer:\" marker in {100 * report['answer_marker_rate']:.1f}% of outputs")
+
+
+def held_out_phrasings(config, prompt: str) -> tuple[str, ...]:
+    """The held-out phrasings of `prompt`: from the config's instruction_pool, else the shipped pool."""
+    pool = config.data.pool or load_instruction_pool(DEFAULT_INSTRUCTION_POOL)
+    return pool.held_out_of(prompt, config.data.instruction_pool or str(DEFAULT_INSTRUCTION_POOL))
 
 
 def split_name(data_subtype: str | None) -> str:

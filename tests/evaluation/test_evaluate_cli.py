@@ -222,3 +222,21 @@ def test_reports_and_compare_carry_the_sit_figures(sit_checkpoint, tmp_path, cap
     printed = capsys.readouterr().out
     assert "SIT figures (describe, then answer):" in printed and "| answers found in the model's own" in printed
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"][0]["sit"] == figures
+
+
+def test_held_out_phrasings_ask_every_question_with_an_unseen_instruction(sit_checkpoint, tmp_path, capsys):
+    from sit_vqa.config import DEFAULT_INSTRUCTION_POOL
+    from sit_vqa.data.prompts import load_instruction_pool
+
+    held_out = load_instruction_pool(DEFAULT_INSTRUCTION_POOL).held_out_of("sit")
+    out = tmp_path / "held"
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "6", "--prompt-variant", "held-out",
+                    "--out", str(out)) == 0
+    _, predictions, report = read_outputs(out)
+    assert [p["prompt"] for p in predictions] == [held_out[i % len(held_out)].format(question=p["question"])
+                                                  for i, p in enumerate(predictions)]
+    assert report["settings"]["prompt_variant"] == "held-out"
+    capsys.readouterr()
+    assert run_main("--zero-shot", "--task", "gqa", "--task-data", "data/gqa_sample/testdev_balanced_questions.json",
+                    "--image-dir", "data/gqa_sample/images", "--prompt-variant", "held-out") == 2
+    assert "has no instruction pool" in capsys.readouterr().err
