@@ -26,6 +26,17 @@ def test_answer_from_description_matches_the_generators_truth_for_every_referenc
     assert implied > 300  # most question/caption pairs imply an answer
 
 
+def test_in_the_named_world_every_caption_carries_every_answer():
+    data = sample.build_split("val2014", 40, style="named")
+    captions = miniature.captions_by_image_from(data.captions)
+    questions = {q["question_id"]: q["question"] for q in data.questions["questions"]}
+    for annotation in data.annotations["annotations"]:
+        for caption in captions[annotation["image_id"]]:
+            question = questions[annotation["question_id"]]
+            assert miniature.answer_from_description(question, caption) == annotation["multiple_choice_answer"], (
+                question, caption)
+
+
 def test_answer_from_description_says_none_when_the_description_is_silent():
     assert miniature.answer_from_description("What color is the square?", None) is None
     assert miniature.answer_from_description("What color is the square?", "Two shapes on a gray background.") is None
