@@ -69,7 +69,7 @@ class Budget:
     seeds: tuple[int, ...]
 
 
-FULL = Budget(train_images=2000, val_images=200, max_steps=900, worlds=("named", "simple"), seeds=(0, 1, 2))
+FULL = Budget(train_images=2000, val_images=200, max_steps=800, worlds=("named", "simple"), seeds=(0, 1, 2))
 QUICK = Budget(train_images=2000, val_images=100, max_steps=800, worlds=("named",), seeds=(0,))
 # What learning_failures asks of every arm beyond the image-blind question prior (overall points): a model
 # that ignores the image reaches the prior and no more.
