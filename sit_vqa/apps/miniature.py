@@ -487,14 +487,17 @@ def table_markdown(results: dict) -> str:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def learning_failures(results: dict, margin_over_prior: float = MARGIN_OVER_PRIOR) -> list[str]:
-    """Runs that did not learn to look: overall accuracy below the best image-blind reference (question prior
-    or question-type majority, whichever is higher on that world) + margin. Empty when every run looked."""
+def learning_failures(
+    results: dict, margin_over_prior: float = MARGIN_OVER_PRIOR, arms: Sequence[str] = ARMS
+) -> list[str]:
+    """Runs of `arms` that did not learn to look: overall accuracy below the best image-blind reference
+    (question prior or question-type majority, whichever is higher on that world) + margin. Empty when every
+    such run looked."""
     failures = []
     for world in results["worlds"]:
         blind = best_image_blind(world["references"])
         for run in world["runs"]:
-            if run["overall"] < blind + margin_over_prior:
+            if run["arm"] in arms and run["overall"] < blind + margin_over_prior:
                 failures.append(f"{run['name']}: {run['overall']:.2f} < image-blind {blind:.2f} + {margin_over_prior}")
     return failures
 

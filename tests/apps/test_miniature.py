@@ -8,9 +8,6 @@ import pytest
 from sit_vqa.apps import miniature
 from sit_vqa.samples import scenes as sample
 
-# What the quick test asks of SIT over the baseline on the named world (overall points).
-QUICK_SIT_LEAD = 2.0
-
 
 def test_answer_from_description_matches_the_generators_truth_for_every_reference_caption():
     data = sample.build_split("val2014", 40, style="simple")
@@ -79,21 +76,27 @@ def test_readable_split_reads_the_answer_from_the_models_own_description():
 
 
 @pytest.mark.slow
-def test_quick_miniature_every_arm_looks_and_sit_leads_where_captions_name_every_shape(tmp_path):
-    """Every arm must beat the best image-blind reference clearly, and on the world whose captions name every
-    shape SIT must beat the baseline. Fails when the label mask hides the target or when images are shuffled
-    against their questions (tried by breaking each on purpose: see docs/MINIATURE.md)."""
+def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path):
+    """The quick variant end to end: every arm trains and answers far above the majority answer, SIT writes
+    "Description: ... Answer: ..." with descriptions close to the reference captions, and the table carries the
+    paired differences and the own-description split. What it does NOT assert, because the figures do not
+    support it at this budget (docs/MINIATURE.md: seeds 0 and 1 at 800 steps): that every arm beats the
+    image-blind question prior, or that SIT beats the baseline -- the runs are still at the tipping point
+    between looking and guessing, and which side a run lands on depends on the seed."""
     results = miniature.run_experiment(tmp_path, quick=True, workers=2)
     table = miniature.table_markdown(results)
     (world,) = results["worlds"]
     assert world["world"] == "named"
     assert sorted(run["arm"] for run in world["runs"]) == sorted(miniature.ARMS)
-    assert not miniature.learning_failures(results), table
-    overall = {run["arm"]: run["overall"] for run in world["runs"]}
-    assert overall["sit"] >= overall["baseline"] + QUICK_SIT_LEAD, table
+    majority = world["references"]["majority"]["overall"]
+    for run in world["runs"]:
+        assert run["overall"] >= majority + 20, table  # measured: +26 or more in every run
     sit = next(run for run in world["runs"] if run["arm"] == "sit")
     assert sit["answer_marker_rate"] > 0.95
-    assert sit["description"]["description_token_f1"] > 50
-    assert sit["own_description"]["readable_share"] > 50, table  # its descriptions carry answers
+    assert sit["description"]["description_token_f1"] > 50, table  # measured 71
+    assert sit["own_description"]["readable_share"] > 50, table  # its descriptions state facts (measured 87)
+    baseline = next(run for run in world["runs"] if run["arm"] == "baseline")
+    assert baseline["own_description"]["readable_share"] < 5, table  # never trained to describe
+    assert set(world["differences"]) == {"baseline", "multitask"}
     assert json.loads((tmp_path / "results.json").read_text())["worlds"][0]["runs"][0]["name"] == world["runs"][0]["name"]
     assert "| SIT - baseline |" in (tmp_path / "table.md").read_text()
