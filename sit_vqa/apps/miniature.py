@@ -534,7 +534,7 @@ def run_experiment(
     jobs = [Job(world, arm, seed) for world in worlds for seed in seeds for arm in arms]
     runs = run_all(out, budget, jobs, workers)
     results = {
-        "budget": asdict(budget), "quick": quick, "seeds": list(seeds), "workers": workers,
+        "budget": {**asdict(budget), "worlds": list(worlds), "seeds": list(seeds)}, "quick": quick, "seeds": list(seeds), "workers": workers,
         "run_settings": RUN_SETTINGS,
         "worlds": [world_results(out, budget, world, [r for r in runs if r["world"] == world]) for world in worlds],
         "wall_seconds": round(time.perf_counter() - started, 1),
