@@ -62,6 +62,8 @@ class ModelArguments:
     tiny_num_heads: int = field(default=2, metadata={"help": "Tiny InstructBLIP: attention heads of every part."})
     tiny_dropout: float = field(default=0.0, metadata={"help": "Tiny InstructBLIP: dropout of the Q-Former and LM "
                                 "(0: a random tiny model learns to look sooner; the config classes' default is 0.1)."})
+    tiny_random_query_tokens: bool = field(default=False, metadata={"help": "Tiny InstructBLIP: start the query "
+                                           "tokens random (std 0.02, as LAVIS) instead of at zero (transformers)."})
     train_vision_post_layernorm: bool = field(
         default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
     )

@@ -84,8 +84,8 @@ BOOTSTRAP_SAMPLES = 2000
 RUN_SETTINGS = {
     "model_type": "instructblip", "tiny_model": "decoder", "tiny_hidden_size": 64, "tiny_num_layers": 2,
     "tiny_image_size": 64, "tiny_patch_size": 8, "tiny_num_query_tokens": 8, "tiny_num_heads": 4,
-    "tiny_dropout": 0.0, "train_all": True, "caption_policy": "random", "use_cpu": True, "learning_rate": 2e-3,
-    "weight_decay": 0.01,
+    "tiny_dropout": 0.0, "tiny_random_query_tokens": True, "train_all": True, "caption_policy": "random",
+    "use_cpu": True, "learning_rate": 2e-3, "weight_decay": 0.01,
     "warmup_steps": 50, "lr_scheduler_type": "cosine", "max_grad_norm": 1.0, "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64, "logging_steps": 50, "save_strategy": "no", "report_to": "none",
     "disable_tqdm": True, "dataloader_num_workers": 0, "overwrite_output_dir": True,
@@ -426,6 +426,11 @@ def _spread(values: list[float]) -> str:
     return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
+def _spread_known(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return _spread(known) if known else "n/a"
+
+
 def _interval(figure: dict | None) -> str:
     return "n/a" if figure is None else f"{figure['mean']:+.1f} [{figure['low']:+.1f}, {figure['high']:+.1f}]"
 
@@ -467,7 +472,7 @@ def world_table(world: dict) -> list[str]:
     sit = [run["description"] for run in runs if run["arm"] == "sit"]
     if sit:
         lines += ["", "SIT outputs: " + "; ".join(
-            f"{label} {_spread([d[key] for d in sit if d[key] is not None]) if any(d[key] is not None for d in sit) else 'n/a'}"
+            f"{label} {_spread_known([d[key] for d in sit])}"
             for key, label in (("description_token_f1", "description token F1 with the best reference caption"),
                                ("description_exact_match", "identical to a reference caption (%)"),
                                ("answer_agrees_with_description", "answer agrees with its own description (%)"))
@@ -534,7 +539,8 @@ def run_experiment(
     jobs = [Job(world, arm, seed) for world in worlds for seed in seeds for arm in arms]
     runs = run_all(out, budget, jobs, workers)
     results = {
-        "budget": {**asdict(budget), "worlds": list(worlds), "seeds": list(seeds)}, "quick": quick, "seeds": list(seeds), "workers": workers,
+        "budget": {**asdict(budget), "worlds": list(worlds), "seeds": list(seeds)}, "quick": quick,
+        "seeds": list(seeds), "workers": workers,
         "run_settings": RUN_SETTINGS,
         "worlds": [world_results(out, budget, world, [r for r in runs if r["world"] == world]) for world in worlds],
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -118,6 +118,7 @@ def build_tiny_instructblip(
     patch_size: int | None = None,
     num_heads: int = 2,
     dropout: float = 0.0,
+    random_query_tokens: bool = False,
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """A randomly initialised InstructBLIP, built offline (about 0.1 M parameters at the defaults).
 
@@ -127,6 +128,8 @@ def build_tiny_instructblip(
     fast; the quickstart and the miniature experiment ask for a larger model (their configs' tiny_* keys).
     num_heads applies to every part. dropout is that of the Q-Former and the LM (the config classes'
     default, 0.1, is meant for pretrained models; on a random tiny model it slows learning to look).
+    random_query_tokens: start the query tokens random (std 0.02, as LAVIS does) instead of at zero
+    (transformers' init); off by default, so the tests' untrained models keep their outputs.
     Same classes as the hub models (config, model, processor with BlipImageProcessorPil), so every
     code path the real model takes is exercised. Weights are a deterministic function of seed.
     """
@@ -156,9 +159,10 @@ def build_tiny_instructblip(
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(seed)
         model = InstructBlipForConditionalGeneration(config)
-        # transformers starts the query tokens at zero: identical queries, whose symmetry only the LM's
-        # positions break, slowly. LAVIS (and the hub checkpoints' pretraining) start them random.
-        torch.nn.init.normal_(model.query_tokens, std=qformer_config.initializer_range)
+        if random_query_tokens:
+            # transformers starts the query tokens at zero: identical queries, whose symmetry only the LM's
+            # positions break, slowly. LAVIS (and the hub checkpoints' pretraining) start them random.
+            torch.nn.init.normal_(model.query_tokens, std=qformer_config.initializer_range)
     processor = InstructBlipProcessor(
         image_processor=BlipImageProcessorPil(size={"height": image_size, "width": image_size}),
         tokenizer=tokenizer,

@@ -393,7 +393,8 @@ def _ask_kind_of(scene, rng, style):
     if not candidates:
         return None
     shape = rng.choice(candidates)
-    return Question(f"What shape is the {shape.color} object?", "what shape is the", "other", *_kind(shape.kind, style.kinds))
+    answer = _kind(shape.kind, style.kinds)
+    return Question(f"What shape is the {shape.color} object?", "what shape is the", "other", *answer)
 
 
 def _ask_is_the(scene, rng, style):
@@ -411,7 +412,9 @@ QUESTION_MAKERS = (
 )  # fmt: skip
 
 
-def ask_questions(scene: Scene, rng: random.Random, style: SceneStyle = SCENE_STYLES[DEFAULT_STYLE]) -> list[Question]:
+def ask_questions(
+    scene: Scene, rng: random.Random, style: SceneStyle = SCENE_STYLES[DEFAULT_STYLE]
+) -> list[Question]:
     """4-6 different questions whose answers follow from the scene."""
     wanted = rng.randint(4, 6)
     makers = [maker for maker in QUESTION_MAKERS if style.ask_background or maker is not _ask_background]

@@ -98,5 +98,6 @@ def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path)
     baseline = next(run for run in world["runs"] if run["arm"] == "baseline")
     assert baseline["own_description"]["readable_share"] < 5, table  # never trained to describe
     assert set(world["differences"]) == {"baseline", "multitask"}
-    assert json.loads((tmp_path / "results.json").read_text())["worlds"][0]["runs"][0]["name"] == world["runs"][0]["name"]
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["worlds"][0]["runs"][0]["name"] == world["runs"][0]["name"]
     assert "| SIT - baseline |" in (tmp_path / "table.md").read_text()
