@@ -75,8 +75,9 @@ class DataArguments(JoinOptions):
     sample_train_images: int = field(default=64, metadata={"help": "sample_dir: train2014 images to generate."})
     sample_val_images: int = field(default=24, metadata={"help": "sample_dir: val2014 images to generate."})
     sample_seed: int = field(default=0, metadata={"help": "sample_dir: the generator's seed."})
-    sample_style: Literal["bundled", "simple"] = field(
-        default="bundled", metadata={"help": "sample_dir: bundled (like data/sample) or simple (64 px, 1-3 shapes)."}
+    sample_style: Literal["bundled", "simple", "named"] = field(
+        default="bundled", metadata={"help": "sample_dir: bundled (like data/sample), simple (64 px, 1-3 shapes, "
+                                     "varied captions) or named (1-3 distinct shapes on white, captions name each)."}
     )
     eval_subset_questions: int | None = field(
         default=200, metadata={"help": "Questions of the eval split scored during training (None: all)."}

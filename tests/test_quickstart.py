@@ -11,7 +11,7 @@ from sit_vqa.apps.miniature import reference_scores
 
 
 @pytest.mark.slow
-def test_quickstart_learns_far_above_the_majority_answer(tmp_path, capsys):
+def test_quickstart_clearly_looks_at_the_image(tmp_path, capsys):
     overrides = ["--output_dir", str(tmp_path / "run"), "--sample_dir", str(tmp_path / "data"),
                  "--report_to", "none", "--disable_tqdm", "true"]
     final = train.main(["--config", "quickstart.yaml", *overrides])
@@ -22,11 +22,15 @@ def test_quickstart_learns_far_above_the_majority_answer(tmp_path, capsys):
                           "--no-progress", "--sample_dir", str(tmp_path / "data")]) == 0
     report = json.loads((out / "report.json").read_text())
     references = reference_scores(load_config("quickstart.yaml", overrides))
-    majority, prior = references["majority"], references["question prior"]
-    assert report["overall"] >= majority["overall"] + 20, (report["overall"], majority)
-    assert report["overall"] > prior["overall"], (report["overall"], prior)
+    prior = references["question prior"]
+    # issue #17: a model that clearly looks -- 10 points over every image-blind reference (measured: +13 over
+    # the best of them; a model near the tipping point between looking and guessing flips with the CPU).
+    # Counts and colours/kinds are read from the image; yes/no is not asserted: it stays near the majority
+    # answer's level in this budget (measured 61.4 vs 63.3, README).
+    for blind in ("majority", "question prior", "question-type majority"):
+        assert report["overall"] >= references[blind]["overall"] + 10, (report, references)
     for answer_type in ("number", "other"):
-        assert report["perAnswerType"][answer_type] >= 30, report["perAnswerType"]
+        assert report["perAnswerType"][answer_type] > prior["perAnswerType"][answer_type] + 10, (report, prior)
     assert report["answer_marker_rate"] > 0.95  # readable "Description: ... Answer: ..." outputs
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert sum(p["description"] is not None for p in predictions) > 0.95 * len(predictions)

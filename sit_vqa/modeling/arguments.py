@@ -34,6 +34,11 @@ class ModelArguments:
     tiny_image_size: int = field(default=32, metadata={"help": "Tiny InstructBLIP: image side in pixels."})
     tiny_patch_size: int | None = field(default=None, metadata={"help": "Tiny InstructBLIP: ViT patch side (default: image side / 4)."})
     tiny_num_query_tokens: int = field(default=4, metadata={"help": "Tiny InstructBLIP: Q-Former query tokens."})
+    tiny_num_heads: int = field(default=2, metadata={"help": "Tiny InstructBLIP: attention heads of every part."})
+    tiny_dropout: float = field(default=0.0, metadata={"help": "Tiny InstructBLIP: dropout of the Q-Former and LM "
+                                "(0: a random tiny model learns to look sooner; the config classes' default is 0.1)."})
+    tiny_random_query_tokens: bool = field(default=False, metadata={"help": "Tiny InstructBLIP: start the query "
+                                           "tokens random (std 0.02, as LAVIS) instead of at zero (transformers)."})
     train_vision_post_layernorm: bool = field(
         default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
     )

@@ -240,6 +240,8 @@ def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32,
                 args.tiny_model, seed=args.tiny_model_seed, image_size=args.tiny_image_size,
                 patch_size=args.tiny_patch_size, num_query_tokens=args.tiny_num_query_tokens,
                 hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers,
+                num_heads=args.tiny_num_heads, dropout=args.tiny_dropout,
+                random_query_tokens=args.tiny_random_query_tokens,
             )
         else:
             model, processor = load_instructblip(args.model_name_or_path, **common)

@@ -116,6 +116,9 @@ def build_tiny_instructblip(
     hidden_size: int = 32,
     num_layers: int = 2,
     patch_size: int | None = None,
+    num_heads: int = 2,
+    dropout: float = 0.0,
+    random_query_tokens: bool = False,
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """A randomly initialised InstructBLIP, built offline (about 0.1 M parameters at the defaults).
 
@@ -123,6 +126,10 @@ def build_tiny_instructblip(
     hidden_size and num_layers apply to the ViT, the Q-Former and the LM alike (feed-forward 2 x hidden);
     patch_size defaults to a quarter of image_size (a 4 x 4 patch grid). The defaults keep the tests
     fast; the quickstart and the miniature experiment ask for a larger model (their configs' tiny_* keys).
+    num_heads applies to every part. dropout is that of the Q-Former and the LM (the config classes'
+    default, 0.1, is meant for pretrained models; on a random tiny model it slows learning to look).
+    random_query_tokens: start the query tokens random (std 0.02, as LAVIS does) instead of at zero
+    (transformers' init); off by default, so the tests' untrained models keep their outputs.
     Same classes as the hub models (config, model, processor with BlipImageProcessorPil), so every
     code path the real model takes is exercised. Weights are a deterministic function of seed.
     """
@@ -130,7 +137,7 @@ def build_tiny_instructblip(
     tokenizer = build_tiny_word_tokenizer(lm_kind=lm_kind)
     qformer_tokenizer = build_tiny_qformer_tokenizer()
     sizes = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-                 num_attention_heads=2)
+                 num_attention_heads=num_heads)
     vision_config = InstructBlipVisionConfig(
         image_size=image_size, patch_size=patch_size or max(image_size // 4, 1),
         initializer_range=0.02,  # the default (1e-10) would make a random ViT's output ignore the image
@@ -138,9 +145,10 @@ def build_tiny_instructblip(
     )
     qformer_config = InstructBlipQFormerConfig(
         vocab_size=len(qformer_tokenizer), cross_attention_frequency=1, max_position_embeddings=512,
-        pad_token_id=qformer_tokenizer.pad_token_id, **sizes,
+        pad_token_id=qformer_tokenizer.pad_token_id, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout, **sizes,
     )
-    text_config = _tiny_text_config(lm_kind, tokenizer, hidden_size, num_layers)
+    text_config = _tiny_text_config(lm_kind, tokenizer, hidden_size, num_layers, num_heads, dropout)
     config = InstructBlipConfig(
         vision_config=vision_config,
         qformer_config=qformer_config,
@@ -151,6 +159,10 @@ def build_tiny_instructblip(
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(seed)
         model = InstructBlipForConditionalGeneration(config)
+        if random_query_tokens:
+            # transformers starts the query tokens at zero: identical queries, whose symmetry only the LM's
+            # positions break, slowly. LAVIS (and the hub checkpoints' pretraining) start them random.
+            torch.nn.init.normal_(model.query_tokens, std=qformer_config.initializer_range)
     processor = InstructBlipProcessor(
         image_processor=BlipImageProcessorPil(size={"height": image_size, "width": image_size}),
         tokenizer=tokenizer,
@@ -161,18 +173,20 @@ def build_tiny_instructblip(
 
 
 def _tiny_text_config(
-    lm_kind: str, tokenizer: PreTrainedTokenizerBase, hidden: int, layers: int = 2
+    lm_kind: str, tokenizer: PreTrainedTokenizerBase, hidden: int, layers: int = 2, heads: int = 2,
+    dropout: float = 0.0,
 ) -> LlamaConfig | T5Config:
     ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     if lm_kind == "decoder":
         return LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-            bos_token_id=tokenizer.bos_token_id, **ids,
+            num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
+            attention_dropout=dropout, bos_token_id=tokenizer.bos_token_id, **ids,
         )
     return T5Config(
-        vocab_size=len(tokenizer), d_model=hidden, d_kv=hidden // 2, d_ff=2 * hidden, num_layers=layers,
-        num_decoder_layers=layers, num_heads=2, decoder_start_token_id=tokenizer.pad_token_id, **ids,
+        vocab_size=len(tokenizer), d_model=hidden, d_kv=hidden // heads, d_ff=2 * hidden, num_layers=layers,
+        num_decoder_layers=layers, num_heads=heads, dropout_rate=dropout, decoder_start_token_id=tokenizer.pad_token_id,
+        **ids,
     )
 
 

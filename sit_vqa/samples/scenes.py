@@ -81,19 +81,33 @@ SHAPE_VARIANTS = {  # what annotators write instead of the canonical shape name
 
 @dataclass(frozen=True)
 class SceneStyle:
-    """How hard the scenes are: image sides (each drawn independently for width and height) and how
-    many shapes (1..max_shapes) an image holds."""
+    """How hard the scenes are: image sides (each drawn independently for width and height), how many
+    shapes (1..max_shapes) an image holds, and the world's words. The defaults are the full palette; a
+    style that narrows them also narrows its questions (no "Is there a purple star?" in a world without
+    purple or stars)."""
 
     image_sides: tuple[int, ...]
     max_shapes: int
+    backgrounds: tuple[str, ...] = tuple(sorted(BACKGROUND_COLORS))
+    colors: tuple[str, ...] = tuple(sorted(SHAPE_COLORS))
+    kinds: tuple[str, ...] = SHAPE_KINDS
+    distinct: bool = False  # True: the shapes of an image differ in both kind and colour
+    # True: only the caption templates that name every shape, so describing first carries the answer
+    complete_captions: bool = False
+    ask_background: bool = True  # False where the background never varies (the question would be a constant)
 
 
 # "bundled": the committed data/sample (and the default). "simple": square 64 px images with 1-3 shapes,
-# for the quickstart and the miniature experiment -- a model of a million weights trained for minutes on a
-# CPU learns colour, shape and count from them; five shapes on 96-128 px rectangles need far longer.
+# 6 colours, 5 kinds, 3 backgrounds and varied captions, some of which name no shape (as COCO captions
+# leave most objects out). "named": the prototype's world -- white 64 px images, 1-3 shapes of distinct
+# kinds and colours (4 colours, 3 kinds), every caption names every shape.
 SCENE_STYLES = {
     "bundled": SceneStyle(image_sides=(96, 112, 128), max_shapes=5),
     "simple": SceneStyle(image_sides=(64,), max_shapes=3),
+    "named": SceneStyle(
+        image_sides=(64,), max_shapes=3, backgrounds=("white",), colors=("blue", "green", "red", "yellow"),
+        kinds=("circle", "square", "triangle"), distinct=True, complete_captions=True, ask_background=False,
+    ),
 }
 DEFAULT_STYLE = "bundled"
 
@@ -174,13 +188,16 @@ def image_ids(split: str, n_images: int, seed: int) -> list[int]:
 
 def make_scene(image_id: int, rng: random.Random, style: SceneStyle = SCENE_STYLES[DEFAULT_STYLE]) -> Scene:
     width, height = rng.choice(style.image_sides), rng.choice(style.image_sides)
-    background = rng.choice(sorted(BACKGROUND_COLORS))
+    background = rng.choice(style.backgrounds)
     grid_cells = [(row, col) for row in range(GRID) for col in range(GRID)]
-    cells = rng.sample(grid_cells, rng.randint(1, style.max_shapes))
-    shapes = tuple(
-        _place_shape(rng.choice(SHAPE_KINDS), rng.choice(sorted(SHAPE_COLORS)), cell, width, height, rng)
-        for cell in sorted(cells)
-    )
+    cells = sorted(rng.sample(grid_cells, rng.randint(1, style.max_shapes)))
+    if style.distinct:
+        looks = zip(rng.sample(style.kinds, len(cells)), rng.sample(style.colors, len(cells)))
+        shapes = tuple(_place_shape(kind, color, cell, width, height, rng) for (kind, color), cell in zip(looks, cells))
+    else:
+        shapes = tuple(
+            _place_shape(rng.choice(style.kinds), rng.choice(style.colors), cell, width, height, rng) for cell in cells
+        )
     return Scene(image_id, width, height, background, shapes)
 
 
@@ -269,8 +286,8 @@ def _capitalize(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def caption_scene(scene: Scene, rng: random.Random) -> list[str]:
-    """Five different, truthful captions of the scene."""
+def caption_scene(scene: Scene, rng: random.Random, complete: bool = False) -> list[str]:
+    """Five different, truthful captions of the scene; complete=True: only captions that name every shape."""
     groups = Counter((s.color, s.kind) for s in scene.shapes)
     order = list(groups)
     rng.shuffle(order)
@@ -288,6 +305,8 @@ def caption_scene(scene: Scene, rng: random.Random) -> list[str]:
         f"A simple drawing of {things}.",
         f"An image of {number.replace('shape', 'colored shape')} against a {bg} backdrop.",
     ]
+    if complete:
+        templates = templates[:-1]  # the last one names only the count
     return rng.sample(templates, 5)
 
 
@@ -311,8 +330,8 @@ def _color(color: str, choices: list[str]) -> tuple[str, tuple[str, ...], tuple[
     return color, variants, tuple(c for c in choices if c != color)
 
 
-def _kind(kind: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    return kind, SHAPE_VARIANTS[kind], tuple(k for k in SHAPE_KINDS if k != kind)
+def _kind(kind: str, kinds: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    return kind, SHAPE_VARIANTS[kind], tuple(k for k in kinds if k != kind)
 
 
 TOTAL_COUNT_QUESTIONS = (
@@ -322,36 +341,36 @@ TOTAL_COUNT_QUESTIONS = (
 )
 
 
-def _ask_total(scene, rng):
+def _ask_total(scene, rng, style):
     text = rng.choice(TOTAL_COUNT_QUESTIONS)
     return Question(text, "how many", "number", *_number(len(scene.shapes)))
 
 
-def _ask_kind_count(scene, rng):
-    kind = rng.choice([s.kind for s in scene.shapes] if rng.random() < 0.6 else list(SHAPE_KINDS))
+def _ask_kind_count(scene, rng, style):
+    kind = rng.choice([s.kind for s in scene.shapes] if rng.random() < 0.6 else list(style.kinds))
     return Question(f"How many {_plural(kind)} are there?", "how many", "number", *_number(scene.count(kind=kind)))
 
 
-def _ask_is_there(scene, rng):
+def _ask_is_there(scene, rng, style):
     if rng.random() < 0.5:
         shape = rng.choice(scene.shapes)
         color, kind = shape.color, shape.kind
     else:
-        absent = [(c, k) for c in sorted(SHAPE_COLORS) for k in SHAPE_KINDS if not scene.count(kind=k, color=c)]
+        absent = [(c, k) for c in style.colors for k in style.kinds if not scene.count(kind=k, color=c)]
         color, kind = rng.choice(absent)
     truth = scene.count(kind=kind, color=color) > 0
     return Question(f"Is there {_article(f'{color} {kind}')}?", "is there a", "yes/no", *_yes_no(truth))
 
 
-def _ask_any_color(scene, rng):
+def _ask_any_color(scene, rng, style):
     present = sorted({s.color for s in scene.shapes})
-    color = rng.choice(present if rng.random() < 0.5 else sorted(set(SHAPE_COLORS) - set(present)))
+    color = rng.choice(present if rng.random() < 0.5 else sorted(set(style.colors) - set(present)))
     truth = scene.count(color=color) > 0
     return Question(f"Are there any {color} shapes?", "are there any", "yes/no", *_yes_no(truth))
 
 
-def _ask_background(scene, rng):
-    answer = _color(scene.background, sorted(BACKGROUND_COLORS))
+def _ask_background(scene, rng, style):
+    answer = _color(scene.background, sorted(BACKGROUND_COLORS))  # any background is a plausible mistake
     return Question("What color is the background?", "what color is the", "other", *answer)
 
 
@@ -360,29 +379,30 @@ def _unique(scene, attribute: str) -> list[Shape]:
     return [s for s in scene.shapes if counts[getattr(s, attribute)] == 1]
 
 
-def _ask_color_of(scene, rng):
+def _ask_color_of(scene, rng, style):
     candidates = _unique(scene, "kind")  # "the square" must name exactly one shape
     if not candidates:
         return None
     shape = rng.choice(candidates)
-    answer = _color(shape.color, sorted(SHAPE_COLORS))
+    answer = _color(shape.color, list(style.colors))
     return Question(f"What color is the {shape.kind}?", "what color is the", "other", *answer)
 
 
-def _ask_kind_of(scene, rng):
+def _ask_kind_of(scene, rng, style):
     candidates = _unique(scene, "color")  # "the blue object" must name exactly one shape
     if not candidates:
         return None
     shape = rng.choice(candidates)
-    return Question(f"What shape is the {shape.color} object?", "what shape is the", "other", *_kind(shape.kind))
+    answer = _kind(shape.kind, style.kinds)
+    return Question(f"What shape is the {shape.color} object?", "what shape is the", "other", *answer)
 
 
-def _ask_is_the(scene, rng):
+def _ask_is_the(scene, rng, style):
     candidates = _unique(scene, "kind")
     if not candidates:
         return None
     shape = rng.choice(candidates)
-    color = shape.color if rng.random() < 0.5 else rng.choice(sorted(set(SHAPE_COLORS) - {shape.color}))
+    color = shape.color if rng.random() < 0.5 else rng.choice(sorted(set(style.colors) - {shape.color}))
     return Question(f"Is the {shape.kind} {color}?", "is the", "yes/no", *_yes_no(color == shape.color))
 
 
@@ -392,14 +412,16 @@ QUESTION_MAKERS = (
 )  # fmt: skip
 
 
-def ask_questions(scene: Scene, rng: random.Random) -> list[Question]:
+def ask_questions(
+    scene: Scene, rng: random.Random, style: SceneStyle = SCENE_STYLES[DEFAULT_STYLE]
+) -> list[Question]:
     """4-6 different questions whose answers follow from the scene."""
     wanted = rng.randint(4, 6)
-    makers = list(QUESTION_MAKERS)
+    makers = [maker for maker in QUESTION_MAKERS if style.ask_background or maker is not _ask_background]
     rng.shuffle(makers)
     questions = []
     for maker in makers:
-        question = maker(scene, rng)
+        question = maker(scene, rng, style)
         if question is not None:
             questions.append(question)
         if len(questions) == wanted:
@@ -456,10 +478,11 @@ def build_split(split: str, n_images: int, seed: int = DEFAULT_SEED, style: str 
     questions, annotations, images, captions = [], [], [], []
     for scene in scenes:
         images.append(_image_entry(split, scene))
-        for k, caption in enumerate(caption_scene(scene, _rng(seed, split, scene.image_id, "captions"))):
+        captions_rng = _rng(seed, split, scene.image_id, "captions")
+        for k, caption in enumerate(caption_scene(scene, captions_rng, scene_style.complete_captions)):
             captions.append({"image_id": scene.image_id, "id": scene.image_id * 10 + k, "caption": caption})
         answers_rng = _rng(seed, split, scene.image_id, "answers")
-        for k, question in enumerate(ask_questions(scene, _rng(seed, split, scene.image_id, "questions"))):
+        for k, question in enumerate(ask_questions(scene, _rng(seed, split, scene.image_id, "questions"), scene_style)):
             question_id = scene.image_id * 1000 + k  # the VQAv2 convention
             questions.append({"image_id": scene.image_id, "question": question.text, "question_id": question_id})
             annotations.append(_annotation(question, annotate(question, answers_rng), scene.image_id, question_id))
@@ -590,7 +613,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-images", type=int, default=DEFAULT_VAL_IMAGES, help="number of val2014 images")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (same seed -> same bytes)")
     parser.add_argument("--style", choices=list(SCENE_STYLES), default=DEFAULT_STYLE,
-                        help="scene difficulty: bundled (data/sample) or simple (64 px, 1-3 shapes)")
+                        help="scene world: bundled (data/sample), simple (64 px, 1-3 shapes, varied captions) or "
+                        "named (64 px, 1-3 distinct shapes on white, captions naming every shape)")
     return parser
 
 

@@ -311,3 +311,22 @@ def test_simple_style_draws_64_px_scenes_of_one_to_three_shapes():
     scenes = sample.build_split("train2014", 40, style="simple").scenes
     assert {(s.width, s.height) for s in scenes} == {(64, 64)}
     assert {len(s.shapes) for s in scenes} == {1, 2, 3}
+
+
+def test_named_style_draws_distinct_shapes_on_white_and_every_caption_names_every_shape():
+    style = sample.SCENE_STYLES["named"]
+    data = sample.build_split("train2014", 40, style="named")
+    for scene in data.scenes:
+        assert scene.background == "white" and 1 <= len(scene.shapes) <= 3
+        kinds, colors = [s.kind for s in scene.shapes], [s.color for s in scene.shapes]
+        assert len(set(kinds)) == len(kinds) and len(set(colors)) == len(colors)  # distinct kinds and colours
+        assert set(kinds) <= set(style.kinds) and set(colors) <= set(style.colors)
+    by_image = {scene.image_id: scene for scene in data.scenes}
+    for caption in data.captions["annotations"]:
+        for shape in by_image[caption["image_id"]].shapes:
+            assert f"{shape.color} {shape.kind}" in caption["caption"].lower(), caption
+    asked = " ".join(q["question"].lower() for q in data.questions["questions"])
+    assert "background" not in asked  # the background never varies here
+    outside = (set(sample.SHAPE_COLORS) - set(style.colors)) | (set(sample.SHAPE_KINDS) - set(style.kinds))
+    outside |= {kind + "s" for kind in set(sample.SHAPE_KINDS) - set(style.kinds)}
+    assert not any(word in asked.replace("?", "").split() for word in outside)
