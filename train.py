@@ -1,6 +1,6 @@
 """Fine-tune InstructBLIP's Q-Former with sequential instruction tuning (or a causal LM on text-only SIT).
 
-    python train.py --config quickstart.yaml          # CPU, generated sample data, tiny model, about a minute
+    python train.py --config quickstart.yaml          # CPU, generated sample data, tiny model, a few minutes
     python train.py --config vqa_sit.yaml             # the paper's recipe on one GPU (real COCO + VQAv2 files)
     python train.py --config vqa_sit.yaml --learning_rate 2e-5 --output_dir runs/sit_lr2e-5
     python train.py --config vqa_sit.yaml --resume    # continue from the latest complete checkpoint
