@@ -161,20 +161,19 @@ DESCRIPTIONS_FILE = "descriptions.json"
 def write_image_descriptions(config, checkpoint: Path, eval_dir: Path) -> None:
     """The model's answer to the describe instruction for every val image -> eval_dir/descriptions.json
     ({image_id: text}): the baseline and multitask arms' "own description", read like SIT's."""
-    from sit_vqa.data.templates import load_templates
-    from sit_vqa.evaluation.vqa import GenerationSettings, generate_texts, load_eval_records
+    from sit_vqa.evaluation.vqa import load_eval_records
     from sit_vqa.modeling.checkpoint import load_checkpoint
+    from sit_vqa.modeling.generation import generate_texts
 
-    model, processor, manifest = load_checkpoint(checkpoint, device="cpu")
+    loaded = load_checkpoint(checkpoint, device="cpu")
     records = load_eval_records(config.data, split="val", prompt="baseline").dataset
     first_of_image = list({image_id: i for i, image_id in reversed(list(enumerate(records["image_id"])))}.values())
     images = records.select(sorted(first_of_image))
-    instruction = load_templates(config.data.templates).describe_instruction
+    instruction = loaded.trained.templates.describe_instruction
     images = images.map(lambda _: {"instruction": instruction})
-    settings = GenerationSettings(batch_size=config.training.per_device_eval_batch_size,
-                                  max_new_tokens=config.training.generation_max_new_tokens,
-                                  image_pipeline=manifest["config"].get("image_pipeline", "plain"))
-    texts = generate_texts(model, processor, images, settings, progress=False)
+    settings = loaded.trained.generation(batch_size=config.training.per_device_eval_batch_size,
+                                         max_new_tokens=config.training.generation_max_new_tokens)
+    texts = generate_texts(loaded.model, loaded.processor, images, settings, progress=False)
     descriptions = {str(image_id): text for image_id, text in zip(images["image_id"], texts)}
     (Path(eval_dir) / DESCRIPTIONS_FILE).write_text(json.dumps(descriptions, indent=1) + "\n", encoding="utf-8")
 
