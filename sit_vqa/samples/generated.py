@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from sit_vqa.samples import world
 from sit_vqa.samples import scenes as sample
 from sit_vqa.samples.scenes import DEFAULT_SEED, DEFAULT_STYLE, SPLITS, write_sample
 from sit_vqa.errors import DataError
@@ -30,6 +31,14 @@ def split_paths(out_dir: str | Path, split: str) -> dict[str, str]:
     }
 
 
+def _generator_hash() -> str:
+    """sha256 of the generator's source (the scenes and their words): a changed generator makes a new sample."""
+    digest = hashlib.sha256()
+    for module in (sample, world):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def ensure_sample(
     out_dir: str | Path, train_images: int, val_images: int, seed: int = DEFAULT_SEED, style: str = DEFAULT_STYLE
 ) -> bool:
@@ -41,7 +50,7 @@ def ensure_sample(
     """
     out_dir = Path(out_dir)
     settings = {"train_images": train_images, "val_images": val_images, "seed": seed, "style": style,
-                "generator_sha256": hashlib.sha256(Path(sample.__file__).read_bytes()).hexdigest()}
+                "generator_sha256": _generator_hash()}
     settings_path = out_dir / SETTINGS_FILE
     if settings_path.is_file() and json.loads(settings_path.read_text(encoding="utf-8")) == settings and all(
             Path(path).exists() for split in SPLITS for path in split_paths(out_dir, split).values()):
