@@ -8,6 +8,8 @@
 
 Writes an HF `datasets` table (open it with `sit_vqa.data.prepared.load_prepared` or `datasets.load_from_disk`)
 and join_report.json (what was read, dropped by reason, and written) into --out, and prints a summary.
+With --format llamafactory|swift|trl|llava|lavis, --out instead gets the records in that framework's format
+(sit_vqa.data.export_formats) with join_report.json beside them; --image-root makes the image paths relative.
 The join options are `JoinOptions`' (the same declaration, defaults and checks as a train.py config);
 train.py calls the same code (`prepare_cached`). Bad input ends with a one-paragraph error, exit status 2.
 """
@@ -15,13 +17,15 @@ train.py calls the same code (`prepare_cached`). Bad input ends with a one-parag
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from sit_vqa.data.export_formats import FORMATS, check_new_output, export_format, turns, write_export
 from sit_vqa.data.join import JoinOptions
-from sit_vqa.data.prepared import prepare_dataset
+from sit_vqa.data.prepared import REPORT_FILE, prepare_dataset
 from sit_vqa.errors import SitVqaError, unknown_options_message
 
 
@@ -36,9 +40,22 @@ class PrepareArguments:
     out: Path = field(metadata={"help": "output directory (dataset + join_report.json)"})
 
 
+@dataclass(frozen=True)
+class ExportArguments:
+    """Write the records in another framework's training format instead of a `datasets` table."""
+
+    format: str | None = field(default=None, metadata={
+        "help": f"one of {', '.join(FORMATS)}: --out gets that framework's file (+ join_report.json)"})
+    image_root: Path | None = field(default=None, metadata={
+        "help": "with --format: write image paths relative to this folder (default: absolute paths)"})
+
+
+SECTIONS = (PrepareArguments, JoinOptions, ExportArguments)
+
+
 def make_parser() -> HfArgumentParser:
     return HfArgumentParser(
-        (PrepareArguments, JoinOptions), prog="python -m sit_vqa.apps.prepare",
+        SECTIONS, prog="python -m sit_vqa.apps.prepare",
         description="Join VQAv2 questions/annotations with COCO captions and build SIT targets.",
         allow_abbrev=False,  # a mistyped flag is an error, never a prefix of another one
     )
@@ -47,17 +64,33 @@ def make_parser() -> HfArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     try:
-        files, options, unknown = parser.parse_args_into_dataclasses(
+        files, options, export, unknown = parser.parse_args_into_dataclasses(
             args=argv, return_remaining_strings=True, look_for_args_file=False)
         if unknown:  # a typo in a flag: argparse's "error:" and exit 2, as for a missing one
-            names = [f.name for section in (PrepareArguments, JoinOptions) for f in fields(section)]
+            names = [f.name for section in SECTIONS for f in fields(section)]
             parser.error(unknown_options_message(unknown, names, "python -m sit_vqa.apps.prepare"))
+        if export.format is not None:
+            return _export(files, options, export)
         _, report = prepare_dataset(files.questions, files.annotations, files.captions, files.image_dir, files.out,
                                     options)
     except SitVqaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{report.summary()}\n  saved to {files.out} (dataset + join_report.json)")
+    return 0
+
+
+def _export(files: PrepareArguments, options: JoinOptions, export: ExportArguments) -> int:
+    """The join, then the records in export.format; the checks that need no join come first."""
+    export_format(export.format)
+    check_new_output(files.out)
+    with tempfile.TemporaryDirectory(prefix="sit_vqa_prepare_") as scratch:
+        dataset, report = prepare_dataset(files.questions, files.annotations, files.captions, files.image_dir,
+                                          Path(scratch) / "prepared", options)
+        report_text = (Path(scratch) / "prepared" / REPORT_FILE).read_text()
+        written = write_export(turns(dataset, export.image_root), export.format, files.out,
+                               {REPORT_FILE: report_text})
+    print(f"{report.summary()}\n  {export.format} records written to {written} (+ {REPORT_FILE})")
     return 0
 
 
