@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 
 from sit_vqa.apps.prepare import main
@@ -152,3 +153,27 @@ def test_without_format_prepare_writes_a_dataset(files, tmp_path):
     assert run(files, tmp_path / "out") == 0
     dataset, _ = load_prepared(tmp_path / "out")
     assert dataset.num_rows == 6
+
+
+@pytest.mark.parametrize("mode, expected_target", [
+    ("sit", "Description: A plate of food.\nAnswer: rice"), ("baseline", "rice")])
+def test_assistant_tokens_of_a_real_processor_are_the_target(files, tmp_path, mode, expected_target):
+    from tests.data.chat_processor_fixture import tiny_chat_processor
+
+    assert run(files, tmp_path / mode, "--mode", mode, "--format", "trl") == 0
+    records = read_records(tmp_path / mode / "sit_vqa.jsonl")
+    texts = [part["text"] for r in records for m in r["messages"] for part in m["content"] if part["type"] == "text"]
+    processor = tiny_chat_processor(texts)
+    for record, check in zip(records, [expected_target] + [None] * len(records), strict=False):
+        # TRL's step: the image parts carry the image the `images` column names
+        messages = [{**m, "content": [{**p, "path": record["images"][0]} if p["type"] == "image" else p
+                                      for p in m["content"]]} for m in record["messages"]]
+        encoded = processor.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+        ids, mask = encoded["input_ids"][0], encoded["assistant_masks"][0]
+        target = processor.tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m])
+        assert target == record["messages"][1]["content"][0]["text"]
+        assert list(ids).count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 4  # 28/14 squared patches
+        assert np.asarray(encoded["pixel_values"]).shape[-2:] == (28, 28)
+        if check is not None:
+            assert target == check
