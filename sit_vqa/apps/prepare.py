@@ -26,7 +26,7 @@ from transformers import HfArgumentParser
 from sit_vqa.data.export_formats import FORMATS, check_new_output, export_format, turns, write_export
 from sit_vqa.data.join import JoinOptions
 from sit_vqa.data.prepared import REPORT_FILE, prepare_dataset
-from sit_vqa.errors import SitVqaError, unknown_options_message
+from sit_vqa.errors import ConfigError, SitVqaError, unknown_options_message
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:  # a typo in a flag: argparse's "error:" and exit 2, as for a missing one
             names = [f.name for section in SECTIONS for f in fields(section)]
             parser.error(unknown_options_message(unknown, names, "python -m sit_vqa.apps.prepare"))
+        if export.image_root is not None and export.format is None:  # never silently ignored
+            raise ConfigError("--image-root applies to --format exports only; add --format or drop --image-root")
         if export.format is not None:
             return _export(files, options, export)
         _, report = prepare_dataset(files.questions, files.annotations, files.captions, files.image_dir, files.out,

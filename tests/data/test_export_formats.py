@@ -147,6 +147,8 @@ def test_bad_input_exits_2_with_a_clear_message(files, tmp_path, capsys):
     assert run(files, tmp_path / "b", "--format", "llava", "--image-root", str(tmp_path / "elsewhere")) == 2
     err = capsys.readouterr().err
     assert "is outside --image-root" in err and not (tmp_path / "b").exists()
+    assert run(files, tmp_path / "c", "--image-root", str(files.image_dir)) == 2
+    assert "--image-root applies to --format exports only" in capsys.readouterr().err
 
 
 def test_without_format_prepare_writes_a_dataset(files, tmp_path):
