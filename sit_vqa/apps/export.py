@@ -28,6 +28,7 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation.reports import read_report
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
+from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.loading import align_generation_config, generation_kwargs
 
 EXPORT_FORMAT = "sit-vqa-export/2"  # /2: the trained settings as one record ("trained")
@@ -50,9 +51,11 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     scores = read_report(report) if report else None
     loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model)
     model, processor, manifest = loaded
-    if loaded.trained.model_type != "instructblip":
+    if not answers_images(loaded.trained.model_type):
         raise ExportError(f"{loaded.directory}: only InstructBLIP checkpoints can be exported, got "
                           f"{loaded.trained.model_type!r}")
+    if hasattr(model, "merge_and_unload"):  # LoRA on a chat VLM's language model: merged into plain weights
+        model = model.merge_and_unload()
     _set_trained_eos(model, processor)
     info = {
         "format": EXPORT_FORMAT,
