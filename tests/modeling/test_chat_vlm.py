@@ -109,3 +109,21 @@ def test_train_resume_evaluate_ask_export(tmp_path, kind):
     assert type(processor).__name__ == type(AutoProcessor.from_pretrained(base)).__name__
     exported_reply = VqaDemo.load(out, device="cpu").ask(str(image), "What color is the cube?")
     assert exported_reply.raw == reply.raw  # the export answers as the checkpoint does
+
+
+def test_a_template_without_generation_tags_masks_by_the_prompt_length():
+    _, processor = build_chat_replica("llava")
+    record = {"instruction": "What is on the table?", "target": ANSWER, "image": Image.new("RGB", (40, 30), "red")}
+    tagged = ChatSampleTransform(processor)(record)
+    processor.chat_template = processor.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    untagged = ChatSampleTransform(processor)(record)
+    assert torch.equal(untagged["input_ids"], tagged["input_ids"])
+    assert torch.equal(untagged["labels"], tagged["labels"])
+
+
+def test_checkpoint_holds_only_the_trained_parts(tmp_path):
+    from safetensors.torch import load_file
+    base = save_chat_replica("llava", tmp_path / "base")
+    final = run_training(chat_config(tmp_path, base, "--max_steps", "1", "--freeze_language_model", "true"))
+    names = set(load_file(final / "trainable.safetensors"))
+    assert names and {part_of(name) for name in names} == {"projector"}
