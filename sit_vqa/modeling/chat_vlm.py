@@ -14,6 +14,7 @@ PaliGemma, Qwen2.5-VL, ...) with its `AutoProcessor`, trained through the same t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,10 +56,10 @@ def load_chat_vlm(name_or_path: str | os.PathLike, *, dtype: torch.dtype | None 
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise ModelLoadError(f"{source!r}: its processor ({type(processor).__name__}) has no image processor and "
                              "tokenizer; model_type image_text_to_text needs a multimodal processor")
-    tokenizer = processor.tokenizer
-    for config in (model.generation_config,):
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokenizer = processor.tokenizer  # generation stops at the end-of-turn token the answers were trained with
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = (tokenizer.eos_token_id if tokenizer.pad_token_id is None
+                                            else tokenizer.pad_token_id)
     return model.eval(), processor
 
 
@@ -119,7 +120,9 @@ def uses_suffix_labels(processor) -> bool:
 
 @dataclass
 class ChatSampleTransform:
-    """One record -> one sample's tensors (batch dimension removed), through the processor's chat template."""
+    """One record -> one sample's tensors (batch dimension removed), through the processor's chat template.
+    max_instruction_length / max_target_length are kept for the callers that read them (the demo refuses longer
+    questions); samples are not truncated, since a cut could split the image placeholders."""
 
     processor: Any
     max_instruction_length: int = 128
@@ -146,9 +149,7 @@ class ChatSampleTransform:
     def check_records(self, records) -> None:
         """Records are checked per sample (the processor counts image tokens itself)."""
 
-    def image_path(self, record: Mapping[str, Any]):
-        from pathlib import Path
-
+    def image_path(self, record: Mapping[str, Any]) -> Path:
         path = Path(record["image_path"])
         return Path(self.image_dir) / path if self.image_dir is not None and not path.is_absolute() else path
 
