@@ -138,3 +138,15 @@ def test_a_text_only_checkpoint_is_refused_with_the_supported_families(tmp_path)
     tokenizer.save_pretrained(tmp_path / "lm")
     with pytest.raises(ModelLoadError, match="LLaVA, Idefics3"):
         load_chat_vlm(tmp_path / "lm")
+
+
+@pytest.mark.parametrize("switches, trained", [
+    (dict(freeze_multi_modal_projector=True, freeze_language_model=False), {"language"}),
+    (dict(freeze_vision_tower=False, freeze_language_model=True), {"vision", "projector"}),
+])
+def test_each_freezing_switch_decides_its_part(switches, trained):
+    from sit_vqa.modeling.arguments import ModelArguments
+    from sit_vqa.modeling.chat_vlm import configure_chat_trainable
+    model, _ = build_chat_replica("idefics3")
+    configure_chat_trainable(model, ModelArguments(model_type="image_text_to_text", model_name_or_path="x", **switches))
+    assert {part_of(name) for name, p in model.named_parameters() if p.requires_grad} == trained
