@@ -150,3 +150,20 @@ def test_each_freezing_switch_decides_its_part(switches, trained):
     model, _ = build_chat_replica("idefics3")
     configure_chat_trainable(model, ModelArguments(model_type="image_text_to_text", model_name_or_path="x", **switches))
     assert {part_of(name) for name, p in model.named_parameters() if p.requires_grad} == trained
+
+
+@pytest.mark.slow
+def test_lora_on_the_language_model_trains_and_exports_merged(tmp_path):
+    from safetensors.torch import load_file
+    base = save_chat_replica("llava", tmp_path / "base")
+    final = run_training(chat_config(tmp_path, base, "--use_lora", "true", "--learning_rate", "1e-2"))
+    names = set(load_file(final / "trainable.safetensors"))
+    assert any("lora_" in name for name in names)
+    assert {part_of(name) for name in names if "lora_" not in name} == {"projector"}
+    out = export_model(final, tmp_path / "export")
+    exported = AutoModelForImageTextToText.from_pretrained(out)
+    assert not any("lora_" in name for name, _ in exported.named_parameters())
+    plain = dict(AutoModelForImageTextToText.from_pretrained(base).named_parameters())
+    changed = [name for name, p in exported.named_parameters()
+               if part_of(name) == "language" and not torch.equal(p, plain[name])]
+    assert any("q_proj" in name for name in changed)  # the adapters were merged into the weights
