@@ -117,8 +117,39 @@ def model_card(manifest: Mapping[str, Any], info: Mapping[str, Any], report: Map
         "description and answer at the \"Description:\" / \"Answer:\" markers.", "",
         "## Scores", "",
     ]
+    if trained.model_type == "image_text_to_text":
+        lines = _chat_model_card(lines, prompt, templates, config)
     lines += _score_lines(report) if report else ["Not evaluated at export time (pass `--report` to include scores)."]
     return "\n".join(lines) + "\n"
+
+
+def _chat_model_card(lines: list[str], prompt: str, templates, config: Mapping[str, Any]) -> list[str]:
+    """The card of a chat VLM export: its own loader classes and chat template instead of InstructBLIP's."""
+    start = lines.index("```python")
+    instruction = getattr(templates, f"{prompt}_instruction")
+    code = [
+        "```python",
+        "from PIL import Image",
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        "model = AutoModelForImageTextToText.from_pretrained(DIR)",
+        "processor = AutoProcessor.from_pretrained(DIR)",
+        f"prompt = {instruction!r}.format(question='What is on the table?')",
+        "messages = [{'role': 'user', 'content': [{'type': 'image', 'image': Image.open('photo.jpg').convert('RGB')},",
+        "                                         {'type': 'text', 'text': prompt}]}]",
+        "inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, "
+        "return_tensors='pt')",
+        "ids = model.generate(**inputs, max_new_tokens=64)",
+        "print(processor.batch_decode(ids[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)[0])",
+        "```",
+    ]
+    end = lines.index("```", start)
+    card = lines[:start] + code + lines[end + 1:]
+    card[2] = card[2].replace("InstructBLIP fine-tuned", "A chat vision-language model fine-tuned")
+    switches = ", ".join(f"{name}: {config.get(name)}" for name in
+                         ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model", "use_lora"))
+    card = [f"- trained: {switches} (LoRA adapters, when used, merged into the weights)" if line.startswith("- trained:") else line
+            for line in card]
+    return card
 
 
 def _is_t5(config: Mapping[str, Any]) -> bool:

@@ -100,6 +100,8 @@ def test_train_resume_evaluate_ask_export(tmp_path, kind):
     assert isinstance(reply.raw, str)
 
     out = export_model(resumed, tmp_path / "export")
+    card = (out / "README.md").read_text()
+    assert "AutoModelForImageTextToText" in card and "InstructBlip" not in card
     model = AutoModelForImageTextToText.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     trained = dict(loaded.model.named_parameters())
