@@ -147,8 +147,8 @@ def _chat_model_card(lines: list[str], prompt: str, templates, config: Mapping[s
     card[2] = card[2].replace("InstructBLIP fine-tuned", "A chat vision-language model fine-tuned")
     switches = ", ".join(f"{name}: {config.get(name)}" for name in
                          ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model", "use_lora"))
-    card = [f"- trained: {switches} (LoRA adapters, when used, merged into the weights)" if line.startswith("- trained:") else line
-            for line in card]
+    trained_line = f"- trained: {switches} (LoRA adapters, when used, merged into the weights)"
+    card = [trained_line if line.startswith("- trained:") else line for line in card]
     return card
 
 

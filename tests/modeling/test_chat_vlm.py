@@ -76,7 +76,8 @@ def test_unsupported_model_type_names_the_supported_ones():
 @pytest.mark.parametrize("kind", CHAT_REPLICA_KINDS)
 def test_train_resume_evaluate_ask_export(tmp_path, kind):
     base = save_chat_replica(kind, tmp_path / "base")
-    final = run_training(chat_config(tmp_path, base))
+    final = run_training(chat_config(tmp_path, base, "--eval_vqa_steps", "2", "--eval_subset_questions", "4"))
+    assert "eval_vqa_accuracy" in (tmp_path / "run" / "train_log.jsonl").read_text()  # the in-training VQA eval
     manifest = json.loads((final / "sit_vqa_checkpoint.json").read_text())
     assert manifest["model_type"] == "image_text_to_text" and manifest["global_step"] == 2
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
