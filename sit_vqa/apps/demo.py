@@ -40,6 +40,8 @@ from sit_vqa.apps.image_input import DemoInputError, ImageSource, load_image  # 
 from sit_vqa.errors import SitVqaError
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
 from sit_vqa.modeling.generation import GenerationInputs, GenerationSettings, generate_batch
+from sit_vqa.modeling.chat_vlm import load_chat_vlm
+from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.loading import load_instructblip
 
 MAX_QUESTION_CHARS = 1000  # checked before tokenizing, so a pasted book is refused at once
@@ -71,7 +73,7 @@ class VqaDemo:
         self.source = source
         self.inputs = GenerationInputs(model, processor, trained.generation())  # made as in training
         size = processor.image_processor.size
-        self.reduce_above = 4 * min(size["height"], size["width"])  # see load_image
+        self.reduce_above = 4 * _model_image_side(size)  # see load_image
 
     @property
     def trained_mode(self) -> str | None:
@@ -91,7 +93,7 @@ class VqaDemo:
         if (path / "config.json").is_file():
             return cls._load_exported(path, device)
         loaded = load_checkpoint(path, device=device, allow_partial=allow_partial, base_model=base_model)
-        if loaded.trained.model_type != "instructblip":
+        if not answers_images(loaded.trained.model_type):
             raise DemoInputError(f"{loaded.directory}: a {loaded.trained.model_type!r} checkpoint has no image input; "
                                  "the demo needs an InstructBLIP checkpoint (model_type instructblip)")
         return cls(loaded.model, loaded.processor, loaded.trained, source=loaded.directory)
@@ -99,9 +101,10 @@ class VqaDemo:
     @classmethod
     def _load_exported(cls, path: Path, device: str) -> VqaDemo:
         """An exported model (or any save_pretrained InstructBLIP directory: then asked zero-shot, baseline)."""
-        model, processor = load_instructblip(path, local_files_only=True)
         info_path = path / EXPORT_MANIFEST_NAME
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+        chat = info.get("trained", {}).get("model_type") == "image_text_to_text"
+        model, processor = (load_chat_vlm if chat else load_instructblip)(path, local_files_only=True)
         model.to(device)
         return cls(model, processor, TrainedSettings.from_dict(info.get("trained", {})), source=path)
 
@@ -197,6 +200,13 @@ class VqaDemo:
 
     def _generate(self, batch: dict[str, torch.Tensor], options: GenerationOptions, **extra) -> list[str]:
         return generate_batch(self.model, self.tokenizer, batch, options, **extra)
+
+
+def _model_image_side(size) -> int:
+    """The image side the processor resizes to: height/width (InstructBLIP, SigLIP), shortest_edge (CLIP) or
+    longest_edge (Idefics3)."""
+    sides = [size.get(key) for key in ("height", "width", "shortest_edge", "longest_edge")]
+    return min(side for side in sides if side)
 
 
 class _StopWhen(StoppingCriteria):

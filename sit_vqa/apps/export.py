@@ -28,6 +28,7 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation.reports import read_report
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
+from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.loading import align_generation_config, generation_kwargs
 
 EXPORT_FORMAT = "sit-vqa-export/2"  # /2: the trained settings as one record ("trained")
@@ -50,9 +51,11 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     scores = read_report(report) if report else None
     loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model)
     model, processor, manifest = loaded
-    if loaded.trained.model_type != "instructblip":
+    if not answers_images(loaded.trained.model_type):
         raise ExportError(f"{loaded.directory}: only InstructBLIP checkpoints can be exported, got "
                           f"{loaded.trained.model_type!r}")
+    if hasattr(model, "merge_and_unload"):  # LoRA on a chat VLM's language model: merged into plain weights
+        model = model.merge_and_unload()
     _set_trained_eos(model, processor)
     info = {
         "format": EXPORT_FORMAT,
@@ -114,8 +117,39 @@ def model_card(manifest: Mapping[str, Any], info: Mapping[str, Any], report: Map
         "description and answer at the \"Description:\" / \"Answer:\" markers.", "",
         "## Scores", "",
     ]
+    if trained.model_type == "image_text_to_text":
+        lines = _chat_model_card(lines, prompt, templates, config)
     lines += _score_lines(report) if report else ["Not evaluated at export time (pass `--report` to include scores)."]
     return "\n".join(lines) + "\n"
+
+
+def _chat_model_card(lines: list[str], prompt: str, templates, config: Mapping[str, Any]) -> list[str]:
+    """The card of a chat VLM export: its own loader classes and chat template instead of InstructBLIP's."""
+    start = lines.index("```python")
+    instruction = getattr(templates, f"{prompt}_instruction")
+    code = [
+        "```python",
+        "from PIL import Image",
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        "model = AutoModelForImageTextToText.from_pretrained(DIR)",
+        "processor = AutoProcessor.from_pretrained(DIR)",
+        f"prompt = {instruction!r}.format(question='What is on the table?')",
+        "messages = [{'role': 'user', 'content': [{'type': 'image', 'image': Image.open('photo.jpg').convert('RGB')},",
+        "                                         {'type': 'text', 'text': prompt}]}]",
+        "inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, "
+        "return_tensors='pt')",
+        "ids = model.generate(**inputs, max_new_tokens=64)",
+        "print(processor.batch_decode(ids[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)[0])",
+        "```",
+    ]
+    end = lines.index("```", start)
+    card = lines[:start] + code + lines[end + 1:]
+    card[2] = card[2].replace("InstructBLIP fine-tuned", "A chat vision-language model fine-tuned")
+    switches = ", ".join(f"{name}: {config.get(name)}" for name in
+                         ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model", "use_lora"))
+    trained_line = f"- trained: {switches} (LoRA adapters, when used, merged into the weights)"
+    card = [trained_line if line.startswith("- trained:") else line for line in card]
+    return card
 
 
 def _is_t5(config: Mapping[str, Any]) -> bool:

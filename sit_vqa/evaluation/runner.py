@@ -45,6 +45,7 @@ from sit_vqa.evaluation.vqa import VqaSet
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.checkpoint import WEIGHTS_NAME, TrainedSettings, load_checkpoint, resolve_checkpoint
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
+from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.loading import build_model
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def _partial_load(loaded, directory: Path) -> dict | None:
 
 
 def _require(needed: str, found: str | None, source: str) -> None:
-    if found != needed:
+    if found != needed and not (answers_images(needed) and answers_images(found)):
         kind = "an image model (model_type instructblip)" if needed == "instructblip" else \
             "a text model (model_type causal_lm, e.g. --config text_sit.yaml)"
         raise EvaluationError(f"{source}: this set is answered by {kind}, got model_type {found!r}")

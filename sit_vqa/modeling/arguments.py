@@ -12,11 +12,15 @@ from sit_vqa.errors import ConfigError
 from sit_vqa.modeling import precision
 
 
+MODEL_TYPES = ("instructblip", "causal_lm", "image_text_to_text")
+
+
 @dataclass
 class ModelArguments:
-    model_type: Literal["instructblip", "causal_lm"] = field(
+    model_type: Literal["instructblip", "causal_lm", "image_text_to_text"] = field(
         default="instructblip",
-        metadata={"help": "instructblip: image QA with a frozen ViT and LLM; causal_lm: the text-only path."},
+        metadata={"help": "instructblip: image QA with a frozen ViT and LLM; causal_lm: the text-only path; "
+                  "image_text_to_text: any AutoModelForImageTextToText chat VLM (LLaVA, Idefics3, PaliGemma, ...)."},
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -66,6 +70,14 @@ class ModelArguments:
         default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
     )
 
+    # image_text_to_text: what trains (LLaMA-Factory's names; sit_vqa.modeling.chat_vlm applies them)
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "image_text_to_text: keep the vision tower frozen."})
+    freeze_multi_modal_projector: bool = field(
+        default=False, metadata={"help": "image_text_to_text: keep the projector frozen (it trains by default)."})
+    freeze_language_model: bool | None = field(
+        default=None, metadata={"help": "image_text_to_text: true: frozen (LoRA only with use_lora); false: trained "
+                                "fully; unset: LoRA above 1B language-model parameters, else trained fully."})
+
     def __post_init__(self):
         if self.model_name_or_path is None and self.tiny_model is None:
             raise ConfigError("set model_name_or_path (a hub id or local directory) or tiny_model (decoder or t5)")
@@ -75,8 +87,14 @@ class ModelArguments:
                 "keep one (the tiny-model configs set tiny_model: start from vqa_sit.yaml or text_sit.yaml "
                 "without it for a real model)"
             )
-        if self.use_lora and self.model_type != "causal_lm":
-            raise ConfigError("use_lora applies to model_type causal_lm only (InstructBLIP trains its Q-Former)")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"unsupported model_type {self.model_type!r}; supported: {', '.join(MODEL_TYPES)}")
+        if self.use_lora and self.model_type == "instructblip":
+            raise ConfigError("use_lora applies to model_type causal_lm and image_text_to_text (InstructBLIP trains "
+                              "its Q-Former)")
+        if self.model_type == "image_text_to_text" and self.tiny_model is not None:
+            raise ConfigError("model_type image_text_to_text loads model_name_or_path (a hub id or a local directory; "
+                              "tests build one with sit_vqa.modeling.chat_replicas); unset tiny_model")
         for name in ("max_instruction_length", "max_target_length", "lora_r", "tiny_hidden_size", "tiny_num_layers",
                      "tiny_image_size", "tiny_num_query_tokens"):
             if getattr(self, name) <= 0:

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from sit_vqa.errors import EvaluationError, InputError
 from sit_vqa.modeling import precision
-from sit_vqa.modeling.collate import SampleTransform, TransformedDataset
+from sit_vqa.modeling.collate import TransformedDataset
+from sit_vqa.modeling.transforms import transform_for_model
 from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class GenerationInputs:
     """Records -> the model's padded generation inputs, on the model's device."""
 
     def __init__(self, model, processor, settings: GenerationSettings, *, feature_cache=None):
-        self.transform = SampleTransform.for_model(
+        self.transform = transform_for_model(
             model, processor, max_instruction_length=settings.max_instruction_length,
             image_pipeline=settings.image_pipeline, feature_cache=feature_cache,
         )

@@ -30,6 +30,7 @@ from transformers import (
 
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.arguments import ModelArguments
+from sit_vqa.modeling.chat_vlm import configure_chat_trainable, load_chat_vlm
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.families import is_encoder_decoder  # also imported from here by callers
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
@@ -234,7 +235,9 @@ def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32,
     # loaded straight onto `device` in `dtype`: no full CPU copy per rank
     common = dict(dtype=dtype, device=device, local_files_only=args.local_files_only,
                   trust_remote_code=args.trust_remote_code)
-    if args.model_type == "instructblip":
+    if args.model_type == "image_text_to_text":  # chat VLMs: sit_vqa.modeling.chat_vlm
+        model, processor = load_chat_vlm(args.model_name_or_path, **common)
+    elif args.model_type == "instructblip":
         if args.tiny_model:
             model, processor = build_tiny_instructblip(
                 args.tiny_model, seed=args.tiny_model_seed, image_size=args.tiny_image_size,
@@ -258,6 +261,12 @@ def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32,
 
 def prepare_for_training(model, args: ModelArguments, dtype: torch.dtype, quiet: bool = False):
     """LoRA adapters (causal_lm, if asked) or the freezing policy, then frozen weights in `dtype`."""
+    if args.model_type == "image_text_to_text":  # chat VLMs: their own freezing switches
+        model = configure_chat_trainable(model, args)
+        if not quiet:
+            print(count_parameters(model))
+        precision.keep_trained_fp32(model, dtype)
+        return model
     if args.model_type == "causal_lm" and args.use_lora:
         return apply_lora(
             model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,

@@ -33,6 +33,7 @@ from sit_vqa.evaluation import sharded
 from sit_vqa.errors import ConfigError
 from sit_vqa.data.prompts import prompt_for_mode
 from sit_vqa.evaluation.vqa import load_eval_records, score_generations
+from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class VqaEvalCallback(TrainerCallback):
     def from_config(cls, trainer, config) -> VqaEvalCallback:
         """The callback a RunConfig asks for: eval_vqa_steps, eval_subset_questions, generation_* keys."""
         data, training = config.data, config.training
-        if config.model.model_type != "instructblip":
+        if not answers_images(config.model.model_type):
             raise ConfigError(
                 f"{config.source}: eval_vqa_steps scores VQA accuracy, which needs an image model "
                 f"(model_type instructblip), not {config.model.model_type}; set eval_vqa_steps: 0"

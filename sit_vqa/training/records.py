@@ -9,7 +9,8 @@ from sit_vqa.config import DataArguments, RunConfig
 from sit_vqa.data.prepared import load_prepared, prepare_cached
 from sit_vqa.data.text_sit import build_text_sit, load_alpaca
 from sit_vqa.errors import ConfigError
-from sit_vqa.modeling.collate import SampleTransform, TransformedDataset
+from sit_vqa.modeling.collate import TransformedDataset
+from sit_vqa.modeling.transforms import transform_for_model
 from sit_vqa.modeling.feature_cache import build_feature_cache, record_image_paths, use_cached_features
 from sit_vqa.training.unreadable import SkipUnreadableImages
 
@@ -43,7 +44,7 @@ def load_training_records(data: DataArguments, model_type: str):
 def training_dataset(config: RunConfig, model, processor, records, unreadable_log: Path | None):
     """(the Trainer's dataset, its SampleTransform): each record transformed when the DataLoader reads it,
     records whose image cannot be read skipped and named in `unreadable_log`."""
-    transform = SampleTransform.for_model(
+    transform = transform_for_model(
         model, processor,
         max_instruction_length=config.model.max_instruction_length,
         max_target_length=config.model.max_target_length,

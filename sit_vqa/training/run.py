@@ -21,7 +21,6 @@ from sit_vqa.errors import SitVqaError, WriteError
 from sit_vqa.files import is_write_failure, write_error, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling import precision
-from sit_vqa.modeling.collate import SitCollator
 from sit_vqa.modeling.loading import load_base_model, prepare_for_training
 from sit_vqa.training.callbacks import VqaEvalCallback
 from sit_vqa.training.manifest import run_manifest
@@ -122,7 +121,7 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
         model=model,
         args=args,
         train_dataset=train_dataset,
-        data_collator=SitCollator(pad_token_id=transform.pad_token_id),
+        data_collator=transform.collator(),  # SitCollator, or ChatCollator for chat VLMs
         processing_class=processor,
         callbacks=[
             JsonlLogCallback(run_dir.log),
