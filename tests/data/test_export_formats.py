@@ -179,3 +179,33 @@ def test_assistant_tokens_of_a_real_processor_are_the_target(files, tmp_path, mo
         assert np.asarray(encoded["pixel_values"]).shape[-2:] == (28, 28)
         if check is not None:
             assert target == check
+
+
+def test_trl_collator_trains_a_tiny_llava_on_the_exported_file(files, tmp_path):
+    """TRL's own vision-language collator (assistant-only loss) on the exported file: the labels it keeps are
+    exactly each record's target, and one optimizer step of a real (tiny) LLaVA runs on its batch."""
+    import torch
+    from PIL import Image
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from sit_vqa.modeling.chat_replicas import build_chat_replica
+
+    assert run(files, tmp_path / "trl", "--format", "trl") == 0
+    table = datasets.load_dataset("json", data_files=str(tmp_path / "trl" / "sit_vqa.jsonl"), split="train")
+    model, processor = build_chat_replica("llava")
+    collator = DataCollatorForVisionLanguageModeling(processor=processor, assistant_only_loss=True)
+    examples = [{"messages": r["messages"], "images": [Image.open(p).convert("RGB") for p in r["images"]]}
+                for r in table]
+    batch = collator(examples)
+    for labels, record in zip(batch["labels"], table, strict=True):
+        kept = processor.tokenizer.decode(labels[labels != -100])
+        # the replica's template ends the assistant turn with </s>; the space is the "ASSISTANT: " separator's
+        assert kept.strip() == record["messages"][1]["content"][0]["text"] + processor.tokenizer.eos_token
+    model.train()
+    before = model.model.multi_modal_projector.linear_1.weight.detach().clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert not torch.equal(before, model.model.multi_modal_projector.linear_1.weight)
