@@ -185,16 +185,17 @@ def test_trl_collator_trains_a_tiny_llava_on_the_exported_file(files, tmp_path):
     """TRL's own vision-language collator (assistant-only loss) on the exported file: the labels it keeps are
     exactly each record's target, and one optimizer step of a real (tiny) LLaVA runs on its batch."""
     import torch
-    from PIL import Image
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
     from sit_vqa.modeling.chat_replicas import build_chat_replica
 
     assert run(files, tmp_path / "trl", "--format", "trl") == 0
-    table = datasets.load_dataset("json", data_files=str(tmp_path / "trl" / "sit_vqa.jsonl"), split="train")
+    # the README's TRL recipe: load the JSON Lines, cast the image paths to images
+    table = (datasets.load_dataset("json", data_files=str(tmp_path / "trl" / "sit_vqa.jsonl"), split="train")
+             .cast_column("images", datasets.Sequence(datasets.Image())))
     model, processor = build_chat_replica("llava")
     collator = DataCollatorForVisionLanguageModeling(processor=processor, assistant_only_loss=True)
-    examples = [{"messages": r["messages"], "images": [Image.open(p).convert("RGB") for p in r["images"]]}
+    examples = [{"messages": r["messages"], "images": [image.convert("RGB") for image in r["images"]]}
                 for r in table]
     batch = collator(examples)
     for labels, record in zip(batch["labels"], table, strict=True):
