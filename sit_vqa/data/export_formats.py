@@ -10,7 +10,7 @@ the function that turns a `Turn` into that framework's record. Formats:
 - swift: ms-swift's `messages` + `images`, JSON Lines;
 - trl: TRL's conversational form (content as `{"type": "image"}` / `{"type": "text"}` parts) + `images`;
 - llava: LLaVA's `id` / `image` / `conversations` (`from` human/gpt, `<image>\\n` opening the first turn);
-- lavis: the SIT paper's LAVIS annotation list `[{"image", "question", "answer": [target]}]`, which
+- lavis: the SIT paper's LAVIS annotation list `[{"image", "question", "answer": [target], "question_id"}]`, which
   `read_lavis` also reads back (and reads the reference code's base_/describe_/merge_vqa_train.json).
 
 Image paths are absolute, or relative to `image_root` when one is given; an image outside it is refused.
@@ -60,7 +60,8 @@ def _llava(turn: Turn) -> dict:
 
 
 def _lavis(turn: Turn) -> dict:
-    return {"image": turn.image, "question": turn.prompt, "answer": [turn.target]}
+    # LAVIS's datasets display (displ_item) and evaluate by question_id; the Turn id is unique per record
+    return {"image": turn.image, "question": turn.prompt, "answer": [turn.target], "question_id": turn.id}
 
 
 def _llamafactory_registration(file_name: str) -> dict:

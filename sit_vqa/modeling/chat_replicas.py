@@ -12,7 +12,10 @@ that `AutoModelForImageTextToText` / `AutoProcessor` load it like the hub model:
 
 The templates carry `{% generation %}` tags around the assistant's answer (the hub's LLaVA and Idefics3
 templates have none) and end the answer with the model's end-of-turn token, so that a fine-tuned model learns
-to stop. Tokenizers are byte-level BPEs trained in-process on the tiny vocabulary: any text encodes.
+to stop. The space after "ASSISTANT:" / "Assistant:" lies inside the tags, so the learned tokens decode to
+exactly " " + answer + end-of-turn: the generation prompt ends before that space (as the hub's), and the model
+writes it at inference, fused into its first token (" Description"). Tokenizers are byte-level BPEs trained
+in-process on the tiny vocabulary: any text encodes.
 """
 
 from __future__ import annotations
@@ -51,20 +54,22 @@ IMAGE_SIZE = 32
 PATCH_SIZE = 8
 
 LLAVA_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ':' }}"
+    "{% if message['role'] != 'assistant' %}{{ ' ' }}{% endif %}{% endif %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
     "{% if message['role'] != 'assistant' %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}"
     "{% endfor %}{% else %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{% generation %}{{ content['text'] + eos_token }}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% generation %}{{ ' ' + content['text'] + eos_token }}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
 IDEFICS3_TEMPLATE = (
     "<|begin_of_text|>{% for message in messages %}{{ message['role'] | capitalize }}"
-    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{% if message['content'][0]['type'] == 'image' or message['role'] == 'assistant' %}{{ ':' }}"
+    "{% else %}{{ ': ' }}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ ' ' }}"
     "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}{% endif %}{% endfor %}"
     "<end_of_utterance>{% endgeneration %}\n"
     "{% else %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"

@@ -46,7 +46,7 @@ EXPECTED_FIRST = {
                          {"role": "assistant", "content": [{"type": "text", "text": TARGET}]}], "images": [IMAGE]},
     "llava": {"id": "00000000-sit-9000", "image": IMAGE,
               "conversations": [{"from": "human", "value": "<image>\n" + PROMPT}, {"from": "gpt", "value": TARGET}]},
-    "lavis": {"image": IMAGE, "question": PROMPT, "answer": [TARGET]},
+    "lavis": {"image": IMAGE, "question": PROMPT, "answer": [TARGET], "question_id": "00000000-sit-9000"},
 }
 
 
@@ -97,7 +97,7 @@ def test_lavis_round_trip_keeps_every_record(files, tmp_path):
     back = read_lavis(tmp_path / "lavis" / FORMATS["lavis"].file_name, image_root=files.image_dir)
     original = list(turns(dataset))
     assert len(back) == len(original) == dataset.num_rows > 12
-    assert [(t.image, t.prompt, t.target) for t in back] == [(t.image, t.prompt, t.target) for t in original]
+    assert back == original
 
 
 def test_reads_the_reference_codes_lavis_file(tmp_path):
@@ -200,8 +200,11 @@ def test_trl_collator_trains_a_tiny_llava_on_the_exported_file(files, tmp_path):
     batch = collator(examples)
     for labels, record in zip(batch["labels"], table, strict=True):
         kept = processor.tokenizer.decode(labels[labels != -100])
-        # the replica's template ends the assistant turn with </s>; the space is the "ASSISTANT: " separator's
-        assert kept.strip() == record["messages"][1]["content"][0]["text"] + processor.tokenizer.eos_token
+        # the replica's (the hub's) generation prompt ends at "ASSISTANT:": the space after it is the answer's
+        # first character (fused into its first token) and </s> ends the turn
+        assert kept == " " + record["messages"][1]["content"][0]["text"] + processor.tokenizer.eos_token
+        prompt = processor.apply_chat_template(record["messages"][:1], add_generation_prompt=True, tokenize=False)
+        assert processor.apply_chat_template(record["messages"], tokenize=False) == prompt + kept
     model.train()
     before = model.model.multi_modal_projector.linear_1.weight.detach().clone()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
