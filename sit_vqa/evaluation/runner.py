@@ -47,6 +47,7 @@ from sit_vqa.modeling.checkpoint import WEIGHTS_NAME, TrainedSettings, load_chec
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
 from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.loading import build_model
+from sit_vqa.modeling.threads import use_cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def run_evaluation(config, options: EvalOptions = EvalOptions(), task: TaskOptio
     evaluation_set = make_set(config, options, task)  # bad files fail here, before the model loads
     ranks, device = sharded.join_launch(options.device)
     loaded = load_model(config, options, device, evaluation_set.model_type)
+    use_cpu_threads(loaded.model, device, config.model.cpu_threads)
     prompt = evaluation_set.prompt(options.prompt, loaded.trained)
     records = evaluation_set.records(prompt, loaded.trained, config)
     generation = generation_settings(config, options, loaded.trained)

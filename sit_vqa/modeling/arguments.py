@@ -52,6 +52,11 @@ class ModelArguments:
         metadata={"help": "Dtype of the frozen weights. auto: bfloat16 on a CUDA GPU that supports it, else float32. "
                   "Trainable weights stay float32; use bf16: true for mixed-precision compute."},
     )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "Intra-op CPU threads. Default: OMP_NUM_THREADS when set, else 1 for a model under 50 M "
+                  "weights on the CPU (the tiny models: a second thread only slows them), else PyTorch's default."},
+    )
     local_files_only: bool = field(default=False, metadata={"help": "Never contact the hub."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from the model repo to run."})
     max_instruction_length: int = field(default=128, metadata={"help": "Instruction tokens (truncated from the left)."})
@@ -96,6 +101,6 @@ class ModelArguments:
             raise ConfigError("model_type image_text_to_text loads model_name_or_path (a hub id or a local directory; "
                               "tests build one with sit_vqa.modeling.chat_replicas); unset tiny_model")
         for name in ("max_instruction_length", "max_target_length", "lora_r", "tiny_hidden_size", "tiny_num_layers",
-                     "tiny_image_size", "tiny_num_query_tokens"):
-            if getattr(self, name) <= 0:
+                     "tiny_image_size", "tiny_num_query_tokens", "cpu_threads"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

@@ -22,6 +22,7 @@ from sit_vqa.files import is_write_failure, write_error, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.loading import load_base_model, prepare_for_training
+from sit_vqa.modeling.threads import use_cpu_threads
 from sit_vqa.training.callbacks import VqaEvalCallback
 from sit_vqa.training.manifest import run_manifest
 from sit_vqa.training.records import load_training_records, training_dataset
@@ -107,6 +108,7 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
     manifest, base_model_dir = run_manifest(config, base_model, processor, run_dir, args.should_save)
     manifest["frozen_dtype"] = precision.dtype_name(frozen_dtype)
     model = prepare_for_training(base_model, config.model, frozen_dtype)
+    use_cpu_threads(model, args.device, config.model.cpu_threads)
 
     records, data_report = load_training_records(config.data, config.model.model_type)
     train_dataset, transform = training_dataset(config, model, processor, records, run_dir.unreadable_images)
