@@ -11,6 +11,7 @@
       data_report.json          how the training records were made (and which were skipped)
       run_config.json           the run's full config
       runs/                     TensorBoard events
+      .sit_vqa_run.json         the marker: what the run writes here, listed before it writes it
       .<name>.<hex>.partial     an atomic write in progress (left only by a killed process)
 
 It sits beside files.py and errors.py, below every package: sit_vqa.modeling (resolving a checkpoint, its
@@ -34,7 +35,9 @@ UNREADABLE_IMAGES_NAME = "unreadable_images.jsonl"
 DATA_REPORT_NAME = "data_report.json"
 RUN_CONFIG_NAME = "run_config.json"
 TENSORBOARD_DIR = "runs"
-PARTIAL_WRITE_GLOBS = (".*.partial", ".*.previous")  # sit_vqa.files.atomic_path's temporaries
+MARKER_NAME = ".sit_vqa_run.json"
+# sit_vqa.files.atomic_path's temporaries: .<name>.<12 hex>.partial (being written), .previous (being replaced)
+_TEMPORARY_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.(?:partial|previous)$")
 
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 
@@ -47,6 +50,12 @@ def checkpoint_step(name: str) -> int | None:
     """N for a directory named checkpoint-N, else None."""
     match = _CHECKPOINT_NAME.match(name)
     return int(match.group(1)) if match else None
+
+
+def temporary_of(name: str) -> str | None:
+    """The name an atomic write's temporary (`.final.0123456789ab.partial`) stands for ("final"), else None."""
+    match = _TEMPORARY_NAME.match(name)
+    return match.group(1) if match else None
 
 
 def run_name(checkpoint: Path) -> str:
@@ -97,6 +106,14 @@ class RunLayout:
     def run_config(self) -> Path:
         return self.root / RUN_CONFIG_NAME
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
+
+    @property
+    def marker(self) -> Path:
+        return self.root / MARKER_NAME
+
     def checkpoint(self, step: int) -> Path:
         return self.root / checkpoint_name(step)
 
@@ -111,14 +128,6 @@ class RunLayout:
                  if (step := checkpoint_step(path.name)) is not None and path.is_dir()]
         return [path for _, path in sorted(found, reverse=True)]
 
-    def run_files(self) -> list[Path]:
-        """What a run writes besides its checkpoints (cleared when a fresh run claims the directory)."""
-        names = (BASE_MODEL_DIR, STAGING_DIR, DAMAGED_DIR, LOG_NAME, UNREADABLE_IMAGES_NAME, DATA_REPORT_NAME,
-                 RUN_CONFIG_NAME, TENSORBOARD_DIR)
-        return [self.root / name for name in names if (self.root / name).exists()]
-
-    def partial_writes(self) -> list[Path]:
-        """The temporaries of atomic writes a killed process left (e.g. .final.<hex>.partial/)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(path for pattern in PARTIAL_WRITE_GLOBS for path in self.root.glob(pattern))
+    def entries(self) -> list[Path]:
+        """Everything directly in the run directory (sorted by name; none when it does not exist)."""
+        return sorted(self.root.iterdir()) if self.root.is_dir() else []

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from sit_vqa import run_layout
 from sit_vqa.modeling import checkpoint as ckpt
-from sit_vqa.run_layout import RunLayout, checkpoint_name, checkpoint_step, run_name
+from sit_vqa.run_layout import RunLayout, checkpoint_name, checkpoint_step, run_name, temporary_of
 
 
 def test_checkpoint_names_and_steps():
@@ -22,16 +22,12 @@ def test_checkpoints_are_listed_newest_first_by_step_not_by_name(tmp_path):
     assert RunLayout(tmp_path / "missing").checkpoints_newest_first() == []
 
 
-def test_run_files_and_partial_writes_are_found(tmp_path):
-    layout = RunLayout(tmp_path)
-    layout.staged_base_model.mkdir(parents=True)
-    layout.log.write_text("{}\n")
-    (tmp_path / ".final.0123456789ab.partial").mkdir()
-    (tmp_path / ".data_report.json.0123456789ab.partial").write_text("")
-    (tmp_path / "checkpoint-2").mkdir()
-    assert {p.name for p in layout.run_files()} == {run_layout.STAGING_DIR, run_layout.LOG_NAME}
-    assert [p.name for p in layout.partial_writes()] == [".data_report.json.0123456789ab.partial",
-                                                         ".final.0123456789ab.partial"]
+def test_an_atomic_writes_temporaries_name_what_they_stand_for():
+    assert temporary_of(".final.0123456789ab.partial") == "final"
+    assert temporary_of(".data_report.json.0123456789ab.previous") == "data_report.json"
+    for other in ("final", ".final.partial", ".final.0123456789ab.partial.txt", "x.final.0123456789ab.partial",
+                  ".final.0123456789AB.partial", ".final.0123456789a.partial"):
+        assert temporary_of(other) is None, other
 
 
 def test_a_run_is_named_by_its_directory(tmp_path):

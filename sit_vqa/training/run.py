@@ -2,8 +2,8 @@
 
     final = run_training(load_config("quickstart.yaml"))      # what train.py runs
 
-A fresh run claims its output_dir (refusing one that holds a run, unless overwrite_output_dir); --resume
-continues from the newest intact checkpoint-N and never deletes a run. See sit_vqa.training.run_dir for the
+A fresh run claims its output_dir (refusing one that holds a run, unless overwrite_output_dir, and one that holds
+anything its marker does not list); --resume continues from the newest intact checkpoint-N and never deletes a run. See sit_vqa.training.run_dir for the
 rules, sit_vqa.run_layout for the names.
 """
 
@@ -88,14 +88,17 @@ def _is_permission_failure(error: BaseException) -> bool:
 
 def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) -> Path:
     args = config.training
-    run_dir = RunDirectory(Path(args.output_dir), should_save=args.should_save)
-    with args.main_process_first(desc="choosing the checkpoint to resume from"):  # the main process moves damaged ones
+    run_dir = RunDirectory.for_output_dir(args.output_dir, should_save=args.should_save)
+    # the main process moves damaged checkpoints and clears leftovers; the others look once it is done
+    with args.main_process_first(desc="claiming the output directory"):
         resume_from = run_dir.resume_checkpoint() if args.resume else None
-    if resume_from is None:
-        if args.resume:
-            run_dir.refuse_resume_without_checkpoint()
-        run_dir.claim(args.overwrite_output_dir)
-    elif _finished(resume_from, args) and checkpoint_step(run_dir.final) == checkpoint_step(resume_from):
+        if resume_from is None:
+            if args.resume:
+                run_dir.refuse_resume_without_checkpoint()
+            run_dir.claim(args.overwrite_output_dir)
+        run_dir.record_run_files(tensorboard="tensorboard" in args.report_to)
+    if resume_from is not None and _finished(resume_from, args) and (
+            checkpoint_step(run_dir.final) == checkpoint_step(resume_from)):
         logger.info("--resume: %s already holds the run trained to step %s; nothing to do", run_dir.final,
                     checkpoint_step(run_dir.final))
         run_dir.clear_staging()

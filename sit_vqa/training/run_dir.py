@@ -1,6 +1,10 @@
 """What a training run does to its run directory: claim it, pick the checkpoint --resume continues from (moving
 damaged ones aside), cut the log back to that checkpoint, and clear what killed or finished runs leave.
 
+An output_dir may hold a user's own files (`--output_dir ~/experiments`), so a run removes nothing by its name
+alone. It lists what it writes in a marker (.sit_vqa_run.json) *before* writing it; a later run removes only
+what a marker lists (and the temporaries of those), and refuses a directory holding anything else.
+
 The names of the directory's parts are sit_vqa.run_layout's; this module holds the rules.
 """
 
@@ -13,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sit_vqa.errors import CheckpointError, ConfigError
-from sit_vqa.files import remove, write_text_atomically
+from sit_vqa.files import remove, write_json_atomically, write_text_atomically
 from sit_vqa.modeling import checkpoint as ckpt
-from sit_vqa.run_layout import RunLayout
+from sit_vqa.run_layout import MARKER_NAME, RunLayout, temporary_of
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,65 @@ class RunDirectory(RunLayout):
     main process); the others only read."""
 
     should_save: bool = True
+
+    @classmethod
+    def for_output_dir(cls, output_dir: str | None, should_save: bool = True) -> "RunDirectory":
+        """The run directory of a configured output_dir; the current directory (or one above it) is refused:
+        a run's files would mix with everything else there."""
+        if not output_dir or not str(output_dir).strip():
+            raise ConfigError("output_dir is empty; name a directory of the run's own, e.g. --output_dir runs/my_run")
+        root = Path(output_dir).expanduser()
+        cwd = Path.cwd().resolve()
+        if root.resolve() == cwd or root.resolve() in cwd.parents:
+            where = "the current directory" if root.resolve() == cwd else f"above the current directory ({cwd})"
+            raise ConfigError(
+                f"output_dir {output_dir} is {where}: a run's checkpoints, logs and TensorBoard runs/ would mix "
+                "with everything else there. Name a directory of the run's own, e.g. --output_dir runs/my_run"
+            )
+        return cls(root, should_save=should_save)
+
+    # --- the marker: what the run wrote here ---------------------------------------------------------
+
+    def recorded(self) -> set[str]:
+        """The names the marker lists (none without a readable marker: then nothing here is provably a run's)."""
+        try:
+            names = json.loads(self.marker.read_text(encoding="utf-8"))["entries"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+        return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()
+
+    def record(self, *paths: Path) -> None:
+        """List `paths` (entries of the run directory) in the marker before the run writes them. One that exists
+        already and is not listed is someone else's (a user's file, a run older than the marker): it stays
+        unlisted, so no run ever removes it."""
+        if not self.should_save:
+            return
+        listed = self.recorded()
+        new = {path.name for path in paths if path.name not in listed and not path.exists()}
+        if new or not self.marker.exists():
+            self._write_marker(listed | new)
+
+    def record_run_files(self, tensorboard: bool) -> None:
+        """List what every run writes here besides its checkpoints (each checkpoint-N is listed as it is staged)."""
+        self.record(self.data_report, self.run_config, self.log, self.unreadable_images, self.staging, self.final,
+                    *([self.tensorboard] if tensorboard else []))
+
+    def _write_marker(self, names: set[str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.marker, {
+            "written_by": "sit-vqa train.py",
+            "about": "the entries of this directory a sit-vqa run wrote, listed before it wrote them; a later "
+                     "run removes only these (and their .partial temporaries) and refuses to mix with anything else",
+            "entries": sorted(names),
+        })
+
+    def _is_recorded(self, name: str, listed: set[str]) -> bool:
+        return name == MARKER_NAME or name in listed or temporary_of(name) in listed | {MARKER_NAME}
+
+    def foreign_entries(self) -> list[Path]:
+        """What the directory holds that no marker lists: a user's files, or a run older than the marker."""
+        listed = self.recorded()
+        return [path for path in self.entries() if not self._is_recorded(path.name, listed)]
 
     # --- resuming --------------------------------------------------------------------------------------
 
@@ -61,6 +124,7 @@ class RunDirectory(RunLayout):
     def _move_aside(self, damaged: list[tuple[Path, str]]) -> None:
         if not self.should_save:
             return
+        self.record(self.damaged)
         for path, problem in damaged:
             target = self.damaged / path.name
             remove(target)  # an earlier copy of the same step
@@ -92,9 +156,22 @@ class RunDirectory(RunLayout):
     # --- claiming a fresh run -----------------------------------------------------------------------------
 
     def claim(self, overwrite: bool) -> None:
-        """A fresh run must not mix with an earlier one (checkpoint rotation and --resume would pick up its
-        files): refuse a directory that holds checkpoints, or clear them with overwrite. What a run that
-        failed before its first checkpoint left (logs, reports, staging) is cleared: there is nothing to keep."""
+        """A fresh run must not mix with anything else: refuse a directory holding an entry no marker lists (a
+        user's file, a run older than the marker), with overwrite_output_dir too -- it replaces only a run's own
+        files, and one foreign checkpoint-N would be taken for the new run's by rotation and --resume. Refuse a
+        run's checkpoints unless overwrite (then they are removed). What a run that failed before its first
+        checkpoint left (logs, reports, staging) is removed: there is nothing to keep. Then the marker is written,
+        before anything else."""
+        foreign = self.foreign_entries()
+        if foreign:
+            shown = ", ".join(path.name + ("/" if path.is_dir() else "") for path in foreign[:5])
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise ConfigError(
+                f"output_dir {self.root} holds files no sit-vqa run recorded writing there ({shown}{more}); a run "
+                "never deletes or mixes with them, whatever overwrite_output_dir says. Pass another --output_dir, "
+                "or move those files out of it (if they are a run from a sit-vqa version before the "
+                f"{MARKER_NAME} marker, delete it yourself)"
+            )
         checkpoints = sorted(self.checkpoints_newest_first()) + [p for p in [self.final] if p.exists()]
         if checkpoints and not overwrite:
             shown = ", ".join(p.name for p in checkpoints[:4])
@@ -104,9 +181,10 @@ class RunDirectory(RunLayout):
             )
         if not self.should_save:
             return
-        leftovers = self.run_files() + self.partial_writes()
-        for path in checkpoints + leftovers:
+        leftovers = [path for path in self.entries() if path.name != MARKER_NAME]
+        for path in leftovers:
             remove(path)
+        self._write_marker(set())
         if checkpoints:
             logger.info("overwrite_output_dir: removed the earlier run's files from %s", self.root)
         elif leftovers:
@@ -114,14 +192,16 @@ class RunDirectory(RunLayout):
                         ", ".join(p.name for p in leftovers))
 
     def clear_partial_writes(self) -> None:
-        """Remove the temporaries of atomic writes a killed process left (a kill during the final save leaves
-        .final.<hex>.partial/, as large as a checkpoint). Called when a run claims or resumes the directory,
-        before it writes anything: no other process of this run can be writing one yet."""
+        """Remove the temporaries of the run's atomic writes a killed process left (a kill during the final save
+        leaves .final.<hex>.partial/, as large as a checkpoint). Called when a run claims or resumes the
+        directory, before it writes anything: no other process of this run can be writing one yet."""
         if not self.should_save:
             return
-        for path in self.partial_writes():
-            remove(path)
-            logger.info("removed %s, left by a process killed while writing it", path.name)
+        listed = self.recorded() | {MARKER_NAME}
+        for path in self.entries():
+            if temporary_of(path.name) in listed:
+                remove(path)
+                logger.info("removed %s, left by a process killed while writing it", path.name)
 
     def clear_staging(self) -> None:
         """After the final checkpoint: the staging area (and the base model copy each checkpoint took from it)

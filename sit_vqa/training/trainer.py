@@ -28,8 +28,8 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling.loading import is_encoder_decoder
-from sit_vqa.run_layout import RunLayout
 from sit_vqa.training.compat import RunningLoss, TrainerCompat, check_trainer_internals
+from sit_vqa.training.run_dir import RunDirectory
 
 
 class NonFiniteLossError(SitVqaError, RuntimeError):
@@ -56,7 +56,7 @@ class SitTrainer(TrainerCompat):
             self.model_accepts_loss_kwargs = False
         self.checkpoint_manifest = checkpoint_manifest
         self.base_model_dir = base_model_dir
-        self.run_layout = RunLayout(Path(self.args.output_dir))
+        self.run_layout = RunDirectory(Path(self.args.output_dir), should_save=self.args.should_save)
         self._last_log = (time.perf_counter(), 0)
         self._resumed_from: str | None = None
         self._loss_restored = False
@@ -82,6 +82,7 @@ class SitTrainer(TrainerCompat):
         RNG state), the main process renames it into place, then rotates the old ones out."""
         step = self.state.global_step
         staged, final = self.run_layout.staged_checkpoint(step), self.run_layout.checkpoint(step)
+        self.run_layout.record(final)  # listed in the run's marker before it exists
         publish = atomic_path(final, temporary=staged) if self.args.should_save else contextlib.nullcontext()
         with publish:
             self.accelerator.wait_for_everyone()

@@ -320,6 +320,82 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_direct
         shutil.rmtree(run_dir)
 
 
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+def test_a_fresh_run_removes_only_what_a_run_listed_and_never_a_users_files(tmp_path, four_step_run):
+    """A user's files beside a failed run's leftovers: refused (overwrite too), every byte kept; once the user's
+    files are moved out, the next run clears the leftovers. Old code removed runs/ and base_model/ by name."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError):
+        run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2"), callbacks=[PoisonWeights()])
+    leftovers = {path.name for path in run_dir.iterdir()}
+    assert {"data_report.json", "run_config.json", ".sit_vqa_run.json"} <= leftovers, leftovers
+    user_files = {"runs/my_old_experiment/results.txt": b"accuracy 71.3\n", "base_model/model.bin": b"\x00\x01weights"}
+    for name, data in user_files.items():
+        (run_dir / name).parent.mkdir(parents=True)
+        (run_dir / name).write_bytes(data)
+    before = snapshot(run_dir)
+    for overwrite in ("false", "true"):
+        with pytest.raises(ConfigError) as refused:
+            run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2",
+                                      "--overwrite_output_dir", overwrite))
+        message = str(refused.value)
+        for words in (str(run_dir), "base_model/", "runs/", "another --output_dir", "move those files out"):
+            assert words in message, (words, message)
+        assert snapshot(run_dir) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("runs", "base_model"):
+        shutil.move(run_dir / name, mine / name)
+    run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2"))
+    assert [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()] == [1, 2, 2]
+    assert snapshot(mine) == user_files
+
+
+def test_the_marker_lists_only_what_a_run_wrote(tmp_path, four_step_run):
+    """What the marker of a finished run lists, and a directory from before the marker (or with a user's file
+    added to a run) is refused rather than cleared."""
+    marker = json.loads((four_step_run / "run" / ".sit_vqa_run.json").read_text())
+    assert set(marker["entries"]) == {"checkpoint-2", "checkpoint-4", "final", ".checkpoint-staging",
+                                      "data_report.json", "run_config.json", "train_log.jsonl",
+                                      "unreadable_images.jsonl"}
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    (run_dir / "notes.txt").write_text("mine")
+    (run_dir / ".final.0123456789ab.partial").mkdir()  # a temporary of a listed name is the run's
+    with pytest.raises(ConfigError, match=r"holds files no sit-vqa run recorded writing there \(notes.txt\)"):
+        run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2", "--overwrite_output_dir", "true"))
+    (run_dir / ".sit_vqa_run.json").unlink()  # a run from before the marker: nothing in it is provably a run's
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match=r"\(\.final\.0123456789ab\.partial/, checkpoint-2/, checkpoint-4/, "
+                                          r"data_report\.json, final/ and \d more\)"):
+        run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2", "--overwrite_output_dir", "true"))
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("output_dir", [".", "", "..", "./"])
+def test_the_current_directory_is_never_an_output_dir(tmp_path, output_dir):
+    """`--output_dir .` used to delete the working directory's runs/ (`''` then crashed with a traceback)."""
+    work = tmp_path / "work"
+    (work / "runs" / "my_old_experiment").mkdir(parents=True)
+    (work / "runs" / "my_old_experiment" / "results.txt").write_text("accuracy 71.3\n")
+    (work / "data").symlink_to(REPO / "data")  # the config's data/sample paths, relative to the working directory
+    before = snapshot(work / "runs"), sorted(os.listdir(work)), sorted(os.listdir(tmp_path))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "tests" / "configs" / "bundled_sample.yaml"),
+         "--output_dir", output_dir, "--max_steps", "1", "--report_to", "none"],
+        cwd=work, env=ENV, capture_output=True, text=True,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    message = result.stderr[result.stderr.index("error: "):]
+    expected = "output_dir is empty" if output_dir == "" else f"output_dir {output_dir} is "
+    assert expected in message and "--output_dir runs/my_run" in message, message
+    assert (snapshot(work / "runs"), sorted(os.listdir(work)), sorted(os.listdir(tmp_path))) == before
+
+
 def test_a_finished_run_without_checkpoints_says_what_to_do_on_resume(tmp_path, four_step_run):
     run_dir = tmp_path / "run"
     shutil.copytree(four_step_run / "run", run_dir)
