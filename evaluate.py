@@ -44,7 +44,10 @@ are made. A run of any set that dies (crash, kill, preemption) is continued by r
 on disk is kept, the rest is generated, and the files are those an uninterrupted run writes; the number of
 processes may differ. A rerun with other settings (checkpoint, split, --limit, prompt, --batch-size,
 --max-new-tokens, --num-beams, data) is refused with the settings that differ; --restart discards the partial
-outputs. OUT/partial/ is removed once the report is written.
+outputs. OUT/partial/ is removed once the report is written. A finished evaluation is never replaced by one with
+other settings (refused, naming them; the default folder names carry the prompt, the prompt variant, the metric and
+the limit, so two evaluations of one checkpoint do not share one), and one evaluation at a time writes into an OUT
+(a second one refuses, naming the first one's pid).
 
 --compare prints a markdown table of the runs' scores (overall and the set's columns: per answer type, per
 language, ...) with deltas against the first run, and writes compare.md and compare.json into --out (default:

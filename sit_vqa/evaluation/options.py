@@ -38,8 +38,10 @@ class EvalOptions:
         "help": "val: the config's eval_* data; train: its train_* data"})
     limit: int | None = field(default=None, metadata={"help": "score a seeded sample of N questions (default: all)"})
     out_dir: str | None = field(default=None, metadata={
-        "aliases": ["--out"], "help": "output directory (default: runs/eval/<name>-<split>[-limit<N>] for vqa, "
-                                       "runs/eval/<name>-<task>[-limit<N>] for the other sets)"})
+        "aliases": ["--out"], "help": "output directory (default: runs/eval/<name>-<split> for vqa, "
+                                       "runs/eval/<name>-<task> for the other sets, then -held-out, -limit<N>, ... "
+                                       "for the options that set the run apart); a finished evaluation there "
+                                       "with other settings is never replaced"})
     prompt_variant: Literal["trained", "held-out"] = field(default="trained", metadata={
         "help": "vqa, okvqa: trained asks with the phrasing of the templates; held-out with the instruction pool's "
                 "held_out phrasings, never trained on (the config's instruction_pool, else "

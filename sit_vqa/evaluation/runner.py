@@ -17,7 +17,9 @@ resumable after a crash.
    report.md and report.json (`write_report_files`), then removes OUT/partial/.
 
 Default output folder (`default_out_dir`): runs/eval/<name>-<split> for VQAv2 (val / train: the config keys
-read), runs/eval/<name>-<task> for the other sets, with -limit<N> when --limit is given.
+read), runs/eval/<name>-<task> for the other sets, then what else sets the run apart (-held-out, -limit<N>, ...).
+One evaluation at a time writes into a folder (`sharded.exclusive`: a second one refuses, naming the first's
+pid), and a finished evaluation is never replaced by one with other settings (`check_not_replacing`).
 """
 
 from __future__ import annotations
@@ -97,16 +99,16 @@ def make_set(config, options: EvalOptions, task: TaskOptions) -> EvaluationSet:
 # ---------------------------------------------------------------------------------------------- the model
 
 
-def load_model(config, options: EvalOptions, device: str, model_type: str) -> LoadedModel:
-    """The checkpoint of --checkpoint (its base model from --base-model when given), or the config's base
-    model, of the kind the set needs."""
-    if options.checkpoint is None:
+def load_model(config, options: EvalOptions, device: str, model_type: str,
+               directory: Path | None = None) -> LoadedModel:
+    """The checkpoint `directory` (--checkpoint resolved; its base model from --base-model when given), or
+    the config's base model when None, of the kind the set needs."""
+    if directory is None:
         _require(model_type, config.model.model_type, config.source)
         # build_model, not load_base_model: the Q-Former side gets the same dtype as in a trained checkpoint
         dtype = precision.frozen_dtype(config.model.model_dtype, config.training.bf16)
         model, processor = build_model(config.model, dtype=dtype, device=device, quiet=True)
         return LoadedModel(model.eval(), processor, TrainedSettings.zero_shot(config.model, config.data))
-    directory = resolve_checkpoint(options.checkpoint)
     loaded = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load,
                              base_model=options.base_model)
     _require(model_type, loaded.trained.model_type, str(directory))
@@ -158,34 +160,64 @@ def run_evaluation(config, options: EvalOptions = EvalOptions(), task: TaskOptio
     """
     evaluation_set = make_set(config, options, task)  # bad files fail here, before the model loads
     ranks, device = sharded.join_launch(options.device)
-    loaded = load_model(config, options, device, evaluation_set.model_type)
-    use_cpu_threads(loaded.model, device, config.model.cpu_threads)
-    prompt = evaluation_set.prompt(options.prompt, loaded.trained)
-    records = evaluation_set.records(prompt, loaded.trained, config)
-    generation = generation_settings(config, options, loaded.trained)
-    name = options.name or run_name(loaded.checkpoint, config)
+    checkpoint = resolve_checkpoint(options.checkpoint) if options.checkpoint else None
+    name = options.name or run_name(checkpoint, config)
     out_dir = Path(options.out_dir or default_out_dir(name, evaluation_set.task, options))
-    if ranks.is_main:
-        logger.info("evaluating %s on %d %s records (prompt %s, %d process(es))", name, len(records),
-                    evaluation_set.task, prompt, ranks.world_size)
-    generate = functools.partial(generate_batches, loaded.model, loaded.processor, records, generation,
-                                 progress=options.progress and ranks.is_main)
-    keys = [evaluation_set.key(record) for record in _rows(records)]
-    generated = sharded.generate_to_disk(
-        keys, generation.batch_size, generate, out_dir,
-        fingerprint(loaded, config, evaluation_set.task, records, generation, device),
-        restart=options.restart, ranks=ranks,
-    )
-    if generated.texts is None:  # not the main process: that one merges, scores and writes
-        return EvalRun(out_dir, None, reused=generated.reused)
-    scored = evaluation_set.score(records, generated.texts)
-    settings = run_settings(config, options, evaluation_set, loaded, name=name, prompt=prompt,
-                            generation=generation, device=device)
-    report = evaluation_set.report(scored, settings)
-    paths = write_report_files(out_dir, scored.results_files, scored.predictions, report,
-                               evaluation_set.markdown(report))
-    sharded.remove_partial(out_dir)  # only now: a crash before this line keeps every generated output
+    with sharded.exclusive(out_dir, ranks):  # one evaluation at a time writes into out_dir
+        loaded = load_model(config, options, device, evaluation_set.model_type, checkpoint)
+        use_cpu_threads(loaded.model, device, config.model.cpu_threads)
+        prompt = evaluation_set.prompt(options.prompt, loaded.trained)
+        records = evaluation_set.records(prompt, loaded.trained, config)
+        generation = generation_settings(config, options, loaded.trained)
+        settings = run_settings(config, options, evaluation_set, loaded, name=name, prompt=prompt,
+                                generation=generation, device=device)
+        check_not_replacing(out_dir, settings)
+        if ranks.is_main:
+            logger.info("evaluating %s on %d %s records (prompt %s, %d process(es))", name, len(records),
+                        evaluation_set.task, prompt, ranks.world_size)
+        generate = functools.partial(generate_batches, loaded.model, loaded.processor, records, generation,
+                                     progress=options.progress and ranks.is_main)
+        keys = [evaluation_set.key(record) for record in _rows(records)]
+        generated = sharded.generate_to_disk(
+            keys, generation.batch_size, generate, out_dir,
+            fingerprint(loaded, config, evaluation_set.task, records, generation, device),
+            restart=options.restart, ranks=ranks,
+        )
+        if generated.texts is None:  # not the main process: that one merges, scores and writes
+            return EvalRun(out_dir, None, reused=generated.reused)
+        scored = evaluation_set.score(records, generated.texts)
+        report = evaluation_set.report(scored, settings)
+        paths = write_report_files(out_dir, scored.results_files, scored.predictions, report,
+                                   evaluation_set.markdown(report))
+        sharded.remove_partial(out_dir)  # only now: a crash before this line keeps every generated output
     return EvalRun(out_dir, report, paths, generated.reused, evaluation_set.summary(report))
+
+
+# settings that do not change what a finished evaluation holds (the device: a GPU rerun of a CPU evaluation
+# replaces it; the metric: report() adds it, legacy_metric decides it)
+_SAME_EVALUATION_IGNORES = {"device", "metric"}
+
+
+def check_not_replacing(out_dir: Path, settings: dict) -> None:
+    """Refuse to replace the finished evaluation in `out_dir` (its report.json) by one with other settings:
+    its numbers would be silently lost. The same settings again (a rerun) may replace it."""
+    path = out_dir / "report.json"
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")).get("settings") or {}
+    except (OSError, ValueError, AttributeError):
+        stored = {}  # unreadable or not ours: then every setting differs
+    now = json.loads(json.dumps(settings, default=str))  # as report.json holds them (tuples as lists, ...)
+    changed = sorted(key for key in (stored.keys() | now.keys()) - _SAME_EVALUATION_IGNORES
+                     if stored.get(key) != now.get(key))
+    if changed:
+        shown = "; ".join(f"{key}: {sharded.short(stored.get(key))} there, {sharded.short(now.get(key))} now"
+                          for key in changed)
+        raise EvaluationError(
+            f"{out_dir} holds a finished evaluation made with other settings ({shown}); a finished evaluation is "
+            f"never replaced by another. Pass another --out, or remove {out_dir} first to replace it."
+        )
 
 
 def run_settings(config, options: EvalOptions, evaluation_set: EvaluationSet, loaded: LoadedModel, *, name: str,
@@ -253,8 +285,16 @@ def run_name(checkpoint: Path | None, config) -> str:
 
 def default_out_dir(name: str, task: str, options: EvalOptions) -> Path:
     """runs/eval/<name>-<split> for VQAv2 (its --split), runs/eval/<name>-<task> for every other set (OK-VQA
-    too: it never overwrites the VQAv2 evaluation of the same checkpoint), -limit<N> with --limit."""
-    suffix = options.split if task == "vqa" else task
-    limit = f"-limit{options.limit}" if options.limit else ""
-    return Path("runs") / "eval" / f"{name}-{suffix}{limit}"
-
+    too: it never overwrites the VQAv2 evaluation of the same checkpoint); then what else sets the run apart,
+    so that two evaluations of one checkpoint never share a default folder: -<prompt>-prompt with --prompt,
+    -held-out with --prompt-variant held-out, -legacy-metric, -limit<N> with --limit."""
+    parts = [name, options.split if task == "vqa" else task]
+    if options.prompt != "auto":
+        parts.append(f"{options.prompt}-prompt")
+    if options.prompt_variant != "trained":
+        parts.append(options.prompt_variant)
+    if options.legacy_metric:
+        parts.append("legacy-metric")
+    if options.limit:
+        parts.append(f"limit{options.limit}")
+    return Path("runs") / "eval" / "-".join(parts)

@@ -240,3 +240,59 @@ def test_held_out_phrasings_ask_every_question_with_an_unseen_instruction(sit_ch
     assert run_main("--zero-shot", "--task", "gqa", "--task-data", "data/gqa_sample/testdev_balanced_questions.json",
                     "--image-dir", "data/gqa_sample/images", "--prompt-variant", "held-out") == 2
     assert "has no instruction pool" in capsys.readouterr().err
+
+
+def test_a_finished_evaluation_is_never_replaced_by_one_with_other_settings(sit_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "3", "--out", str(out)) == 0
+    before = (out / "report.json").read_text()
+    capsys.readouterr()
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "3", "--out", str(out),
+                    "--prompt-variant", "held-out") == 2
+    error = capsys.readouterr().err
+    assert f"{out} holds a finished evaluation made with other settings" in error
+    assert 'prompt_variant: "trained" there, "held-out" now' in error and "Pass another --out" in error
+    assert (out / "report.json").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl", "report.json", "report.md", "results.json"]
+    # the same settings again may rewrite it (a rerun)
+    assert run_main("--checkpoint", str(sit_checkpoint), "--limit", "3", "--out", str(out)) == 0
+
+
+def test_default_folders_keep_the_prompt_variants_apart(sit_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "tests" / "configs" / "bundled_sample.yaml")
+    argv = ["--config", config, "--checkpoint", str(sit_checkpoint), "--limit", "2", "--no-progress",
+            "--max-new-tokens", "3", "--eval_questions", str(QUESTIONS), "--eval_annotations", str(ANNOTATIONS),
+            "--eval_captions", str(SAMPLE / "captions_val2014.json"), "--eval_image_dir", str(SAMPLE / "val2014")]
+    assert evaluate.main(argv) == 0
+    assert evaluate.main([*argv, "--prompt-variant", "held-out"]) == 0
+    name = sit_checkpoint.parent.name
+    plain = json.loads((tmp_path / "runs" / "eval" / f"{name}-val-limit2" / "report.json").read_text())
+    held = json.loads((tmp_path / "runs" / "eval" / f"{name}-val-held-out-limit2" / "report.json").read_text())
+    assert (plain["settings"]["prompt_variant"], held["settings"]["prompt_variant"]) == ("trained", "held-out")
+
+
+def test_a_second_evaluation_into_a_locked_out_refuses_naming_the_holder(tmp_path):
+    """The lock is an flock on OUT/evaluation.lock holding the pid: a real second process (this one) holds it."""
+    import fcntl
+    import os
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    with (out / "evaluation.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        done = subprocess.run([sys.executable, "evaluate.py", "--config", "tests/configs/bundled_sample.yaml",
+                               "--zero-shot", "--limit", "2", "--no-progress", "--out", str(out)],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{out} is being written by another evaluation (process {os.getpid()}" in done.stderr
+    assert "pass another --out" in done.stderr
+    assert not (out / "partial").exists() and not (out / "report.json").exists()
+    # the holder gone, the same command runs, and leaves no lock file behind
+    done = subprocess.run([sys.executable, "evaluate.py", "--config", "tests/configs/bundled_sample.yaml",
+                           "--zero-shot", "--limit", "2", "--no-progress", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl", "report.json", "report.md", "results.json"]
