@@ -27,7 +27,7 @@ from typing import Any
 from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation.reports import read_report
 from sit_vqa.files import atomic_path
-from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
+from sit_vqa.modeling.checkpoint import CheckpointManifest, TrainedSettings, load_checkpoint
 from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.loading import align_generation_config, generation_kwargs
 
@@ -81,9 +81,9 @@ def _set_trained_eos(model, processor) -> None:
     model.config.text_config.eos_token_id, model.config.text_config.pad_token_id = ids["eos_token_id"], ids["pad_token_id"]
 
 
-def model_card(manifest: Mapping[str, Any], info: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
+def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
     """README.md of the export: what it is, how it was trained, how to prompt it, how well it scored."""
-    config = manifest["config"]
+    config = manifest.config
     trained = TrainedSettings.from_dict(info["trained"])
     templates, prompt = trained.templates, trained.prompt
     base = config.get("model_name_or_path") or f"the tiny offline InstructBLIP built in code (tiny_model: {config.get('tiny_model')})"

@@ -45,7 +45,9 @@ from sit_vqa.evaluation.sets import GqaSet, XgqaSet, XquadSet
 from sit_vqa.evaluation.text import TextSet
 from sit_vqa.evaluation.vqa import VqaSet
 from sit_vqa.modeling import precision
-from sit_vqa.modeling.checkpoint import WEIGHTS_NAME, TrainedSettings, load_checkpoint, resolve_checkpoint
+from sit_vqa.modeling.checkpoint import (
+    WEIGHTS_NAME, CheckpointManifest, TrainedSettings, load_checkpoint, resolve_checkpoint,
+)
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
 from sit_vqa.modeling.families import answers_images
 from sit_vqa.modeling.loading import build_model
@@ -71,7 +73,7 @@ class LoadedModel:
     processor: Any
     trained: TrainedSettings
     checkpoint: Path | None = None  # None: the config's base model (zero-shot)
-    manifest: dict | None = None
+    manifest: CheckpointManifest | None = None
     partial_load: dict | None = None  # what a partial load lacked (--allow-partial-load)
 
 

@@ -2,8 +2,8 @@
 
 A checkpoint directory holds:
     trainable.safetensors     the weights that were trained (Q-Former, query tokens, projection; or LoRA)
-    sit_vqa_checkpoint.json   the manifest: base model to rebuild from, the frozen weights' dtype, the run's
-                              full config, the step
+    sit_vqa_checkpoint.json   the manifest (`CheckpointManifest`, sit_vqa.modeling.checkpoint_manifest): base
+                              model to rebuild from, the frozen weights' dtype, the run's full config, the step
     processor / tokenizer files (save_pretrained), so the checkpoint can be used without the config
     base_model/               for a tiny model built in code: its base weights (a few hundred KB), so the
                               directory stays usable when copied alone. A hub id or a local directory (stored
@@ -44,16 +44,15 @@ from sit_vqa.modeling import precision
 from sit_vqa.data.prompts import Templates, load_templates, prompt_for_mode
 from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.errors import CheckpointError
-from sit_vqa.files import atomic_path, write_json_atomically
+from sit_vqa.files import atomic_path
+from sit_vqa.modeling.checkpoint_manifest import MANIFEST_NAME, CheckpointManifest, read_manifest
 from sit_vqa.modeling.generation import GenerationSettings
 from sit_vqa.modeling.loading import build_model
 from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, checkpoint_step
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "sit_vqa_checkpoint.json"
 WEIGHTS_NAME = "trainable.safetensors"
-FORMAT = "sit-vqa-checkpoint/1"
 _SHOWN_NAMES = 3
 
 # ---------------------------------------------------------------------------------------- trainable weights
@@ -127,10 +126,11 @@ def load_trainable_weights(
 
 
 def write_checkpoint(
-    directory: str | Path, model, processor, manifest: dict[str, Any], *, base_model_dir: Path | None = None
+    directory: str | Path, model, processor, manifest: CheckpointManifest, *, global_step: int,
+    base_model_dir: Path | None = None,
 ) -> None:
     """Write trainable weights, processor files, a copy of `base_model_dir` (a tiny model's base weights) and
-    (last, atomically) the manifest, which lists the trained tensors, into `directory`."""
+    (last, atomically) the manifest, with the step and the trained tensors, into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_trainable_weights(model, directory / WEIGHTS_NAME)
@@ -138,25 +138,7 @@ def write_checkpoint(
         processor.save_pretrained(directory)
     if base_model_dir is not None:
         shutil.copytree(base_model_dir, directory / BASE_MODEL_DIR, dirs_exist_ok=True)
-    trained = sorted(trainable_state_dict(model))
-    write_json_atomically(directory / MANIFEST_NAME, {"format": FORMAT, **manifest, "trained_tensors": trained})
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST_NAME
-    if not path.is_file():
-        raise CheckpointError(
-            f"{directory} is not a sit-vqa checkpoint (no {MANIFEST_NAME}); pass a checkpoint-N or final "
-            "directory written by train.py"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: the manifest is damaged ({error}); use another checkpoint") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else manifest
-        raise CheckpointError(f"{path}: unknown checkpoint format {found!r}; expected {FORMAT}")
-    return manifest
+    manifest.at_save(global_step, list(trainable_state_dict(model))).write(directory)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -249,7 +231,7 @@ def _weights_problem(directory: Path) -> str | None:
         names = set(load_file(path))  # reads every tensor: a truncated file fails here
     except (OSError, SafetensorError) as error:
         return f"{WEIGHTS_NAME} is unreadable ({error})"
-    expected = read_manifest(directory).get("trained_tensors")  # absent in older manifests
+    expected = read_manifest(directory).trained_tensors  # absent in older manifests
     if expected is not None:
         expected = set(expected)
         missing, unknown = sorted(expected - names), sorted(names - expected)
@@ -276,10 +258,9 @@ class TrainedSettings:
     global_step: int | None = None
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> TrainedSettings:
-        config = manifest["config"]
-        return cls.from_dict({**config, "model_type": manifest.get("model_type", config.get("model_type")),
-                              "global_step": manifest.get("global_step")})
+    def from_manifest(cls, manifest: CheckpointManifest) -> TrainedSettings:
+        return cls.from_dict({**manifest.config, "model_type": manifest.model_type,
+                              "global_step": manifest.global_step})
 
     @classmethod
     def zero_shot(cls, model_args, data_args) -> TrainedSettings:
@@ -321,7 +302,7 @@ class LoadedCheckpoint:
 
     model: Any
     processor: Any
-    manifest: dict[str, Any]  # the file as written (sit_vqa_checkpoint.json)
+    manifest: CheckpointManifest
     directory: Path
     # allow_partial: the trained tensors the weights file lacked (they kept the base model's values)
     missing_tensors: tuple[str, ...] = ()
@@ -338,16 +319,16 @@ class LoadedCheckpoint:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def model_arguments(manifest: dict[str, Any], directory: Path, base_model: str | Path | None = None) -> ModelArguments:
+def model_arguments(manifest: CheckpointManifest, directory: Path, base_model: str | Path | None = None) -> ModelArguments:
     """The model settings a checkpoint was trained with. Its base model is the one the manifest names (a
     directory stored with the checkpoint resolves against it), or `base_model` when given; a local one that
     is missing is a CheckpointError saying which and how to point at a copy."""
     names = {f.name for f in dataclasses.fields(ModelArguments)}
-    args = ModelArguments(**{k: v for k, v in manifest["config"].items() if k in names})
+    args = ModelArguments(**{k: v for k, v in manifest.config.items() if k in names})
     if base_model is not None:
         return dataclasses.replace(args, model_name_or_path=str(base_model), tiny_model=None)
-    base = manifest.get("base_model")
-    if not base or not (manifest.get("base_model_is_relative") or manifest.get("base_model_is_local")):
+    base = manifest.base_model
+    if not base or not (manifest.base_model_is_relative or manifest.base_model_is_local):
         return args  # a hub id (or the manifest of an older version)
     path = (directory / base).resolve()  # an absolute path stays itself
     if not (path / "config.json").is_file():
@@ -357,11 +338,6 @@ def model_arguments(manifest: dict[str, Any], directory: Path, base_model: str |
             "save_pretrained directory or a hub id of the same base model)"
         )
     return dataclasses.replace(args, model_name_or_path=str(path), tiny_model=None)
-
-
-def frozen_dtype(manifest: dict[str, Any]) -> torch.dtype:
-    """The dtype the run's frozen weights had (float32 for checkpoints that predate the field)."""
-    return precision.dtype_from_name(manifest.get("frozen_dtype", "float32"))
 
 
 def load_checkpoint(
@@ -375,7 +351,7 @@ def load_checkpoint(
     directory = resolve_checkpoint(directory)
     manifest = read_manifest(directory)
     model, processor = build_model(
-        model_arguments(manifest, directory, base_model), dtype=dtype or frozen_dtype(manifest), device=device,
+        model_arguments(manifest, directory, base_model), dtype=dtype or precision.dtype_from_name(manifest.frozen_dtype), device=device,
         quiet=True,
     )
     expected = trainable_state_dict(model)

@@ -108,8 +108,7 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
     frozen_dtype = precision.frozen_dtype(config.model.model_dtype, args.bf16)
     # straight onto this rank's device in the frozen dtype: no CPU copy of the whole model per rank
     base_model, processor = load_base_model(config.model, device=str(args.device), dtype=frozen_dtype)
-    manifest, base_model_dir = run_manifest(config, base_model, processor, run_dir, args.should_save)
-    manifest["frozen_dtype"] = precision.dtype_name(frozen_dtype)
+    manifest, base_model_dir = run_manifest(config, base_model, processor, run_dir, args.should_save, frozen_dtype)
     model = prepare_for_training(base_model, config.model, frozen_dtype)
     use_cpu_threads(model, args.device, config.model.cpu_threads)
 

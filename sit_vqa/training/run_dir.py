@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def checkpoint_step(directory: Path) -> int | None:
     """The step a checkpoint's manifest records (None when it has no readable manifest)."""
     try:
-        return ckpt.read_manifest(directory).get("global_step")
+        return ckpt.read_manifest(directory).global_step
     except CheckpointError:
         return None
 

@@ -46,7 +46,7 @@ def non_finite_error(what: str, step: int, output_dir: str | Path) -> NonFiniteL
 
 
 class SitTrainer(TrainerCompat):
-    def __init__(self, *args, checkpoint_manifest: dict, base_model_dir: Path | None = None, **kwargs):
+    def __init__(self, *args, checkpoint_manifest: ckpt.CheckpointManifest, base_model_dir: Path | None = None, **kwargs):
         check_trainer_internals()
         super().__init__(*args, **kwargs)
         if is_encoder_decoder(self.accelerator.unwrap_model(self.model)):
@@ -70,11 +70,11 @@ class SitTrainer(TrainerCompat):
             return
         output_dir = Path(output_dir or self.args.output_dir)
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        manifest = {**self.checkpoint_manifest, "global_step": self.state.global_step}
         # a checkpoint-N is written in its staging copy, published whole; `final` gets its own atomic write
         publish = contextlib.nullcontext(output_dir) if self.saving_a_checkpoint else atomic_path(output_dir)
         with publish as directory:
-            ckpt.write_checkpoint(directory, model, self.processing_class, manifest, base_model_dir=self.base_model_dir)
+            ckpt.write_checkpoint(directory, model, self.processing_class, self.checkpoint_manifest,
+                                  global_step=self.state.global_step, base_model_dir=self.base_model_dir)
 
     @contextlib.contextmanager
     def checkpoint_staging(self):

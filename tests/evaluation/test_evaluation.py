@@ -65,8 +65,8 @@ def write_tiny_checkpoint(directory: Path, *overrides: str, mode: str = "sit") -
     model, processor = build_model(config.model, quiet=True)
     with torch.no_grad():
         model.query_tokens.add_(0.5)
-    manifest = {"model_type": "instructblip", "config": config.to_dict(), "global_step": 2}
-    ckpt.write_checkpoint(directory, model, processor, manifest)
+    manifest = ckpt.CheckpointManifest(model_type="instructblip", config=config.to_dict())
+    ckpt.write_checkpoint(directory, model, processor, manifest, global_step=2)
     return directory
 
 

@@ -127,9 +127,9 @@ def checkpoint_with_local_base(directory: Path, config_path: str, *overrides: st
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.01)
-    manifest = {"model_type": config.model.model_type, "config": config.to_dict(), "global_step": 1,
-                "base_model": str(base_dir.resolve()), "base_model_is_local": True}
-    ckpt.write_checkpoint(directory, model, processor, manifest)
+    manifest = ckpt.CheckpointManifest(model_type=config.model.model_type, config=config.to_dict(),
+                                       base_model=str(base_dir.resolve()), base_model_is_local=True)
+    ckpt.write_checkpoint(directory, model, processor, manifest, global_step=1)
     return directory
 
 

@@ -240,8 +240,8 @@ def write_text_checkpoint(directory: Path, *overrides: str) -> Path:
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
                 parameter.add_(0.01)
-    ckpt.write_checkpoint(directory, model, tokenizer, {"model_type": "causal_lm", "config": config.to_dict(),
-                                                        "global_step": 3})
+    ckpt.write_checkpoint(directory, model, tokenizer,
+                          ckpt.CheckpointManifest(model_type="causal_lm", config=config.to_dict()), global_step=3)
     return directory
 
 

@@ -234,4 +234,4 @@ def test_training_with_feature_cache_dir_builds_and_uses_it(tmp_path, monkeypatc
     assert first_cached == pytest.approx(first_plain, rel=1e-2)  # bf16-rounded features, same batch
     model, _, manifest = load_checkpoint(final)  # a normal model again: the cache is a training-time detail
     assert not isinstance(model.vision_model, CachedVisionEncoder)
-    assert manifest["config"]["feature_cache_dir"] == str(tmp_path / "vit")
+    assert manifest.config["feature_cache_dir"] == str(tmp_path / "vit")

@@ -119,9 +119,9 @@ def test_train_resume_evaluate_from_a_replica_dir(replica_dirs, tmp_path, kind, 
     config = str(replica_config_file(tmp_path, replica_dirs[kind]))
     train.main(["--config", config, "--max_steps", "2", "--save_steps", "2"])
     run = tmp_path / "run"
-    assert ckpt.read_manifest(run / "checkpoint-2")["base_model"] == str(replica_dirs[kind])
+    assert ckpt.read_manifest(run / "checkpoint-2").base_model == str(replica_dirs[kind])
     final = train.main(["--config", config, "--max_steps", "3", "--save_steps", "2", "--resume", "true"])
-    assert ckpt.read_manifest(final)["global_step"] == 3
+    assert ckpt.read_manifest(final).global_step == 3
     steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert steps.count(3) >= 1 and steps.count(1) == 1  # resumed at step 3, not restarted
     out = tmp_path / "eval"

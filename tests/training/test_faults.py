@@ -95,7 +95,7 @@ def test_kill_9_at_several_moments_then_resume_repeats_the_uninterrupted_run(tmp
     expected, resumed = final_weights(whole), final_weights(killed)
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
-    assert ckpt.read_manifest(killed / "final")["global_step"] == 16
+    assert ckpt.read_manifest(killed / "final").global_step == 16
     assert not list((killed / ".checkpoint-staging").glob("checkpoint-*")), "a partial checkpoint was left"
 
 
@@ -184,7 +184,7 @@ def test_resuming_a_finished_run_trains_no_further_step(four_step_run, tmp_path)
     shutil.rmtree(run_dir / "final")  # killed after the last checkpoint, before final/ was written
     final = run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "4", "--resume"))
     assert not (run_dir / "checkpoint-5").exists()
-    assert ckpt.read_manifest(final)["global_step"] == 4
+    assert ckpt.read_manifest(final).global_step == 4
     assert (run_dir / "train_log.jsonl").read_text() == before
 
 
@@ -315,7 +315,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_direct
             run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2"), callbacks=[PoisonWeights()])
         assert (run_dir / "data_report.json").is_file() and not list(run_dir.glob("checkpoint-*"))
         final = run_training(quick_config(run_dir, four_step_run / "cache", "--max_steps", "2", *resume))
-        assert ckpt.read_manifest(final)["global_step"] == 2
+        assert ckpt.read_manifest(final).global_step == 2
         assert [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()] == [1, 2, 2]
         shutil.rmtree(run_dir)
 
@@ -422,8 +422,9 @@ def test_final_copied_alone_still_loads_and_a_missing_base_model_says_how_to_pro
 def test_a_local_base_model_is_named_by_an_absolute_path_that_is_checked(tmp_path):
     directory = tmp_path / "final"
     directory.mkdir()
-    manifest = {"config": {"model_name_or_path": "models/local", "tiny_model": None},
-                "base_model": str(tmp_path / "models" / "local"), "base_model_is_local": True}
+    manifest = ckpt.CheckpointManifest(model_type="instructblip",
+                                       config={"model_name_or_path": "models/local", "tiny_model": None},
+                                       base_model=str(tmp_path / "models" / "local"), base_model_is_local=True)
     with pytest.raises(CheckpointError, match=f"base model is missing: {tmp_path / 'models' / 'local'}"):
         ckpt.model_arguments(manifest, directory)
     (tmp_path / "models" / "local").mkdir(parents=True)
@@ -468,13 +469,13 @@ def test_a_kill_during_the_final_save_leaves_nothing_once_resumed(tmp_path):
     run_dir = out / "run"
     assert list(run_dir.glob(".final.*.partial")), "the kill left no partial final/ (the test is not testing)"
     run_to_the_end(out, *steps, "--resume")
-    assert ckpt.read_manifest(run_dir / "final")["global_step"] == 4
+    assert ckpt.read_manifest(run_dir / "final").global_step == 4
     assert not list(run_dir.glob(".*.partial")), "the killed save's partial final/ was left"
     assert not (run_dir / ".checkpoint-staging").exists(), "the staging area (base_model/) outlived the run"
 
 
 def test_a_fresh_run_leaves_no_staging_area(tmp_path, four_step_run):
-    assert ckpt.read_manifest(four_step_run / "run" / "final")["global_step"] == 4
+    assert ckpt.read_manifest(four_step_run / "run" / "final").global_step == 4
     assert not (four_step_run / "run" / ".checkpoint-staging").exists()
     assert (four_step_run / "run" / "checkpoint-4" / ckpt.BASE_MODEL_DIR).is_dir()  # each checkpoint has its copy
 

@@ -63,7 +63,7 @@ def test_smoke_run_trains_only_the_qformer_side(tmp_path):
 
     initial, _ = build_tiny_instructblip("decoder", seed=0)
     trained, _, manifest = load_checkpoint(final)
-    assert manifest["global_step"] == 4
+    assert manifest.global_step == 4
     initial_params = dict(initial.named_parameters())
     changed = {name for name, p in trained.named_parameters() if not torch.equal(p, initial_params[name])}
     assert changed, "no weight changed"
@@ -90,7 +90,7 @@ def test_checkpoint_holds_only_trainable_weights_and_resume_state(tmp_path):
         assert (checkpoint_dir / name).is_file(), name
     assert not list(checkpoint_dir.glob("model*.safetensors")), "a full model was saved"
     manifest = ckpt.read_manifest(checkpoint_dir)
-    assert manifest["config"]["mode"] == "sit"
+    assert manifest.config["mode"] == "sit"
 
 
 class CrashAtStep(TrainerCallback):
@@ -146,7 +146,7 @@ def test_a_save_cut_off_midway_leaves_the_previous_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setattr(ckpt, "write_checkpoint", real_write)
     final = run_training(quick_config(tmp_path, "--max_steps", "6", "--resume"))
-    assert ckpt.read_manifest(final)["global_step"] == 6
+    assert ckpt.read_manifest(final).global_step == 6
     assert not (run_dir / ".checkpoint-staging" / "checkpoint-4").exists()
 
 
@@ -188,7 +188,7 @@ def test_text_only_path_trains_lora_through_the_same_trainer(tmp_path):
     weights = load_file(final / ckpt.WEIGHTS_NAME)
     assert weights and all("lora_" in name for name in weights)
     model, tokenizer, manifest = load_checkpoint(final)
-    assert manifest["model_type"] == "causal_lm"
+    assert manifest.model_type == "causal_lm"
     prompt = tokenizer("First repeat the input, then answer.\nInput: hi", return_tensors="pt")
     output = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert output.shape[1] == prompt["input_ids"].shape[1] + 4
@@ -273,7 +273,7 @@ def test_two_process_ddp_run_on_cpu_matches_one_process(tmp_path, lm_kind):
     assert state["global_step"] == 2
     assert (run_dir / "checkpoint-2" / "rng_state_0.pth").is_file()
     assert (run_dir / "checkpoint-2" / "rng_state_1.pth").is_file()
-    assert ckpt.read_manifest(run_dir / "final")["global_step"] == 3
+    assert ckpt.read_manifest(run_dir / "final").global_step == 3
     # 2 processes x 2 samples = the same 4 samples as one process x 4: the same loss, not twice it
     single = first_step_loss(tmp_path / "single", "--tiny_model", lm_kind, "--per_device_train_batch_size", "4")
     assert logged_losses(run_dir)[1] == pytest.approx(single, rel=0.05)
@@ -317,7 +317,7 @@ def test_the_frozen_dtype_a_run_trained_with_is_recorded_and_loaded_back(tmp_pat
     """One rule decides the frozen dtype (sit_vqa.modeling.precision); the checkpoint records it; evaluation, the demo
     and export load the base model in it, whatever device or config they run with."""
     final = run_training(quick_config(tmp_path, "--max_steps", "1", *overrides))
-    assert ckpt.read_manifest(final)["frozen_dtype"] == str(frozen).removeprefix("torch.")
+    assert ckpt.read_manifest(final).frozen_dtype == str(frozen).removeprefix("torch.")
     model, _, _ = load_checkpoint(final)
     assert {p.dtype for p in model.parameters() if not p.requires_grad} == {frozen}
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
