@@ -97,18 +97,21 @@ def quickstart_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def learned_quickstart(tmp_path_factory):
-    """(final checkpoint dir, RunConfig) of the README's first command, `python train.py --config quickstart.yaml`,
-    trained once per session into a temporary directory (its generated sample too)."""
+    """(final checkpoint dir, RunConfig, what train.py printed) of the README's first command,
+    `python train.py --config quickstart.yaml`, run once per session through train.py's own main into a
+    temporary directory (its generated sample too): the quickstart test scores it, the demo test asks it."""
+    import contextlib
+    import io
+
+    import train
     from sit_vqa.config import load_config
-    from sit_vqa.samples.generated import ensure_config_sample
-    from sit_vqa.training.run import run_training
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path_factory.mktemp("learned_quickstart")
     overrides = ["--output_dir", str(out / "run"), "--sample_dir", str(out / "data"), "--report_to", "none",
                  "--disable_tqdm", "true"]
-    with pytest.MonkeyPatch.context() as patch:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.chdir(repo)
-        config = load_config(repo / "configs" / "quickstart.yaml", overrides)
-        ensure_config_sample(config)
-        return run_training(config), config
+        final = train.main(["--config", "quickstart.yaml", *overrides])
+    return final, load_config(repo / "configs" / "quickstart.yaml", overrides), printed.getvalue()

@@ -56,7 +56,7 @@ def test_answers_equal_the_evaluations_predictions_for_the_same_inputs(demo, eva
 def test_a_learned_quickstart_answers_sample_questions_right(learned_quickstart):
     """The demo on the README's quickstart checkpoint answers held-out sample questions far better than the
     majority answer does (the quickstart's measured gap is 30 points; 15 are asked here)."""
-    final, config = learned_quickstart
+    final, config, _ = learned_quickstart
     records = load_eval_records(config.data, prompt="sit", limit=60, seed=0).dataset
     demo = VqaDemo.load(final, device="cpu")
     replies = demo.ask_many([(r["image_path"], r["question"]) for r in records])
