@@ -27,6 +27,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.collate import IGNORE_INDEX, SampleError, UnreadableImageError, _record_name, _text_field
+from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
 
 LORA_ABOVE_PARAMS = 1_000_000_000  # freeze_language_model unset: LoRA on LMs above this size, full training below
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "visual.merger", "mm_projector")
@@ -40,12 +41,13 @@ def load_chat_vlm(name_or_path: str | os.PathLike, *, dtype: torch.dtype | None 
                   local_files_only: bool = False, trust_remote_code: bool = False):
     """(model, processor) of an AutoModelForImageTextToText checkpoint; ModelLoadError when it cannot load."""
     source = str(name_or_path)
+    check_model_directory(source, "image_text_to_text")
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     try:
         processor = AutoProcessor.from_pretrained(source, **options)
-        model = AutoModelForImageTextToText.from_pretrained(
+        model, loading_info = AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype or torch.float32, device_map=None if device is None else {"": torch.device(device)},
-            **options)
+            output_loading_info=True, **options)
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(f"could not load the image-text-to-text model {source!r}: "
                              f"{str(error).strip().splitlines()[0]}") from error
@@ -53,6 +55,7 @@ def load_chat_vlm(name_or_path: str | os.PathLike, *, dtype: torch.dtype | None 
         raise ModelLoadError(f"{source!r} is not an image-text-to-text model ({error}); model_type "
                              "image_text_to_text takes AutoModelForImageTextToText checkpoints (LLaVA, Idefics3, "
                              "SmolVLM, PaliGemma, Gemma 3, Qwen2.5-VL, ...)") from error
+    check_all_weights_loaded(source, model, loading_info)
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise ModelLoadError(f"{source!r}: its processor ({type(processor).__name__}) has no image processor and "
                              "tokenizer; model_type image_text_to_text needs a multimodal processor")

@@ -33,6 +33,7 @@ from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.modeling.chat_vlm import configure_chat_trainable, load_chat_vlm
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.families import is_encoder_decoder  # also imported from here by callers
+from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
 
 logger = logging.getLogger(__name__)
@@ -73,14 +74,16 @@ def load_instructblip(
     Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
     """
     source = str(name_or_path)
+    check_model_directory(source, "instructblip")
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     try:
         processor = InstructBlipProcessor.from_pretrained(source, **options)
-        model = InstructBlipForConditionalGeneration.from_pretrained(
-            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        model, loading_info = InstructBlipForConditionalGeneration.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), output_loading_info=True, **options
         )
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
+    check_all_weights_loaded(source, model, loading_info)
     _ensure_image_token(model, processor)
     align_generation_config(model, processor.tokenizer)
     # transformers upcasts `_keep_in_fp32_modules` (query_tokens) only for fp16 loads, not bf16
@@ -99,14 +102,20 @@ def load_causal_lm(
     """Load a causal LM and its tokenizer (text-only path) from a hub id or a local directory (dtype and
     device as for `load_instructblip`)."""
     source = str(name_or_path)
+    check_model_directory(source, "causal_lm")
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype or torch.float32, device_map=_device_map(device), **options
+        model, loading_info = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype or torch.float32, device_map=_device_map(device), output_loading_info=True, **options
         )
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("the causal LM", source, error)) from error
+    except ValueError as error:  # a hub model whose architecture AutoModelForCausalLM does not map
+        raise ModelLoadError(f"{source!r} is not a causal LM ({str(error).strip().splitlines()[0]}); model_type "
+                             "causal_lm takes AutoModelForCausalLM checkpoints (set model_type: instructblip or "
+                             "image_text_to_text for an image model)") from error
+    check_all_weights_loaded(source, model, loading_info)
     align_generation_config(model, tokenizer)
     return model.eval(), tokenizer
 

@@ -1,0 +1,76 @@
+"""Is a model directory what the config's model_type loads, and did loading fill every weight?
+
+transformers loads whatever it is given: a LLaVA directory loaded as InstructBLIP becomes a randomly initialised
+InstructBLIP (only a MISSING/UNEXPECTED report hints at it) that trains "fine". So the directory's config.json is
+checked against model_type before loading (naming the model_type that fits), and after loading any weight
+left at its random init is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+)
+
+from sit_vqa.errors import ConfigError, ModelLoadError
+
+# the config.json model_type values each of sit-vqa's model_type settings loads (first fit is suggested)
+LOADS = {
+    "instructblip": {"instructblip"},
+    "image_text_to_text": set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES),
+    "causal_lm": set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
+}
+_SHOWN = 3
+
+
+def check_model_directory(source: str, model_type: str) -> None:
+    """A ConfigError when the local directory `source` holds a model that `model_type` does not load. A hub id,
+    a directory without a readable config.json (the loader says what is missing) and remote code (auto_map:
+    its own classes) are left to the loader."""
+    config_file = Path(source) / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    found = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(found, str) or "auto_map" in config or found in LOADS[model_type]:
+        return
+    architectures = ", ".join(map(str, config.get("architectures") or [])) or "no architectures listed"
+    fits = [name for name, loaded in LOADS.items() if found in loaded]
+    fix = (f"set model_type: {fits[0]} (or pass --model_type {fits[0]})" if fits else
+           "sit-vqa trains InstructBLIP (model_type: instructblip), causal LMs (causal_lm) and image-text-to-text "
+           "models (image_text_to_text); pick one of those")
+    raise ConfigError(
+        f"model_name_or_path {source} holds a {found!r} model ({architectures}, per {config_file}), which "
+        f"model_type: {model_type} does not load (it would build a randomly initialised model or fail); {fix}, "
+        "or point model_name_or_path at the model you meant"
+    )
+
+
+def check_all_weights_loaded(source: str, model, loading_info: dict) -> None:
+    """A ModelLoadError when loading `source` left weights at their random init (missing from its files) or
+    dropped weights of another shape."""
+    missing = sorted(loading_info.get("missing_keys") or [])
+    mismatched = sorted(str(key[0] if isinstance(key, tuple) else key)
+                        for key in loading_info.get("mismatched_keys") or [])
+    if not missing and not mismatched:
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weight(s) are not in its files ({_first(missing)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} have another shape there ({_first(mismatched)})")
+    raise ModelLoadError(
+        f"loading {source} as {type(model).__name__} left weights at their random initialisation: "
+        + "; ".join(problems) + ". Training would start from a partly random model. The directory is incomplete "
+        "or holds another architecture: check model_type against its config.json, or save the model again "
+        "(save_pretrained) / re-download it"
+    )
+
+
+def _first(names: list[str]) -> str:
+    return ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
