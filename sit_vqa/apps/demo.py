@@ -270,9 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
         )
         if args.serve:
-            # gradio (the `demo` extra) is needed for the page only, and takes seconds to import
-            from sit_vqa.apps import demo_page
-
+            demo_page = _import_demo_page()  # before the model load: a missing extra fails at once
             demo_page.serve(_load(args), host=args.host, port=args.port,
                             share=args.share, prompt=args.prompt, options=options)
             return 0
@@ -285,6 +283,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SitVqaError as error:  # bad image, question, settings or checkpoint: the message says what to fix
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def _import_demo_page():
+    """sit_vqa.apps.demo_page; gradio (the `demo` extra) is needed for the page only, and takes seconds to import."""
+    try:
+        from sit_vqa.apps import demo_page
+    except ImportError as error:
+        raise SitVqaError(
+            f"--serve needs gradio, from the `demo` extra, and it does not import here ({error}). Install it with "
+            'pip install -e ".[demo]" (from a clone; pip install "sit-vqa[demo]" otherwise), or ask from the '
+            "command line with --image and --question"
+        ) from error
+    return demo_page
 
 
 def _load(args: argparse.Namespace) -> VqaDemo:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sit_vqa.errors import SitVqaError
-from sit_vqa.evaluation.reports import read_report
+from sit_vqa.evaluation.reports import read_report, report_task
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint import CheckpointManifest, TrainedSettings, load_checkpoint
 from sit_vqa.modeling.families import answers_images
@@ -48,7 +48,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
         raise ExportError(f"--out {out_dir} is a file; pass the path of a new directory for the exported model")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir} exists and is not empty; pass a new --out directory (nothing is overwritten)")
-    scores = read_report(report) if report else None
+    scores = _vqa_report(report) if report else None
     loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model)
     model, processor, manifest = loaded
     if not answers_images(loaded.trained.model_type):
@@ -150,6 +150,18 @@ def _chat_model_card(lines: list[str], prompt: str, templates, config: Mapping[s
     trained_line = f"- trained: {switches} (LoRA adapters, when used, merged into the weights)"
     card = [trained_line if line.startswith("- trained:") else line for line in card]
     return card
+
+
+def _vqa_report(report: str | Path) -> dict:
+    """The report the model card shows: a VQAv2 evaluation (its overall and per-answer-type accuracy)."""
+    scores = read_report(report)
+    if report_task(scores) != "vqa":
+        raise ExportError(
+            f"--report {report} is an evaluation on the {report_task(scores)} set; the model card shows VQAv2 "
+            "accuracy: pass the report of a VQAv2 evaluation of this checkpoint (python evaluate.py --checkpoint "
+            "CHECKPOINT --task vqa --out DIR), or leave out --report"
+        )
+    return scores
 
 
 def _is_t5(config: Mapping[str, Any]) -> bool:

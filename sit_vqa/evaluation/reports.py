@@ -221,7 +221,7 @@ def read_report(run: str | Path) -> dict:
     return report
 
 
-def _task(report: Mapping) -> str:
+def report_task(report: Mapping) -> str:
     return report.get("task", "vqa")  # reports from before the other sets existed are VQA reports
 
 
@@ -257,7 +257,7 @@ def compare_runs(runs: Sequence[str | Path], names: Sequence[str] | None = None)
         rows.append(row)
     return {
         "reference": names[0],
-        "task": _task(reference),
+        "task": report_task(reference),
         "score_name": reference.get("score_name", "VQA accuracy"),
         "metric": reference["metric"],
         "question_set_sha256": reference["question_set_sha256"],
@@ -273,10 +273,10 @@ def _report_name(report: Mapping, run: str | Path) -> str:
 
 
 def _check_comparable(reference: Mapping, reference_name: str, reference_run, report: Mapping, name: str, run) -> None:
-    if _task(report) != _task(reference):
+    if report_task(report) != report_task(reference):
         raise EvaluationError(
-            f"cannot compare {name} ({run}, task {_task(report)}) with {reference_name} ({reference_run}, task "
-            f"{_task(reference)}): compare runs evaluated on the same set (the same --task)"
+            f"cannot compare {name} ({run}, task {report_task(report)}) with {reference_name} ({reference_run}, task "
+            f"{report_task(reference)}): compare runs evaluated on the same set (the same --task)"
         )
     if report["metric"] != reference["metric"]:
         raise EvaluationError(

@@ -38,6 +38,7 @@ from pathlib import Path
 import msgspec
 
 from sit_vqa.data.gqa import GqaQuestion, read_gqa_questions
+from sit_vqa.metrics import cli
 from sit_vqa.errors import DataError, SitVqaError
 from sit_vqa.files import (
     check_same_ids,
@@ -45,6 +46,7 @@ from sit_vqa.files import (
     json_error,
     read_bytes,
     wrong_file_hint,
+    write_text_atomically,
 )
 
 PREDICTIONS_FORMAT = 'GQA predictions in the official format, [{"questionId": "<id>", "prediction": "<answer>"}, ...]'
@@ -206,7 +208,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help="lower-case, strip and drop a trailing period first (common practice, not official)")
     parser.add_argument("--allow-missing", action="store_true", help="score only the questions with a prediction")
     parser.add_argument("--english", help="xGQA: the English questions file; --questions must hold its question ids")
-    parser.add_argument("--out", help="write the report as JSON here")
+    parser.add_argument("--out", type=cli.output_file, help="write the report as JSON here")
     return parser
 
 
@@ -232,13 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _print_report(report)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=1))
+        write_text_atomically(args.out, msgspec.json.format(msgspec.json.encode(report), indent=1).decode())
         print(f"Wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    from sit_vqa.metrics.cli import exit_status
-
-    sys.exit(exit_status(main))
+    sys.exit(cli.exit_status(main))

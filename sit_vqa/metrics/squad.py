@@ -39,8 +39,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sit_vqa.data.squad import read_squad, squad_answers
+from sit_vqa.metrics import cli
 from sit_vqa.errors import DataError, SitVqaError
-from sit_vqa.files import check_same_ids, read_bytes, wrong_file_hint
+from sit_vqa.files import check_same_ids, read_bytes, write_text_atomically, wrong_file_hint
 
 PREDICTIONS_FORMAT = 'SQuAD predictions, one JSON object {"<question id>": "<answer text>", ...}'
 
@@ -193,7 +194,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictions", required=True, help='predictions: {"<question id>": "<answer>", ...}')
     parser.add_argument("--english", help="XQuAD: the English file (xquad.en.json); --data must hold its ids")
     parser.add_argument("--allow-missing", action="store_true", help="score questions without a prediction 0")
-    parser.add_argument("--out", help="write the report as JSON here")
+    parser.add_argument("--out", type=cli.output_file, help="write the report as JSON here")
     return parser
 
 
@@ -208,13 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{report['missing']} questions without a prediction scored 0")
     print(json.dumps({"exact_match": report["exact_match"], "f1": report["f1"]}))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text_atomically(args.out, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
         print(f"Wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    from sit_vqa.metrics.cli import exit_status
-
-    sys.exit(exit_status(main))
+    sys.exit(cli.exit_status(main))

@@ -66,6 +66,7 @@ from pathlib import Path
 
 import msgspec
 
+from sit_vqa.metrics import cli
 from sit_vqa.errors import DataError, SitVqaError
 from sit_vqa.files import (
     decode_json,
@@ -478,8 +479,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", required=True, help='results: [{"question_id": int, "answer": str}, ...]')
     parser.add_argument("--legacy", action="store_true", help="the pre-2021 evaluator, as LAVIS ships it")
     parser.add_argument("--allow-missing", action="store_true", help="score only the questions with a result")
-    parser.add_argument("--out", help="write overall, perAnswerType, perQuestionType, perQuestion as JSON here")
-    parser.add_argument("--precision", type=int, default=PRECISION, help="decimals (default: %(default)s)")
+    parser.add_argument("--out", type=cli.output_file,
+                        help="write overall, perAnswerType, perQuestionType, perQuestion as JSON here")
+    parser.add_argument("--precision", type=cli.precision, default=PRECISION,
+                        help=f"decimals, 0 to {cli.MAX_PRECISION} (default: %(default)s)")
     return parser
 
 
@@ -507,6 +510,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from sit_vqa.metrics.cli import exit_status
-
-    sys.exit(exit_status(main))
+    sys.exit(cli.exit_status(main))

@@ -229,3 +229,15 @@ def test_cli_runs_as_a_module_without_a_traceback(quickstart_run, tmp_path):
                            "--image", str(not_image), "--question", "Is it red?"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_serve_without_gradio_names_the_demo_extra(quickstart_run):
+    """The base install has no gradio: --serve said ModuleNotFoundError in a traceback. Here gradio is
+    installed, so the child process blocks its import (None in sys.modules makes `import gradio` fail)."""
+    blocked = ("import runpy, sys; sys.modules['gradio'] = None; sys.argv[0] = 'demo'; "
+               "runpy.run_module('sit_vqa.apps.demo', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", blocked, "--checkpoint", str(quickstart_run), "--serve"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert "--serve needs gradio" in result.stderr and 'pip install -e ".[demo]"' in result.stderr, result.stderr

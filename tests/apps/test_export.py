@@ -102,3 +102,19 @@ def test_export_onto_an_existing_file_exits_2_with_a_message(quickstart_run, tmp
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and "is a file" in result.stderr and "Traceback" not in result.stderr
     assert taken.read_text() == "keep me"
+
+
+def test_export_with_a_text_set_report_exits_2_naming_the_set(quickstart_run, tmp_path, monkeypatch):
+    """The card shows VQAv2 accuracy; a text-set report used to end in KeyError: 'perAnswerType'."""
+    monkeypatch.chdir(REPO)
+    evaluation = tmp_path / "text_eval"
+    assert evaluate.main(["--config", "text_sit.yaml", "--zero-shot", "--task", "text", "--limit", "2",
+                          "--max-new-tokens", "4", "--out", str(evaluation), "--no-progress"]) == 0
+    assert json.loads((evaluation / "report.json").read_text())["task"] == "text"
+    result = subprocess.run([sys.executable, "-m", "sit_vqa.apps.export", "--checkpoint", str(quickstart_run),
+                             "--out", str(tmp_path / "exported"), "--report", str(evaluation)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert f"--report {evaluation} is an evaluation on the text set" in result.stderr, result.stderr
+    assert "--task vqa" in result.stderr and not (tmp_path / "exported").exists()

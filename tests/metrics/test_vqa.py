@@ -380,3 +380,37 @@ def test_module_runs_as_a_script(tmp_path):
         capture_output=True, text=True, cwd=REPO, check=True,
     )
     assert "Overall Accuracy is: 47.50" in done.stdout
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--precision", "-1", "argument --precision: must be a whole number of decimals from 0 to 15, got -1"),
+    ("--precision", "99", "got 99"),
+    ("--out", "DIRECTORY", "argument --out: {out} is a directory; name a file in it, e.g. --out {out}/report.json"),
+])
+def test_bad_arguments_exit_2_before_any_score_is_printed(tmp_path, option, value, words):
+    """--precision -1 printed the scores, then failed formatting them; --out naming a directory failed after
+    scoring. Both are refused first, with a message, exit 2."""
+    paths = write_files(tmp_path, *small_set())
+    value = str(tmp_path) if value == "DIRECTORY" else value
+    done = subprocess.run(
+        [sys.executable, "-m", "sit_vqa.metrics.vqa", "--questions", str(paths["questions"]),
+         "--annotations", str(paths["annotations"]), "--results", str(paths["results"]), option, value],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == "", (done.stdout, done.stderr)
+    assert words.format(out=tmp_path) in done.stderr, done.stderr
+
+
+def test_a_report_that_cannot_be_written_is_a_message(tmp_path):
+    paths = write_files(tmp_path, *small_set())
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file where the report's folder should be")
+    done = subprocess.run(
+        [sys.executable, "-m", "sit_vqa.metrics.vqa", "--questions", str(paths["questions"]),
+         "--annotations", str(paths["annotations"]), "--results", str(paths["results"]),
+         "--out", str(blocker / "report.json")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and f"error: cannot write {blocker / 'report.json'}" in done.stderr, done.stderr

@@ -132,14 +132,14 @@ def test_checkpoint_holds_only_the_trained_parts(tmp_path):
     assert names and {part_of(name) for name in names} == {"projector"}
 
 
-def test_a_text_only_checkpoint_is_refused_with_the_supported_families(tmp_path):
-    from sit_vqa.errors import ModelLoadError
+def test_a_text_only_checkpoint_is_refused_naming_its_model_type(tmp_path):
+    from sit_vqa.errors import ConfigError
     from sit_vqa.modeling.chat_vlm import load_chat_vlm
     from sit_vqa.modeling.tiny import build_tiny_causal_lm
     model, tokenizer = build_tiny_causal_lm()
     model.save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
-    with pytest.raises(ModelLoadError, match="LLaVA, Idefics3"):
+    with pytest.raises(ConfigError, match="holds a 'llama' model .* set model_type: causal_lm"):
         load_chat_vlm(tmp_path / "lm")
 
 
