@@ -8,7 +8,7 @@
 
 Writes an HF `datasets` table (open it with `sit_vqa.data.prepared.load_prepared` or `datasets.load_from_disk`)
 and join_report.json (what was read, dropped by reason, and written) into --out, and prints a summary.
-With --format llamafactory|swift|trl|llava|lavis, --out instead gets the records in that framework's format
+With --format llamafactory|swift|trl|llava|lavis|seqins, --out instead gets the records in that framework's format
 (sit_vqa.data.export_formats) with join_report.json beside them; --image-root makes the image paths relative.
 The join options are `JoinOptions`' (the same declaration, defaults and checks as a train.py config);
 train.py calls the same code (`prepare_cached`). Bad input ends with a one-paragraph error, exit status 2.

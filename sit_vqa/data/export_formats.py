@@ -10,8 +10,11 @@ the function that turns a `Turn` into that framework's record. Formats:
 - swift: ms-swift's `messages` + `images`, JSON Lines;
 - trl: TRL's conversational form (content as `{"type": "image"}` / `{"type": "text"}` parts) + `images`;
 - llava: LLaVA's `id` / `image` / `conversations` (`from` human/gpt, `<image>\\n` opening the first turn);
-- lavis: the SIT paper's LAVIS annotation list `[{"image", "question", "answer": [target], "question_id"}]`, which
-  `read_lavis` also reads back (and reads the reference code's base_/describe_/merge_vqa_train.json).
+- lavis: LAVIS's VQA annotation list `[{"image", "question", "answer": [target], "question_id"}]` (the
+  `coco_vqa_instruct` builder), which `read_lavis` reads back;
+- seqins: the SIT paper's own records (hanxuhu/SeqIns, LAVIS/make_instruct_data.py), for LAVIS's `coco_caption`
+  builder: `[{"image", "caption", "text_input", "text_output", "image_id", "question_id"}]`, which `read_seqins`
+  reads back, as it reads the files SeqIns' code wrote.
 
 Image paths are absolute, or relative to `image_root` when one is given; an image outside it is refused.
 """
@@ -33,12 +36,15 @@ _BATCH = 1024
 
 @dataclass(frozen=True)
 class Turn:
-    """One record as every format sees it: an id, the image (as written), the prompt and the target."""
+    """One record as every format sees it: an id, the image (as written), the prompt and the target; the COCO
+    image id and the record's caption where the source has them (the seqins format writes both)."""
 
     id: str
     image: str
     prompt: str
     target: str
+    image_id: int | str | None = None
+    caption: str | None = None
 
 
 def _llamafactory(turn: Turn) -> dict:
@@ -64,6 +70,12 @@ def _lavis(turn: Turn) -> dict:
     return {"image": turn.image, "question": turn.prompt, "answer": [turn.target], "question_id": turn.id}
 
 
+def _seqins(turn: Turn) -> dict:
+    # SeqIns' fields; question_id (ours) keeps records of one image apart, LAVIS ignores it
+    return {"image": turn.image, "caption": turn.caption, "text_input": turn.prompt, "text_output": turn.target,
+            "image_id": turn.image_id, "question_id": turn.id}
+
+
 def _llamafactory_registration(file_name: str) -> dict:
     """LLaMA-Factory's data/dataset_info.json entry for the written file."""
     return {DATASET_NAME: {
@@ -87,6 +99,7 @@ FORMATS: dict[str, ExportFormat] = {
     "trl": ExportFormat("sit_vqa.jsonl", True, _trl),
     "llava": ExportFormat("sit_vqa_llava.json", False, _llava),
     "lavis": ExportFormat("sit_vqa_lavis.json", False, _lavis),
+    "seqins": ExportFormat("sit_vqa_seqins.json", False, _seqins),
 }
 REGISTRATION_FILE = "dataset_info.json"
 
@@ -120,13 +133,13 @@ def image_reference(path: str, image_root: Path | None) -> str:
 
 def turns(dataset, image_root: Path | None = None) -> Iterator[Turn]:
     """The prepared dataset's records (sit_vqa.data.join COLUMNS) as Turns, in order."""
-    columns = dataset.select_columns(["question_id", "image_path", "instruction", "target", "kind"])
+    names = ["question_id", "image_path", "instruction", "target", "kind", "image_id", "caption"]
     index = 0
-    for batch in columns.iter(batch_size=_BATCH):
-        for qid, path, prompt, target, kind in zip(batch["question_id"], batch["image_path"], batch["instruction"],
-                                                   batch["target"], batch["kind"], strict=True):
+    for batch in dataset.select_columns(names).iter(batch_size=_BATCH):
+        for qid, path, prompt, target, kind, image_id, caption in zip(*(batch[name] for name in names), strict=True):
             # the index keeps ids unique (describe records share question_id -1; caption_policy=all repeats ids)
-            yield Turn(f"{index:08d}-{kind}-{qid}", image_reference(path, image_root), prompt, target)
+            yield Turn(f"{index:08d}-{kind}-{qid}", image_reference(path, image_root), prompt, target, image_id,
+                       caption)
             index += 1
 
 
@@ -160,28 +173,66 @@ def _dump(rows: Iterator[dict], stream, json_lines: bool) -> None:
 
 
 def read_lavis(path: str | Path, image_root: str | Path | None = None) -> list[Turn]:
-    """A LAVIS VQA annotation list (ours or the SeqIns code's base_/describe_/merge_vqa_train.json) as Turns:
-    prompt = "question", target = the first of "answer" (a string or a list), image resolved against
+    """A LAVIS VQA annotation list (ours, or LAVIS's own vqa_train.json) as Turns: prompt = "question", target =
+    the first of "answer" (a string or a list), id = "question_id" (else the position), image resolved against
     image_root when relative. Refuses a file that is not such a list, naming the record and the fix."""
     path = Path(path)
+    return [_lavis_turn(where, position, row, image_root)
+            for where, position, row in _records(path, "LAVIS VQA annotation")]
+
+
+def read_seqins(path: str | Path, image_root: str | Path | None = None) -> list[Turn]:
+    """SeqIns' records for LAVIS's coco_caption builder (ours, or the base_/describe_/merge_vqa_train.json its
+    make_instruct_data.py wrote) as training Turns: prompt = "text_input", target = "text_output", with the
+    record's "image_id" and "caption"; id = "question_id" (ours; else the position), image resolved against
+    image_root when relative. Refuses a file that is not such a list, naming the record and the fix."""
+    path = Path(path)
+    return [_seqins_turn(where, position, row, image_root) for where, position, row in _records(path, "SeqIns")]
+
+
+def _records(path: Path, kind: str) -> Iterator[tuple[str, int, dict]]:
+    """The records of a JSON list file, each with where it is ("<path>: record <n>", for errors) and its position."""
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DataError(f"{path}: cannot read the LAVIS annotation file ({error})") from None
+        raise DataError(f"{path}: cannot read the {kind} file ({error})") from None
     if not isinstance(rows, list):
-        raise DataError(f"{path}: a LAVIS annotation file is a JSON list of records, found {type(rows).__name__}")
-    return [_lavis_turn(path, position, row, image_root) for position, row in enumerate(rows)]
+        raise DataError(f"{path}: a {kind} file is a JSON list of records, found {type(rows).__name__}")
+    for position, row in enumerate(rows):
+        where = f"{path}: record {position}"
+        if not isinstance(row, dict):
+            raise DataError(f"{where} is not a JSON object: {row!r:.200}")
+        yield where, position, row
 
 
-def _lavis_turn(path: Path, position: int, row, image_root) -> Turn:
-    where = f"{path}: record {position}"
-    if not isinstance(row, dict) or not all(isinstance(row.get(key), str) for key in ("image", "question")):
-        raise DataError(f"{where} needs string fields 'image' and 'question' (LAVIS VQA format), got {row!r:.200}")
+def _strings(where: str, row: dict, keys: tuple[str, ...], shape: str, other: str) -> None:
+    if not all(isinstance(row.get(key), str) for key in keys):
+        fields = ", ".join(repr(key) for key in keys)
+        raise DataError(f"{where} needs string fields {fields} ({shape}); got {row!r:.200}. {other}")
+
+
+def _resolve(image: str, image_root) -> str:
+    return str(Path(image_root) / image) if image_root is not None and not Path(image).is_absolute() else image
+
+
+def _lavis_turn(where: str, position: int, row: dict, image_root) -> Turn:
+    _strings(where, row, ("image", "question"), "LAVIS VQA format",
+             "A SeqIns file (text_input / text_output) is read by read_seqins.")
     answer = row.get("answer")
     answers = [answer] if isinstance(answer, str) else answer
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise DataError(f"{where}: 'answer' must be a string or a non-empty list of strings, got {answer!r:.200}")
-    image = row["image"]
-    if image_root is not None and not Path(image).is_absolute():
-        image = str(Path(image_root) / image)
-    return Turn(str(row.get("question_id", position)), image, row["question"], answers[0])
+    return Turn(str(row.get("question_id", position)), _resolve(row["image"], image_root), row["question"],
+                answers[0])
+
+
+def _seqins_turn(where: str, position: int, row: dict, image_root) -> Turn:
+    _strings(where, row, ("image", "text_input", "text_output"), "SeqIns / LAVIS coco_caption format",
+             "A LAVIS VQA file (question / answer) is read by read_lavis.")
+    image_id, caption = row.get("image_id"), row.get("caption")
+    if image_id is not None and (isinstance(image_id, bool) or not isinstance(image_id, (int, str))):
+        raise DataError(f"{where}: 'image_id' must be an integer or a string, got {image_id!r:.200}")
+    if caption is not None and not isinstance(caption, str):
+        raise DataError(f"{where}: 'caption' must be a string, got {caption!r:.200}")
+    return Turn(str(row.get("question_id", position)), _resolve(row["image"], image_root), row["text_input"],
+                row["text_output"], image_id, caption)

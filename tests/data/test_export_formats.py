@@ -1,7 +1,9 @@
 """prepare --format: the joined records in each framework's documented format, compared field by field with
-hand-written records; the LAVIS file read back; TRL's own loaders on the TRL file; bad input exits 2."""
+hand-written records; the LAVIS and SeqIns files read back (and files in LAVIS's and SeqIns' own field names);
+TRL's own loaders on the TRL file; bad input exits 2."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -9,8 +11,9 @@ import numpy as np
 import pytest
 
 from sit_vqa.apps.prepare import main
-from sit_vqa.data.export_formats import FORMATS, read_lavis, turns
+from sit_vqa.data.export_formats import FORMATS, Turn, read_lavis, read_seqins, turns
 from sit_vqa.data.prepared import REPORT_FILE, load_prepared
+from sit_vqa.errors import DataError
 from tests.data.conftest import build_official_data, image_name, write_official_files
 
 SIT_PROMPT = "First describe the image, then answer the input question based on the image.\nQuestion: {}"
@@ -47,6 +50,8 @@ EXPECTED_FIRST = {
     "llava": {"id": "00000000-sit-9000", "image": IMAGE,
               "conversations": [{"from": "human", "value": "<image>\n" + PROMPT}, {"from": "gpt", "value": TARGET}]},
     "lavis": {"image": IMAGE, "question": PROMPT, "answer": [TARGET], "question_id": "00000000-sit-9000"},
+    "seqins": {"image": IMAGE, "caption": "A plate of food.", "text_input": PROMPT, "text_output": TARGET,
+               "image_id": 9, "question_id": "00000000-sit-9000"},
 }
 
 
@@ -95,33 +100,91 @@ def test_lavis_round_trip_keeps_every_record(files, tmp_path):
     assert run(files, tmp_path / "lavis", "--mode", "mixed", "--caption-policy", "all", "--format", "lavis",
                "--image-root", str(files.image_dir)) == 0
     back = read_lavis(tmp_path / "lavis" / FORMATS["lavis"].file_name, image_root=files.image_dir)
-    original = list(turns(dataset))
+    original = [replace(turn, image_id=None, caption=None) for turn in turns(dataset)]  # LAVIS VQA has neither
     assert len(back) == len(original) == dataset.num_rows > 12
     assert back == original
 
 
-def test_reads_the_reference_codes_lavis_file(tmp_path):
-    # the shape of SeqIns' merge_vqa_train.json: answer as a list, relative image paths
+@pytest.mark.parametrize("mode", ["mixed", "multitask"])
+def test_seqins_round_trip_keeps_every_record(files, tmp_path, mode):
+    assert run(files, tmp_path / "prepared", "--mode", mode, "--caption-policy", "all") == 0
+    dataset, _ = load_prepared(tmp_path / "prepared")
+    assert run(files, tmp_path / "seqins", "--mode", mode, "--caption-policy", "all", "--format", "seqins",
+               "--image-root", str(files.image_dir)) == 0
+    back = read_seqins(tmp_path / "seqins" / FORMATS["seqins"].file_name, image_root=files.image_dir)
+    original = list(turns(dataset))
+    assert len(back) == len(original) == dataset.num_rows > 12
+    assert back == original  # id, image, instruction, target, image id and caption of every record
+
+
+def test_seqins_export_avoids_the_reference_defects(files, tmp_path):
+    """SeqIns' make_instruct_data.py kept one question and one caption per image, took answer[0], and put the
+    caption in the baseline target; the fixture's image 9 (3 questions, 3 captions) and question 25000 (first
+    annotator "tree", consensus "leaves") would show each."""
+    assert run(files, tmp_path / "out", "--mode", "baseline", "--caption-policy", "all", "--format", "seqins") == 0
+    records = read_records(tmp_path / "out" / FORMATS["seqins"].file_name)
+    image_9 = [r for r in records if r["image_id"] == 9]
+    assert len(image_9) == 9
+    assert len({r["text_input"] for r in image_9}) == 3 and len({r["caption"] for r in image_9}) == 3
+    assert {r["text_output"] for r in records if "giraffe eating" in r["text_input"]} == {"leaves"}
+    assert [r["text_output"] for r in records if r["image_id"] == 30] == ["red"]
+    assert all(r["text_output"] != r["caption"] for r in records)
+
+
+def test_reads_a_file_in_seqins_own_fields(tmp_path):
+    # the records SeqIns' LAVIS/make_instruct_data.py writes for LAVIS's coco_caption builder: no question_id
     path = tmp_path / "merge_vqa_train.json"
     path.write_text(json.dumps([
-        {"image": "train2014/a.jpg", "question": "Describe the image.", "answer": ["A cat."]},
-        {"image": "train2014/b.jpg", "question": "What is it?", "answer": "dog", "question_id": 7},
+        {"image": "train2014/COCO_train2014_000000000009.jpg", "caption": "A plate of food.",
+         "text_input": "First describe the image, then answer the input question based on the image.\nQuestion: "
+                       "What is on the plate?",
+         "text_output": "Description: A plate of food.\nAnswer: rice", "image_id": 9},
+        {"image": "/abs/COCO_train2014_000000000025.jpg", "caption": "A giraffe eating leaves.",
+         "text_input": "Answer the input question based on the image.\nQuestion: How many giraffes?",
+         "text_output": "1", "image_id": 25},
+    ]))
+    first, second = read_seqins(path, image_root="/data/coco")
+    assert first == Turn("0", "/data/coco/train2014/COCO_train2014_000000000009.jpg",
+                         SIT_PROMPT.format("What is on the plate?"), "Description: A plate of food.\nAnswer: rice",
+                         9, "A plate of food.")
+    assert second == Turn("1", "/abs/COCO_train2014_000000000025.jpg", BASELINE_PROMPT.format("How many giraffes?"),
+                          "1", 25, "A giraffe eating leaves.")
+
+
+def test_reads_lavis_own_vqa_file(tmp_path):
+    # the shape of LAVIS's vqa_train.json: answer as a list, relative image paths, question_id, dataset
+    path = tmp_path / "vqa_train.json"
+    path.write_text(json.dumps([
+        {"question_id": 262148000, "question": "Where is he looking?", "answer": ["down", "down", "at table"],
+         "image": "train2014/COCO_train2014_000000262148.jpg", "dataset": "vqa"},
+        {"image": "train2014/b.jpg", "question": "What is it?", "answer": "dog"},
     ]))
     first, second = read_lavis(path, image_root="/data/coco")
-    assert (first.image, first.prompt, first.target) == ("/data/coco/train2014/a.jpg", "Describe the image.", "A cat.")
-    assert (second.id, second.target) == ("7", "dog")
+    assert first == Turn("262148000", "/data/coco/train2014/COCO_train2014_000000262148.jpg", "Where is he looking?",
+                         "down")
+    assert (second.id, second.target) == ("1", "dog")
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ({"image": "a.jpg"}, "a JSON list"),
-    ([{"image": "a.jpg", "answer": ["x"]}], "record 0 needs string fields 'image' and 'question'"),
-    ([{"image": "a.jpg", "question": "q", "answer": []}], "'answer' must be a string or a non-empty list"),
+SEQINS_RECORD = {"image": "a.jpg", "caption": "c", "text_input": "q", "text_output": "t", "image_id": 1}
+
+
+@pytest.mark.parametrize("reader, content, fragment", [
+    (read_lavis, {"image": "a.jpg"}, "a JSON list"),
+    (read_lavis, [{"image": "a.jpg", "answer": ["x"]}], "record 0 needs string fields 'image', 'question'"),
+    (read_lavis, [{"image": "a.jpg", "question": "q", "answer": []}], "'answer' must be a string or a non-empty list"),
+    (read_lavis, [SEQINS_RECORD], "is read by read_seqins"),
+    (read_seqins, ["a.jpg"], "record 0 is not a JSON object"),
+    (read_seqins, [{"image": "a.jpg", "question": "q", "answer": ["x"]}], "is read by read_lavis"),
+    (read_seqins, [SEQINS_RECORD, {**SEQINS_RECORD, "text_output": None}],
+     "record 1 needs string fields 'image', 'text_input', 'text_output'"),
+    (read_seqins, [{**SEQINS_RECORD, "image_id": [1]}], "'image_id' must be an integer or a string"),
+    (read_seqins, [{**SEQINS_RECORD, "caption": ["c"]}], "'caption' must be a string"),
 ])
-def test_bad_lavis_files_are_named(tmp_path, content, fragment):
+def test_bad_lavis_and_seqins_files_are_named(tmp_path, reader, content, fragment):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(content))
-    with pytest.raises(Exception, match="bad.json") as error:
-        read_lavis(path)
+    with pytest.raises(DataError, match="bad.json") as error:
+        reader(path)
     assert fragment in str(error.value)
 
 
