@@ -1,9 +1,11 @@
 """The one protocol every evaluation set follows (VQAv2 / OK-VQA, GQA, xGQA, XQuAD, held-out text), so that one
 runner (`sit_vqa.evaluation.runner`) evaluates them all the same way.
 
-A set is built from the options (its files read and checked there, before any model loads) and answers:
+A set is built from the options, `SetClass(task, options, config)` (its files read and checked there, before any
+model loads; `sit_vqa.evaluation.registry.SETS` lists the sets by --task name), and answers:
 
-- `task`, `model_type` (the model kind that answers it), `metric`, `score_name` (what `overall` is);
+- `task`, `model_type` (the model kind that answers it), `metric`, `score_name` (what `overall` is), `reads`
+  (the set-specific options it takes: any other one given is refused);
 - `prompt(requested, trained)`: the prompt to ask with, from --prompt and what the model was trained with
   (a `TrainedSettings`);
 - `records(prompt, trained, config)`: the records to generate for, each with "instruction" (and "image_path"
@@ -51,6 +53,7 @@ class EvaluationSet:
     model_type: str
     metric: str
     score_name: str
+    reads: frozenset[str] = frozenset()  # of TaskOptions' flags and EvalOptions' split, legacy_metric, prompt_variant
 
     def key(self, record: Mapping) -> Any:
         return record["key"]

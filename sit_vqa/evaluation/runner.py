@@ -5,7 +5,7 @@ resumable after a crash.
     torchrun --nproc_per_node 8 evaluate.py --config vqa_sit.yaml --checkpoint runs/vqa_sit --task gqa ...
 
 `run_evaluation(config, options, task)`:
-1. `make_set` reads and checks the set's files (bad input fails here, before the model loads);
+1. `make_set` (sit_vqa.evaluation.registry: the sets by --task name) reads and checks the set's files (bad input fails here, before the model loads);
 2. `sharded.join_launch` joins a torchrun / accelerate launch; `load_model` loads the model once: a checkpoint
    (`load_checkpoint`, with --base-model and --allow-partial-load; a partial load is warned about and recorded
    in the report) or the config's base model, zero-shot (`TrainedSettings.zero_shot`);
@@ -41,9 +41,7 @@ from sit_vqa.evaluation import sharded
 from sit_vqa.evaluation.options import EvalOptions, TaskOptions
 from sit_vqa.evaluation.protocol import EvaluationSet
 from sit_vqa.evaluation.reports import write_report_files
-from sit_vqa.evaluation.sets import GqaSet, XgqaSet, XquadSet
-from sit_vqa.evaluation.text import TextSet
-from sit_vqa.evaluation.vqa import VqaSet
+from sit_vqa.evaluation.registry import make_set
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.checkpoint import (
     WEIGHTS_NAME, CheckpointManifest, TrainedSettings, load_checkpoint, resolve_checkpoint,
@@ -75,27 +73,6 @@ class LoadedModel:
     checkpoint: Path | None = None  # None: the config's base model (zero-shot)
     manifest: CheckpointManifest | None = None
     partial_load: dict | None = None  # what a partial load lacked (--allow-partial-load)
-
-
-# ------------------------------------------------------------------------------------------------ the set
-
-
-def make_set(config, options: EvalOptions, task: TaskOptions) -> EvaluationSet:
-    """The set of `task` ("auto" resolved from the config's model type), its files read and checked."""
-    task = task.for_model_type(config.model.model_type)
-    if task.task in ("vqa", "okvqa"):
-        return VqaSet(task, options, config)
-    if options.split != "val":
-        raise EvaluationError(f"--split chooses the config's VQAv2 data; --task {task.task} reads its own files")
-    if options.legacy_metric:
-        raise EvaluationError("--legacy-metric is the pre-2021 VQAv2 evaluator; it applies to --task vqa and okvqa")
-    if options.prompt_variant != "trained":
-        raise EvaluationError("--prompt-variant held-out asks VQAv2 / OK-VQA questions with unseen phrasings; "
-                              f"--task {task.task} has no instruction pool")
-    if task.task == "text":
-        return TextSet(task, options, config)
-    sets = {"gqa": GqaSet, "xgqa": XgqaSet, "xquad": XquadSet}
-    return sets[task.task](task, options, config.data.subset_seed)
 
 
 # ---------------------------------------------------------------------------------------------- the model

@@ -105,13 +105,14 @@ class GqaSet(EvaluationSet):
     """GQA test-dev (any balanced split): VQA prompts, official exact-match accuracy, per type."""
 
     task, model_type, score_name = "gqa", "instructblip", "GQA accuracy"
+    reads = frozenset({"image_dir", "gqa_normalize"})
     translate_first = False
 
-    def __init__(self, options: TaskOptions, eval_options: EvalOptions, seed: int):
+    def __init__(self, options: TaskOptions, eval_options: EvalOptions, config):
         self.normalize = options.gqa_normalize
         self.data_path = options.data_path
         self.image_dir = Path(options.image_dir or DEFAULT_IMAGE_DIR)
-        self.by_language = self._read(options, eval_options.limit, seed)
+        self.by_language = self._read(options, eval_options.limit, config.data.subset_seed)
 
     def _read(self, options: TaskOptions, limit, seed) -> dict[str, list[dict]]:
         path = options.data_path
@@ -210,10 +211,11 @@ class XgqaSet(GqaSet):
     """xGQA: the GQA test-dev questions in each language file of a folder; per-language accuracy and the mean."""
 
     task, score_name = "xgqa", "xGQA accuracy (mean over the non-English languages)"
+    reads = GqaSet.reads | {"languages", "translate_first"}
 
-    def __init__(self, options: TaskOptions, eval_options: EvalOptions, seed: int):
+    def __init__(self, options: TaskOptions, eval_options: EvalOptions, config):
         self.translate_first = options.translate_first
-        super().__init__(options, eval_options, seed)
+        super().__init__(options, eval_options, config)
 
     def _read(self, options: TaskOptions, limit, seed) -> dict[str, list[dict]]:
         files = language_files(options.data_path, XGQA_FILE, options.languages, "xGQA")
@@ -263,15 +265,16 @@ class XquadSet(EvaluationSet):
 
     task, model_type, metric = "xquad", "causal_lm", SQUAD_METRIC
     score_name = "XQuAD F1 (mean over the non-English languages)"
+    reads = frozenset({"languages", "translate_first"})
 
-    def __init__(self, options: TaskOptions, eval_options: EvalOptions, seed: int):
+    def __init__(self, options: TaskOptions, eval_options: EvalOptions, config):
         self.translate_first = options.translate_first
         self.data_path = options.data_path
         files = language_files(options.data_path, XQUAD_FILE, options.languages, "XQuAD")
         english_path = options.data_path / XQUAD_FILE.format(ENGLISH)
         english = read_squad_records(english_path)
         self.english = {record["id"]: record for record in english}
-        chosen = seeded_subset([record["id"] for record in english], eval_options.limit, seed)
+        chosen = seeded_subset([record["id"] for record in english], eval_options.limit, config.data.subset_seed)
         self.by_language = {
             lang: [r for r in read_squad_records(path, english=english_path) if r["id"] in chosen]
             for lang, path in files.items()

@@ -204,6 +204,7 @@ class VqaSet(EvaluationSet):
     """VQAv2 (the config's eval_* or train_* data, --split) or OK-VQA (its two files as the eval data)."""
 
     model_type, score_name = "instructblip", "VQA accuracy"
+    reads = frozenset({"split", "legacy_metric", "prompt_variant"})
 
     def __init__(self, task: TaskOptions, options: EvalOptions, config):
         self.task = task.task  # "vqa" or "okvqa": reports of the two are never compared

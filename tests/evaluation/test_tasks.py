@@ -59,6 +59,11 @@ def zero_shot(config_path: str) -> tuple:
     return ckpt.TrainedSettings.zero_shot(config.model, config.data), config
 
 
+def seeded(config_path: str, seed: int = 0):
+    """A config whose subset_seed is `seed` (what a set draws its --limit sample with)."""
+    return load_config(config_path, ["--subset_seed", str(seed)], data_roles=())
+
+
 def run_main(config: str, *argv: str) -> int:
     return evaluate.main(["--config", config, "--no-progress", *argv])
 
@@ -97,7 +102,7 @@ def test_gqa_end_to_end_equals_the_official_scorer_on_results_json(tmp_path, cap
 
 def _gqa_set(**options) -> GqaSet:
     task = TaskOptions(task="gqa", task_data=str(GQA), image_dir=str(GQA_IMAGES), **options)
-    return GqaSet(task, EvalOptions(), seed=0)
+    return GqaSet(task, EvalOptions(), seeded(IMAGE_CONFIG))
 
 
 def test_gqa_scoring_of_hand_made_outputs_matches_the_scorer_on_the_written_file(tmp_path):
@@ -159,7 +164,7 @@ def test_translate_first_answer_is_read_after_the_translation():
 def test_xgqa_scores_hand_made_translations_against_the_english_questions():
     task = TaskOptions(task="xgqa", task_data=str(XGQA), image_dir=str(GQA_IMAGES), languages=["de"],
                        translate_first=True)
-    evaluation_set = XgqaSet(task, EvalOptions(limit=3), seed=0)
+    evaluation_set = XgqaSet(task, EvalOptions(limit=3), seeded(IMAGE_CONFIG))
     records = evaluation_set.records("sit", *zero_shot(IMAGE_CONFIG))
     assert records[0]["instruction"].startswith(
         "First translate the question into English, then describe the image, then answer the input question")
@@ -217,7 +222,7 @@ def test_xquad_end_to_end_equals_the_official_squad_scorer(tmp_path, capsys):
 def test_xquad_scores_hand_made_outputs():
     """German: an exact answer after the translation, one with an extra word (EM 0, F1 2/3), a missing one."""
     task = TaskOptions(task="xquad", task_data=str(XQUAD), languages=["de"], translate_first=True)
-    evaluation_set = XquadSet(task, EvalOptions(limit=3), seed=0)
+    evaluation_set = XquadSet(task, EvalOptions(limit=3), seeded(TEXT_CONFIG))
     records = evaluation_set.records("translate", *zero_shot(TEXT_CONFIG))
     assert "\nInput: " in records[0]["instruction"] and "\nQuestion: " in records[0]["instruction"]
     gold = [r["answers"][0] for r in records]
