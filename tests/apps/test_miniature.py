@@ -142,24 +142,28 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path):
-    """The quick variant end to end: every arm trains and answers far above the majority answer, SIT writes
+    """The quick variant (seed 0 of the full table's named world) end to end: every arm answers far above the
+    majority answer, the two arms trained on the captions (SIT, multitask) look at the image -- 10 points over
+    the best image-blind reference (measured at seed 0: SIT +13.6, multitask +24.7) --, SIT writes
     "Description: ... Answer: ..." with descriptions close to the reference captions, and the table carries the
-    paired differences and the own-description split. What it does NOT assert, because the figures do not
-    support it at this budget (docs/MINIATURE.md: seeds 0 and 1 at 800 steps): that every arm beats the
-    image-blind question prior, or that SIT beats the baseline -- the runs are still at the tipping point
-    between looking and guessing, and which side a run lands on depends on the seed."""
+    paired differences per question type and the own-description split. Not asserted, because the full table
+    does not support it (docs/MINIATURE.md): that the baseline looks (seed 0: +2.9 over the best image-blind
+    reference, flagged) or that SIT beats either arm."""
     results = miniature.run_experiment(tmp_path, quick=True, workers=2)
     table = miniature.table_markdown(results)
     (world,) = results["worlds"]
     assert world["world"] == "named"
     assert sorted(run["arm"] for run in world["runs"]) == sorted(miniature.ARMS)
     majority = world["references"]["majority"]["overall"]
+    blind = miniature_table.best_image_blind(world["references"])
     for run in world["runs"]:
-        assert run["overall"] >= majority + 20, table  # measured: +26 or more in every run
+        assert run["overall"] >= majority + 20, table  # measured: +31 or more in every run
+        if run["arm"] != "baseline":
+            assert run["overall"] >= blind + 10, table
     sit = next(run for run in world["runs"] if run["arm"] == "sit")
     assert sit["answer_marker_rate"] > 0.95
-    assert sit["description"]["description_token_f1"] > 50, table  # measured 71
-    assert sit["own_description"]["readable_share"] > 50, table  # its descriptions state facts (measured 87)
+    assert sit["description"]["description_token_f1"] > 50, table
+    assert sit["own_description"]["readable_share"] > 50, table  # its descriptions state facts
     baseline = next(run for run in world["runs"] if run["arm"] == "baseline")
     assert baseline["own_description"]["readable_share"] < 5, table  # never trained to describe
     assert set(world["differences"]) == {"baseline", "multitask"}
