@@ -21,6 +21,7 @@ from transformers import HfArgumentParser
 from sit_vqa.config import SECTIONS, HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
 from sit_vqa.samples.generated import ensure_config_sample
+from sit_vqa.modeling.loading import model_family
 from sit_vqa.training.run import run_training
 
 
@@ -51,7 +52,7 @@ def score_command(config_arg: str | None, final, model_type: str) -> str:
     """The one command that scores the checkpoint: evaluate.py on VQAv2 (image model), or on the held-out text
     records (text-only: ROUGE-L, chrF and the exact repeat/translate-then-answer shares)."""
     config_part = f"--config {config_arg} " if config_arg else ""
-    task_part = " --task text" if model_type == "causal_lm" else ""  # the default for it too; said, to be plain
+    task_part = "" if model_family(model_type).answers_images else " --task text"  # its default too; said, to be plain
     return f"python evaluate.py {config_part}--checkpoint {final}{task_part}"
 
 

@@ -40,9 +40,8 @@ from sit_vqa.apps.image_input import DemoInputError, ImageSource, load_image  # 
 from sit_vqa.errors import SitVqaError
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
 from sit_vqa.modeling.generation import GenerationInputs, GenerationSettings, generate_batch
-from sit_vqa.modeling.chat_vlm import load_chat_vlm
-from sit_vqa.modeling.families import answers_images
-from sit_vqa.modeling.loading import load_instructblip
+from sit_vqa.modeling.arguments import ModelArguments
+from sit_vqa.modeling.loading import load_base_model, model_family
 
 MAX_QUESTION_CHARS = 1000  # checked before tokenizing, so a pasted book is refused at once
 
@@ -93,9 +92,9 @@ class VqaDemo:
         if (path / "config.json").is_file():
             return cls._load_exported(path, device)
         loaded = load_checkpoint(path, device=device, allow_partial=allow_partial, base_model=base_model)
-        if not answers_images(loaded.trained.model_type):
+        if not model_family(loaded.trained.model_type).answers_images:
             raise DemoInputError(f"{loaded.directory}: a {loaded.trained.model_type!r} checkpoint has no image input; "
-                                 "the demo needs an InstructBLIP checkpoint (model_type instructblip)")
+                                 "the demo needs an image model (model_type instructblip or image_text_to_text)")
         return cls(loaded.model, loaded.processor, loaded.trained, source=loaded.directory)
 
     @classmethod
@@ -103,10 +102,10 @@ class VqaDemo:
         """An exported model (or any save_pretrained InstructBLIP directory: then asked zero-shot, baseline)."""
         info_path = path / EXPORT_MANIFEST_NAME
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-        chat = info.get("trained", {}).get("model_type") == "image_text_to_text"
-        model, processor = (load_chat_vlm if chat else load_instructblip)(path, local_files_only=True)
-        model.to(device)
-        return cls(model, processor, TrainedSettings.from_dict(info.get("trained", {})), source=path)
+        trained = TrainedSettings.from_dict(info.get("trained", {}))
+        args = ModelArguments(model_type=trained.model_type, model_name_or_path=str(path), local_files_only=True)
+        model, processor = load_base_model(args, device=device)
+        return cls(model.eval(), processor, trained, source=path)
 
     @property
     def tokenizer(self):

@@ -28,8 +28,7 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation.reports import read_report, report_task
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint import CheckpointManifest, TrainedSettings, load_checkpoint
-from sit_vqa.modeling.families import answers_images
-from sit_vqa.modeling.loading import align_generation_config, generation_kwargs
+from sit_vqa.modeling.loading import align_generation_config, generation_kwargs, is_encoder_decoder, model_family
 
 EXPORT_FORMAT = "sit-vqa-export/2"  # /2: the trained settings as one record ("trained")
 EXPORT_MANIFEST_NAME = "sit_vqa_export.json"  # beside the standalone model; sit_vqa.apps.demo reads it
@@ -51,8 +50,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     scores = _vqa_report(report) if report else None
     loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model)
     model, processor, manifest = loaded
-    if not answers_images(loaded.trained.model_type):
-        raise ExportError(f"{loaded.directory}: only InstructBLIP checkpoints can be exported, got "
+    if not model_family(loaded.trained.model_type).answers_images:
+        raise ExportError(f"{loaded.directory}: only image-model checkpoints (model_type instructblip or image_text_to_text) can be exported, got "
                           f"{loaded.trained.model_type!r}")
     if hasattr(model, "merge_and_unload"):  # LoRA on a chat VLM's language model: merged into plain weights
         model = model.merge_and_unload()
@@ -66,7 +65,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
         model.save_pretrained(staging)  # safetensors (transformers' default)
         processor.save_pretrained(staging)
         (staging / EXPORT_MANIFEST_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        (staging / "README.md").write_text(model_card(manifest, info, scores), encoding="utf-8")
+        (staging / "README.md").write_text(model_card(manifest, info, scores, encoder_decoder=is_encoder_decoder(model)), encoding="utf-8")
     return out_dir
 
 
@@ -81,8 +80,10 @@ def _set_trained_eos(model, processor) -> None:
     model.config.text_config.eos_token_id, model.config.text_config.pad_token_id = ids["eos_token_id"], ids["pad_token_id"]
 
 
-def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
-    """README.md of the export: what it is, how it was trained, how to prompt it, how well it scored."""
+def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Mapping[str, Any] | None, *,
+               encoder_decoder: bool) -> str:
+    """README.md of the export: what it is, how it was trained, how to prompt it, how well it scored.
+    encoder_decoder: the language model is a T5 (generate returns the answer alone, no prompt to cut off)."""
     config = manifest.config
     trained = TrainedSettings.from_dict(info["trained"])
     templates, prompt = trained.templates, trained.prompt
@@ -111,7 +112,7 @@ def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Ma
         "inputs = processor(images=Image.open('photo.jpg').convert('RGB'), text=prompt, return_tensors='pt')",
         "ids = model.generate(**inputs, max_new_tokens=64)",
         "print(processor.batch_decode(ids[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)[0])"
-        if not _is_t5(config) else "print(processor.batch_decode(ids, skip_special_tokens=True)[0])",
+        if not encoder_decoder else "print(processor.batch_decode(ids, skip_special_tokens=True)[0])",
         "```", "",
         "`python -m sit_vqa.apps.demo --checkpoint DIR --serve` serves it as a web page; its output splits into "
         "description and answer at the \"Description:\" / \"Answer:\" markers.", "",
@@ -162,10 +163,6 @@ def _vqa_report(report: str | Path) -> dict:
             "CHECKPOINT --task vqa --out DIR), or leave out --report"
         )
     return scores
-
-
-def _is_t5(config: Mapping[str, Any]) -> bool:
-    return config.get("tiny_model") == "t5" or "t5" in str(config.get("model_name_or_path") or "").lower()
 
 
 def _score_lines(report: Mapping[str, Any]) -> list[str]:

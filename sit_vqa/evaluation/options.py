@@ -5,7 +5,6 @@ its command line from these fields; `sit_vqa.evaluation.runner.run_evaluation` t
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -100,12 +99,6 @@ class TaskOptions:
     gqa_normalize: bool = field(default=False, metadata={
         "help": "gqa, xgqa: lower-case, strip and drop a trailing period before the exact match (common "
                 "practice, not the official metric; the report says which)"})
-
-    def for_model_type(self, model_type: str) -> TaskOptions:
-        """The options with task "auto" resolved: the text set for a causal_lm config, VQAv2 otherwise."""
-        if self.task != "auto":
-            return self
-        return dataclasses.replace(self, task="text" if model_type == "causal_lm" else "vqa")
 
     @property
     def data_path(self) -> Path:

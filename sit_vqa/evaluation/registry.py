@@ -16,6 +16,7 @@ from sit_vqa.evaluation.protocol import EvaluationSet
 from sit_vqa.evaluation.sets import GqaSet, XgqaSet, XquadSet
 from sit_vqa.evaluation.text import TextSet
 from sit_vqa.evaluation.vqa import VqaSet
+from sit_vqa.modeling.loading import model_family
 
 SETS: dict[str, type[EvaluationSet]] = {
     "vqa": VqaSet,  # the config's eval_* (or train_*, --split) VQAv2 data
@@ -32,7 +33,8 @@ _SET_FLAGS = tuple(f.name for f in dataclasses.fields(TaskOptions) if f.name not
 
 def make_set(config, options: EvalOptions, task: TaskOptions) -> EvaluationSet:
     """The set of `task` ("auto" resolved from the config's model type), its files read and checked."""
-    task = task.for_model_type(config.model.model_type)
+    if task.task == "auto":
+        task = dataclasses.replace(task, task=model_family(config.model.model_type).default_task)
     set_class = SETS.get(task.task)
     if set_class is None:
         raise EvaluationError(f"unknown task {task.task!r}; expected one of auto, {', '.join(SETS)}")

@@ -47,8 +47,7 @@ from sit_vqa.modeling.checkpoint import (
     WEIGHTS_NAME, CheckpointManifest, TrainedSettings, load_checkpoint, resolve_checkpoint,
 )
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
-from sit_vqa.modeling.families import answers_images
-from sit_vqa.modeling.loading import build_model
+from sit_vqa.modeling.loading import build_model, model_family
 from sit_vqa.modeling.threads import use_cpu_threads
 
 logger = logging.getLogger(__name__)
@@ -106,8 +105,9 @@ def _partial_load(loaded, directory: Path) -> dict | None:
 
 
 def _require(needed: str, found: str | None, source: str) -> None:
-    if found != needed and not (answers_images(needed) and answers_images(found)):
-        kind = "an image model (model_type instructblip)" if needed == "instructblip" else \
+    images = model_family(needed).answers_images
+    if images != model_family(found).answers_images:
+        kind = "an image model (model_type instructblip)" if images else \
             "a text model (model_type causal_lm, e.g. --config text_sit.yaml)"
         raise EvaluationError(f"{source}: this set is answered by {kind}, got model_type {found!r}")
 
@@ -116,8 +116,8 @@ def generation_settings(config, options: EvalOptions, trained: TrainedSettings) 
     """The command line's, else the config's generation settings; inputs made as the model was trained."""
     training = config.training
     # a text answer (or a translated paragraph) is as long as the targets the model was trained on
-    default_tokens = (trained.max_target_length if trained.model_type == "causal_lm"
-                      else training.generation_max_new_tokens)
+    default_tokens = (training.generation_max_new_tokens if model_family(trained.model_type).answers_images
+                      else trained.max_target_length)
     return trained.generation(
         batch_size=options.batch_size or training.per_device_eval_batch_size,
         max_new_tokens=options.max_new_tokens or default_tokens,
@@ -210,7 +210,7 @@ def run_settings(config, options: EvalOptions, evaluation_set: EvaluationSet, lo
         "base_model": options.base_model,
         "partial_load": loaded.partial_load,
         "global_step": trained.global_step,
-        "trained_mode": trained.text_mode if trained.model_type == "causal_lm" else trained.mode,
+        "trained_mode": trained.mode if model_family(trained.model_type).answers_images else trained.text_mode,
         "config": config.source, **evaluation_set.settings(),
         "prompt": prompt, "prompt_requested": options.prompt, "limit": options.limit,
         "subset_seed": config.data.subset_seed if options.limit else None,

@@ -12,12 +12,10 @@ from sit_vqa.errors import ConfigError
 from sit_vqa.modeling import precision
 
 
-MODEL_TYPES = ("instructblip", "causal_lm", "image_text_to_text")
-
 
 @dataclass
 class ModelArguments:
-    model_type: Literal["instructblip", "causal_lm", "image_text_to_text"] = field(
+    model_type: str = field(  # the model family: one of sit_vqa.modeling.loading.FAMILIES
         default="instructblip",
         metadata={"help": "instructblip: image QA with a frozen ViT and LLM; causal_lm: the text-only path; "
                   "image_text_to_text: any AutoModelForImageTextToText chat VLM (LLaVA, Idefics3, PaliGemma, ...)."},
@@ -67,7 +65,8 @@ class ModelArguments:
                   "+ one vectorised normalise, ~3x the samples/s, pixels close to plain (docs/PERFORMANCE.md). "
                   "Saved in the checkpoint, so evaluation and the demo preprocess as training did."},
     )
-    use_lora: bool = field(default=False, metadata={"help": "causal_lm only: train LoRA adapters (peft)."})
+    use_lora: bool = field(default=False, metadata={"help": "causal_lm and image_text_to_text (its language model): "
+                                                    "train LoRA adapters (peft)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -92,8 +91,6 @@ class ModelArguments:
                 "keep one (the tiny-model configs set tiny_model: start from vqa_sit.yaml or text_sit.yaml "
                 "without it for a real model)"
             )
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"unsupported model_type {self.model_type!r}; supported: {', '.join(MODEL_TYPES)}")
         if self.use_lora and self.model_type == "instructblip":
             raise ConfigError("use_lora applies to model_type causal_lm and image_text_to_text (InstructBLIP trains "
                               "its Q-Former)")

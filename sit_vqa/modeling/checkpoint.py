@@ -47,7 +47,7 @@ from sit_vqa.errors import CheckpointError
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint_manifest import MANIFEST_NAME, CheckpointManifest, read_manifest
 from sit_vqa.modeling.generation import GenerationSettings
-from sit_vqa.modeling.loading import build_model
+from sit_vqa.modeling.loading import build_model, model_family
 from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, checkpoint_step
 
 logger = logging.getLogger(__name__)
@@ -169,11 +169,6 @@ TRAINER_STATE_NAME = "trainer_state.json"
 RESUME_FILES = ("optimizer.pt", "scheduler.pt")  # without them the Trainer silently starts afresh
 
 
-def checkpoints_newest_first(output_dir: str | Path) -> list[Path]:
-    """Every checkpoint-N directory in `output_dir` (complete or not), highest N first."""
-    return RunLayout(Path(output_dir)).checkpoints_newest_first()
-
-
 def resume_problem(directory: Path) -> str | None:
     """Why `directory` cannot be resumed from (in words), or None when it is intact: the manifest reads, the
     trained weights read and hold exactly the tensors the manifest lists,
@@ -266,7 +261,7 @@ class TrainedSettings:
     def zero_shot(cls, model_args, data_args) -> TrainedSettings:
         """A config's untrained base model: no mode (asked with the baseline prompt), the config's settings."""
         return cls(model_type=model_args.model_type, mode=None,
-                   text_mode=data_args.text_mode if model_args.model_type == "causal_lm" else None,
+                   text_mode=None if model_family(model_args.model_type).answers_images else data_args.text_mode,
                    templates=data_args.template_set, max_instruction_length=model_args.max_instruction_length,
                    max_target_length=model_args.max_target_length, image_pipeline=model_args.image_pipeline)
 
@@ -276,7 +271,7 @@ class TrainedSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         kept = {key: value for key, value in values.items() if key in known and value is not None}
         kept["templates"] = load_templates(values.get("templates") or None)
-        if kept.get("model_type", "instructblip") != "causal_lm":
+        if model_family(kept.get("model_type", "instructblip")).answers_images:
             kept.pop("text_mode", None)  # the config default; an image model has no text mode
         return cls(**kept)
 
@@ -286,14 +281,14 @@ class TrainedSettings:
     @property
     def prompt(self) -> str:
         """The prompt the model was trained to follow: sit / baseline (images), its text_mode (text)."""
-        if self.model_type == "causal_lm":
+        if not model_family(self.model_type).answers_images:
             return self.text_mode or "plain"
         return prompt_for_mode(self.mode)
 
     def generation(self, **decoding) -> GenerationSettings:
         """Generation settings whose inputs are made as in training (instruction length, image pipeline)."""
         return GenerationSettings(max_instruction_length=self.max_instruction_length,
-                                  image_pipeline=self.image_pipeline, **decoding)
+                                  image_pipeline=self.image_pipeline, model_type=self.model_type, **decoding)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,41 @@
-"""What a loaded model is, read off its config: the one place the code asks which family a model belongs to
-(never its name). Imports nothing, so that the collator can ask without loading the loading code (peft, the
-Auto classes)."""
+"""What a model family is (`ModelFamily`: how the code loads, trains, feeds and asks one kind of model), and
+what a loaded model is, read off its config (`is_encoder_decoder`, never its name). Imports nothing, so that the
+collator can ask without loading the loading code (peft, the Auto classes).
+
+The families themselves, one entry per config `model_type`, are `sit_vqa.modeling.loading.FAMILIES`; the code
+asks `model_family(model_type)` instead of comparing model_type strings. Adding a family is one module that
+defines its functions and its `ModelFamily`, plus one entry in FAMILIES (README: "How to add a model family").
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """The per-family behaviour, as functions of the config's `ModelArguments` (args) and the loaded model."""
+
+    name: str  # the config's model_type
+    # takes images: the image sets (VQAv2, GQA), the demo, the export; otherwise the text path (Alpaca records,
+    # text_mode, the held-out text set)
+    answers_images: bool
+    # (args, *, dtype, device) -> (model, processor or tokenizer), before freezing: from a hub id, a local
+    # directory or a tiny builder; frozen weights in `dtype`, straight onto `device`
+    load: Callable[..., tuple[Any, Any]]
+    # (model, args, dtype, *, quiet) -> the model to train: what trains (freezing, LoRA), frozen weights in dtype
+    prepare_for_training: Callable[..., Any]
+    # (model, processor, **options) -> a sample transform (record -> one sample's inputs) whose .collator()
+    # pads a batch; generation makes its inputs with it too. options: max_instruction_length,
+    # max_target_length, image_pipeline, feature_cache, image_dir (a family takes those that apply to it)
+    sample_transform: Callable[..., Any]
+
+    @property
+    def default_task(self) -> str:
+        """The set evaluate.py runs for --task auto."""
+        return "vqa" if self.answers_images else "text"
 
 
 def is_encoder_decoder(model) -> bool:
@@ -11,11 +44,3 @@ def is_encoder_decoder(model) -> bool:
     if hasattr(config, "use_decoder_only_language_model"):
         return not config.use_decoder_only_language_model
     return bool(getattr(config, "is_encoder_decoder", False))
-
-
-IMAGE_MODEL_TYPES = ("instructblip", "image_text_to_text")  # the model types that answer image sets (VQAv2, GQA)
-
-
-def answers_images(model_type: str | None) -> bool:
-    """Whether a model of `model_type` takes images (the VQA sets, the demo, the export)."""
-    return model_type in IMAGE_MODEL_TYPES

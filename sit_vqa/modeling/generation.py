@@ -30,8 +30,7 @@ from tqdm.auto import tqdm
 from sit_vqa.errors import EvaluationError, InputError
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.collate import TransformedDataset
-from sit_vqa.modeling.transforms import transform_for_model
-from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder
+from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder, model_family
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +57,7 @@ class GenerationSettings:
     max_instruction_length: int = 128
     image_pipeline: str = "plain"  # sit_vqa.modeling.images
     num_workers: int = 0
+    model_type: str = "instructblip"  # the family whose sample transform makes the inputs
 
     def __post_init__(self):
         for name in ("batch_size", "max_new_tokens", "num_beams", "max_instruction_length"):
@@ -84,7 +84,7 @@ class GenerationInputs:
     """Records -> the model's padded generation inputs, on the model's device."""
 
     def __init__(self, model, processor, settings: GenerationSettings, *, feature_cache=None):
-        self.transform = transform_for_model(
+        self.transform = model_family(settings.model_type).sample_transform(
             model, processor, max_instruction_length=settings.max_instruction_length,
             image_pipeline=settings.image_pipeline, feature_cache=feature_cache,
         )

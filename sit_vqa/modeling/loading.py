@@ -1,8 +1,10 @@
-"""Real models: loading InstructBLIP or a causal LM (hub id or local directory), what trains (the paper's
-freezing policy, LoRA), the precision of the weights (`sit_vqa.modeling.precision` decides it), and the generation
-helpers every consumer shares.
+"""Real models: the model families (`FAMILIES`, one `ModelFamily` per config model_type: InstructBLIP, the
+text-only causal LM, chat VLMs), loading InstructBLIP or a causal LM (hub id or local directory), what trains
+(the paper's freezing policy, LoRA), the precision of the weights (`sit_vqa.modeling.precision` decides it), and
+the generation helpers every consumer shares.
 
     model, processor = build_model(config.model, dtype=torch.bfloat16)   # loaded, frozen, fp32 trained weights
+    model_family(config.model.model_type).answers_images                  # what the code asks of a family
 
 `build_model` builds the tiny offline models of `sit_vqa.modeling.tiny` when the config asks for one; checkpoints
 (trainable weights, manifest, resolving and loading one) are `sit_vqa.modeling.checkpoint`, which uses this module.
@@ -30,9 +32,10 @@ from transformers import (
 
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.arguments import ModelArguments
-from sit_vqa.modeling.chat_vlm import configure_chat_trainable, load_chat_vlm
+from sit_vqa.modeling.chat_vlm import ChatSampleTransform, configure_chat_trainable, load_chat_vlm
+from sit_vqa.modeling.collate import SampleTransform
 from sit_vqa.errors import ConfigError, ModelLoadError
-from sit_vqa.modeling.families import is_encoder_decoder  # also imported from here by callers
+from sit_vqa.modeling.families import ModelFamily, is_encoder_decoder  # is_encoder_decoder: also imported from here
 from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
 
@@ -242,54 +245,106 @@ def build_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, dev
 def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, device: str | None = None):
     """(model, processor) before freezing: from a hub id, a local directory or the tiny offline builder."""
     # loaded straight onto `device` in `dtype`: no full CPU copy per rank
-    common = dict(dtype=dtype, device=device, local_files_only=args.local_files_only,
-                  trust_remote_code=args.trust_remote_code)
-    if args.model_type == "image_text_to_text":  # chat VLMs: sit_vqa.modeling.chat_vlm
-        model, processor = load_chat_vlm(args.model_name_or_path, **common)
-    elif args.model_type == "instructblip":
-        if args.tiny_model:
-            model, processor = build_tiny_instructblip(
-                args.tiny_model, seed=args.tiny_model_seed, image_size=args.tiny_image_size,
-                patch_size=args.tiny_patch_size, num_query_tokens=args.tiny_num_query_tokens,
-                hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers,
-                num_heads=args.tiny_num_heads, dropout=args.tiny_dropout,
-                random_query_tokens=args.tiny_random_query_tokens,
-            )
-        else:
-            model, processor = load_instructblip(args.model_name_or_path, **common)
-    elif args.tiny_model:
-        model, processor = build_tiny_causal_lm(
-            seed=args.tiny_model_seed, hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers
-        )
-    else:
-        model, processor = load_causal_lm(args.model_name_or_path, **common)
+    model, processor = model_family(args.model_type).load(args, dtype=dtype, device=device)
     if device is not None:
         model.to(device)  # the tiny models; a no-op for loaded ones
     return model, processor
 
 
 def prepare_for_training(model, args: ModelArguments, dtype: torch.dtype, quiet: bool = False):
-    """LoRA adapters (causal_lm, if asked) or the freezing policy, then frozen weights in `dtype`."""
-    if args.model_type == "image_text_to_text":  # chat VLMs: their own freezing switches
-        model = configure_chat_trainable(model, args)
-        if not quiet:
-            print(count_parameters(model))
-        precision.keep_trained_fp32(model, dtype)
-        return model
-    if args.model_type == "causal_lm" and args.use_lora:
-        return apply_lora(
-            model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-            target_modules=args.lora_target_modules,
-        )
-    configure_trainable(
-        model,
-        train_vision_post_layernorm=args.train_vision_post_layernorm,
-        # a text-only causal LM without LoRA is fine-tuned fully
-        train_all=args.train_all or args.model_type == "causal_lm",
-        quiet=quiet,
+    """What trains (the family's freezing policy or LoRA), then frozen weights in `dtype`."""
+    return model_family(args.model_type).prepare_for_training(model, args, dtype, quiet=quiet)
+
+
+# ----------------------------------------------------------------------------------------------
+# The families: InstructBLIP and the text-only causal LM here, chat VLMs in sit_vqa.modeling.chat_vlm
+# ----------------------------------------------------------------------------------------------
+
+
+def _hub_options(args: ModelArguments) -> dict:
+    return dict(local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code)
+
+
+def _load_instructblip_family(args: ModelArguments, *, dtype: torch.dtype, device: str | None):
+    if not args.tiny_model:
+        return load_instructblip(args.model_name_or_path, dtype=dtype, device=device, **_hub_options(args))
+    return build_tiny_instructblip(
+        args.tiny_model, seed=args.tiny_model_seed, image_size=args.tiny_image_size,
+        patch_size=args.tiny_patch_size, num_query_tokens=args.tiny_num_query_tokens,
+        hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers,
+        num_heads=args.tiny_num_heads, dropout=args.tiny_dropout,
+        random_query_tokens=args.tiny_random_query_tokens,
     )
+
+
+def _prepare_instructblip(model, args: ModelArguments, dtype: torch.dtype, *, quiet: bool = False):
+    """The paper's freezing policy (Q-Former, query tokens, projection train), or every weight (train_all)."""
+    configure_trainable(model, train_vision_post_layernorm=args.train_vision_post_layernorm,
+                        train_all=args.train_all, quiet=quiet)
     precision.keep_trained_fp32(model, dtype)
     return model
+
+
+def _load_causal_lm_family(args: ModelArguments, *, dtype: torch.dtype, device: str | None):
+    if not args.tiny_model:
+        return load_causal_lm(args.model_name_or_path, dtype=dtype, device=device, **_hub_options(args))
+    return build_tiny_causal_lm(seed=args.tiny_model_seed, hidden_size=args.tiny_hidden_size,
+                                num_layers=args.tiny_num_layers)
+
+
+def _prepare_causal_lm(model, args: ModelArguments, dtype: torch.dtype, *, quiet: bool = False):
+    """LoRA adapters (use_lora), else every weight trains (a text-only LM is fine-tuned fully)."""
+    if args.use_lora:
+        return apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                          target_modules=args.lora_target_modules)
+    configure_trainable(model, train_all=True, quiet=quiet)
+    precision.keep_trained_fp32(model, dtype)
+    return model
+
+
+def _load_chat_vlm_family(args: ModelArguments, *, dtype: torch.dtype, device: str | None):
+    return load_chat_vlm(args.model_name_or_path, dtype=dtype, device=device, **_hub_options(args))
+
+
+def _prepare_chat_vlm(model, args: ModelArguments, dtype: torch.dtype, *, quiet: bool = False):
+    """The freezing switches (freeze_vision_tower, ...), LoRA on the language model where it applies."""
+    model = configure_chat_trainable(model, args)
+    if not quiet:
+        print(count_parameters(model))
+    precision.keep_trained_fp32(model, dtype)
+    return model
+
+
+def _chat_sample_transform(model, processor, **options):
+    """The processor makes its own pixels (through its chat template): image_pipeline and feature_cache do not
+    apply."""
+    kept = {key: options[key] for key in ("max_instruction_length", "max_target_length", "image_dir") if key in options}
+    return ChatSampleTransform(processor, **kept)
+
+
+INSTRUCTBLIP = ModelFamily(
+    name="instructblip", answers_images=True, load=_load_instructblip_family,
+    prepare_for_training=_prepare_instructblip, sample_transform=SampleTransform.for_model,
+)
+CAUSAL_LM = ModelFamily(
+    name="causal_lm", answers_images=False, load=_load_causal_lm_family,
+    prepare_for_training=_prepare_causal_lm, sample_transform=SampleTransform.for_model,
+)
+CHAT_VLM = ModelFamily(  # any AutoModelForImageTextToText chat VLM: sit_vqa.modeling.chat_vlm
+    name="image_text_to_text", answers_images=True, load=_load_chat_vlm_family,
+    prepare_for_training=_prepare_chat_vlm, sample_transform=_chat_sample_transform,
+)
+
+# model_type -> its family: the one list of the families (a new one: its module, and one entry here)
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (INSTRUCTBLIP, CAUSAL_LM, CHAT_VLM)}
+
+
+def model_family(model_type: str | None) -> ModelFamily:
+    """The family of a config's (or a checkpoint's) model_type; a ConfigError naming the known ones."""
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise ConfigError(f"unsupported model_type {model_type!r}; supported: {', '.join(FAMILIES)}")
+    return family
 
 
 # ----------------------------------------------------------------------------------------------

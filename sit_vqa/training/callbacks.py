@@ -33,7 +33,7 @@ from sit_vqa.evaluation import sharded
 from sit_vqa.errors import ConfigError
 from sit_vqa.data.prompts import prompt_for_mode
 from sit_vqa.evaluation.vqa import load_eval_records, score_generations
-from sit_vqa.modeling.families import answers_images
+from sit_vqa.modeling.loading import model_family
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class VqaEvalCallback(TrainerCallback):
     """Every `every_n_steps` optimizer steps: generate answers for `records`, score them, log the accuracy.
 
     trainer: the Trainer whose `log` receives the numbers. records: evaluation records with "instruction"
-    (the prompt), image and answers, e.g. `load_eval_records(...).dataset`. processor: the model's
-    InstructBlipProcessor (default: the trainer's processing_class).
+    (the prompt), image and answers, e.g. `load_eval_records(...).dataset`. processor: the image model's
+    processor (InstructBlipProcessor, or a chat VLM's; default: the trainer's processing_class).
     """
 
     def __init__(
@@ -68,10 +68,10 @@ class VqaEvalCallback(TrainerCallback):
     def from_config(cls, trainer, config) -> VqaEvalCallback:
         """The callback a RunConfig asks for: eval_vqa_steps, eval_subset_questions, generation_* keys."""
         data, training = config.data, config.training
-        if not answers_images(config.model.model_type):
+        if not model_family(config.model.model_type).answers_images:
             raise ConfigError(
                 f"{config.source}: eval_vqa_steps scores VQA accuracy, which needs an image model "
-                f"(model_type instructblip), not {config.model.model_type}; set eval_vqa_steps: 0"
+                f"(model_type instructblip or image_text_to_text), not {config.model.model_type}; set eval_vqa_steps: 0"
             )
         records = load_eval_records(
             data, split="val", prompt=prompt_for_mode(data.mode), templates=data.template_set,
@@ -83,6 +83,7 @@ class VqaEvalCallback(TrainerCallback):
             num_beams=training.generation_num_beams,
             max_instruction_length=config.model.max_instruction_length,
             image_pipeline=config.model.image_pipeline,
+            model_type=config.model.model_type,
         )
         return cls(trainer, records.dataset, every_n_steps=training.eval_vqa_steps, generation=generation)
 

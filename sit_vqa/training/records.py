@@ -10,7 +10,7 @@ from sit_vqa.data.prepared import load_prepared, prepare_cached
 from sit_vqa.data.text_sit import build_text_sit, load_alpaca
 from sit_vqa.errors import ConfigError
 from sit_vqa.modeling.collate import TransformedDataset
-from sit_vqa.modeling.transforms import transform_for_model
+from sit_vqa.modeling.loading import model_family
 from sit_vqa.modeling.feature_cache import build_feature_cache, record_image_paths, use_cached_features
 from sit_vqa.training.unreadable import SkipUnreadableImages
 
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def load_training_records(data: DataArguments, model_type: str):
     """The training records (with 'instruction' and 'target'), and a report of how they were made."""
-    if model_type == "causal_lm":
+    if not model_family(model_type).answers_images:  # the text path: Alpaca-format records
         if not data.text_data:
             raise ConfigError("causal_lm training needs text_data (an Alpaca-format JSON file)")
         translated = load_alpaca(data.text_data_translated) if data.text_data_translated else None
@@ -44,7 +44,7 @@ def load_training_records(data: DataArguments, model_type: str):
 def training_dataset(config: RunConfig, model, processor, records, unreadable_log: Path | None):
     """(the Trainer's dataset, its SampleTransform): each record transformed when the DataLoader reads it,
     records whose image cannot be read skipped and named in `unreadable_log`."""
-    transform = transform_for_model(
+    transform = model_family(config.model.model_type).sample_transform(
         model, processor,
         max_instruction_length=config.model.max_instruction_length,
         max_target_length=config.model.max_target_length,
