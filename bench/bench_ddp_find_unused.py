@@ -7,7 +7,7 @@ The model is the Salesforce/instructblip-vicuna-7b structure (`sit_vqa.modeling.
 paper's freezing (Q-Former, query tokens and projection train), on a synthetic SIT-length batch; each step is
 forward, backward and AdamW. Both settings run in the same processes, alternating, and the median step times
 and their ratio are printed. find_unused_parameters=True walks the autograd graph after every forward to find
-parameters without a gradient; this model has none (tests/test_scale_costs.py).
+parameters without a gradient; this model has none (tests/training/test_scale_costs.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python bench/eval_throughput.py --size tiny                # CPU (tiny-t5: the T5 tiny model)
     python bench/eval_throughput.py --size vicuna-7b           # GPU: InstructBLIP-Vicuna-7B, random bf16 weights
 
-Generation is `sit_vqa.evaluation.vqa.generate_texts`, the function evaluate.py runs: DataLoader over the
+Generation is `sit_vqa.modeling.generation.generate_texts`, the function evaluate.py runs: DataLoader over the
 records (photo-like 640x480 JPEGs read and preprocessed per question), collator with left padding for
 decoder-only LMs, greedy `generate` under bf16 autocast on GPU. Two prompts, alternating in rounds in one
 process (median round reported):

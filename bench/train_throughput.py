@@ -4,7 +4,7 @@
     python bench/train_throughput.py --size flan-t5-xl         # GPU: InstructBLIP-Flan-T5-XL
     python bench/train_throughput.py --size tiny               # CPU dry run (tiny-t5: the T5 tiny model)
 
-(Replaces bench/bench_train_gpu.py.) Full-size models are built from their published architectures
+(Replaces the earlier GPU training benchmark.) Full-size models are built from their published architectures
 (EVA ViT-g/14: 1408 hidden, 39 layers, 224 px; Q-Former: BERT-base, 12 layers, cross-attention every
 2nd, 32 queries; Vicuna-7B: LLaMA 4096 x 32 layers, MLP 11008, vocab 32001; Flan-T5-XL: 2048 x 24+24,
 gated-GELU 5120, vocab 32128) with random weights created directly on the GPU in bf16: no download, no fp32
@@ -236,7 +236,7 @@ def main(argv=None) -> None:
     batch = synthetic_batch(model, args.batch_size, args.instruction_tokens, args.target_tokens, device)
     flops = flops_per_sample(model.config, args.instruction_tokens, args.target_tokens)
 
-    use_cached_features(model)  # encodes 4-d pixel_values exactly as the ViT itself (tests/test_feature_cache.py)
+    use_cached_features(model)  # encodes 4-d pixel_values exactly as the ViT itself (tests/modeling/test_feature_cache.py)
     cached_batch = dict(batch, pixel_values=encoder_states(model.vision_model, batch["pixel_values"].to(dtype)).to(dtype))
     default_attention = model.config._attn_implementation
     attention = args.attention or default_attention

@@ -165,7 +165,7 @@ class SitTrainingArguments(TrainingArguments):
     generation_num_beams: int = field(default=1, metadata={"help": "Beams for VQA scoring."})
     # The Trainer's default (None) makes DDP search the autograd graph for unused parameters on every step.
     # Every parameter this package trains (Q-Former, query tokens, projection, ViT post-layernorm, LoRA
-    # adapters, or all weights) is on the loss path -- tests/test_scale_costs.py checks each policy -- and were
+    # adapters, or all weights) is on the loss path -- tests/training/test_scale_costs.py checks each policy -- and were
     # one not, DDP would stop with an error naming it rather than train wrongly.
     ddp_find_unused_parameters: bool | None = field(
         default=False,

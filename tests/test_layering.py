@@ -1,4 +1,4 @@
-"""Imports run one way (DESIGN.md): errors/files <- data, metrics, samples <- modeling <- config <- training,
+"""Imports run one way (README.md, "Layout"): errors/files <- data, metrics, samples <- modeling <- config <- training,
 evaluation <- apps. Checked on the source (every import statement of every module, also those inside functions
 and under TYPE_CHECKING) and in real interpreters (what an import actually loads, and what imports without torch)."""
 

@@ -16,9 +16,9 @@ Records without input stay as they are in every mode: instruction "I", target "O
 whitespace of the three fields is stripped.
 
 Why these texts: the prompt layout ("<task>\\nInput: ...") mirrors the image prompts ("<task>.\\nQuestion:
-...", `templates.py`), and the SIT targets name their first step and then use the same "Answer:" marker as
+...", `prompts.py`), and the SIT targets name their first step and then use the same "Answer:" marker as
 the image SIT target ("Description: ...\\nAnswer: ..."), so a model tuned on both mixes learns one way to
-mark its final answer, and `templates.parse_sit_output` splits either. Following Hu et al. (NAACL 2025),
+mark its final answer, and `prompts.parse_sit_output` splits either. Following Hu et al. (NAACL 2025),
 the translate instruction stays in English whatever the input's language; only the input is shown
 translated, and the target starts with the English input. The second file therefore needs the same
 records in the same order (aligned by index) with the input translated; its instruction translation is

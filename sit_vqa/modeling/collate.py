@@ -1,4 +1,5 @@
-"""The one collator, for image (InstructBLIP) samples and text-only samples alike.
+"""The collator of InstructBLIP image samples and text-only samples alike (chat VLMs have their own,
+`sit_vqa.modeling.chat_vlm.ChatCollator`: their processor's chat template makes the inputs).
 
 Two steps, as in torchtune: `SampleTransform` turns one record into model inputs (tokenize, load
 and process the image), then `SitCollator` only pads and stacks a list of them.

@@ -25,7 +25,7 @@ Without a draft step (a PNG, an in-memory image, a small JPEG) and with no reduc
 path's uint8 resize is the plain one exactly and pixel_values differ only by float rounding (< 1e-5).
 
 Measured difference from "plain" (224x224, photo-like 640x480 JPEGs quality 90, 64 images;
-`python bench/data_throughput.py` prints it): see docs/PERFORMANCE.md, and tests/test_images.py for
+`python bench/data_throughput.py` prints it): see docs/PERFORMANCE.md, and tests/modeling/test_images.py for
 the bound on the tiny model's ViT features.
 
 Preprocessing is deterministic in both pipelines (LAVIS trained with random resized crops and flips);

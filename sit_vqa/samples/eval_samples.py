@@ -2,7 +2,7 @@
 
     python -m sit_vqa.samples.eval_samples --out data
 
-writes (byte-identical on every run; tests/data/test_eval_samples.py checks the committed copies):
+writes (byte-identical on every run; tests/samples/test_eval_samples.py checks the committed copies):
 
     data/gqa_sample/testdev_balanced_questions.json     GQA questions (object keyed by question id, with types)
     data/gqa_sample/images/<imageId>.jpg                 the pictures they ask about
