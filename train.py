@@ -21,7 +21,7 @@ from transformers import HfArgumentParser
 from sit_vqa.config import SECTIONS, HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
 from sit_vqa.samples.generated import ensure_config_sample
-from sit_vqa.modeling.loading import model_family
+from sit_vqa.modeling.families import model_family
 from sit_vqa.training.run import run_training
 
 

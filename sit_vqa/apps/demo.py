@@ -41,7 +41,8 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
 from sit_vqa.modeling.generation import GenerationInputs, GenerationSettings, generate_batch
 from sit_vqa.modeling.arguments import ModelArguments
-from sit_vqa.modeling.loading import load_base_model, model_family
+from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.loading import load_base_model
 
 MAX_QUESTION_CHARS = 1000  # checked before tokenizing, so a pasted book is refused at once
 

@@ -16,7 +16,7 @@ from sit_vqa.evaluation.protocol import EvaluationSet
 from sit_vqa.evaluation.sets import GqaSet, XgqaSet, XquadSet
 from sit_vqa.evaluation.text import TextSet
 from sit_vqa.evaluation.vqa import VqaSet
-from sit_vqa.modeling.loading import model_family
+from sit_vqa.modeling.families import model_family
 
 SETS: dict[str, type[EvaluationSet]] = {
     "vqa": VqaSet,  # the config's eval_* (or train_*, --split) VQAv2 data

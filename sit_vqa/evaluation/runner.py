@@ -47,7 +47,8 @@ from sit_vqa.modeling.checkpoint import (
     WEIGHTS_NAME, CheckpointManifest, TrainedSettings, load_checkpoint, resolve_checkpoint,
 )
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
-from sit_vqa.modeling.loading import build_model, model_family
+from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.loading import build_model
 from sit_vqa.modeling.threads import use_cpu_threads
 
 logger = logging.getLogger(__name__)

@@ -10,12 +10,13 @@ from typing import Literal
 
 from sit_vqa.errors import ConfigError
 from sit_vqa.modeling import precision
+from sit_vqa.modeling.families import FAMILIES, unknown_model_type
 
 
 
 @dataclass
 class ModelArguments:
-    model_type: str = field(  # the model family: one of sit_vqa.modeling.loading.FAMILIES
+    model_type: str = field(  # the model family: one of sit_vqa.modeling.families.FAMILIES
         default="instructblip",
         metadata={"help": "instructblip: image QA with a frozen ViT and LLM; causal_lm: the text-only path; "
                   "image_text_to_text: any AutoModelForImageTextToText chat VLM (LLaVA, Idefics3, PaliGemma, ...)."},
@@ -91,6 +92,8 @@ class ModelArguments:
                 "keep one (the tiny-model configs set tiny_model: start from vqa_sit.yaml or text_sit.yaml "
                 "without it for a real model)"
             )
+        if self.model_type not in FAMILIES:
+            raise ConfigError(unknown_model_type(self.model_type))
         if self.use_lora and self.model_type == "instructblip":
             raise ConfigError("use_lora applies to model_type causal_lm and image_text_to_text (InstructBLIP trains "
                               "its Q-Former)")

@@ -47,7 +47,8 @@ from sit_vqa.errors import CheckpointError
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint_manifest import MANIFEST_NAME, CheckpointManifest, read_manifest
 from sit_vqa.modeling.generation import GenerationSettings
-from sit_vqa.modeling.loading import build_model, model_family
+from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.loading import build_model
 from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, checkpoint_step
 
 logger = logging.getLogger(__name__)

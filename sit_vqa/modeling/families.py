@@ -2,16 +2,28 @@
 what a loaded model is, read off its config (`is_encoder_decoder`, never its name). Imports nothing, so that the
 collator can ask without loading the loading code (peft, the Auto classes).
 
-The families themselves, one entry per config `model_type`, are `sit_vqa.modeling.loading.FAMILIES`; the code
-asks `model_family(model_type)` instead of comparing model_type strings. Adding a family is one module that
-defines its functions and its `ModelFamily`, plus one entry in FAMILIES (README: "How to add a model family").
+`FAMILIES` lists the families, one entry per config `model_type`; the code asks `model_family(model_type)`
+instead of comparing model_type strings. Adding a family is one module that defines its functions and its
+`ModelFamily`, plus one entry in FAMILIES (README: "How to add a model family").
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sit_vqa.errors import ConfigError
+
+# model_type -> "module:NAME" of its ModelFamily. Named, and imported on first use: the family modules load
+# the model code (transformers' Auto classes, peft), which the config, the collator and the checkpoint manifest
+# must not need, and they read ModelArguments, which checks its model_type against this list.
+FAMILIES: dict[str, str] = {
+    "instructblip": "sit_vqa.modeling.loading:INSTRUCTBLIP",
+    "causal_lm": "sit_vqa.modeling.loading:CAUSAL_LM",
+    "image_text_to_text": "sit_vqa.modeling.loading:CHAT_VLM",  # chat VLMs: sit_vqa.modeling.chat_vlm
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,18 @@ class ModelFamily:
     def default_task(self) -> str:
         """The set evaluate.py runs for --task auto."""
         return "vqa" if self.answers_images else "text"
+
+
+def model_family(model_type: str | None) -> ModelFamily:
+    """The family of a config's (or a checkpoint's) model_type; a ConfigError naming the known ones."""
+    if model_type not in FAMILIES:
+        raise ConfigError(unknown_model_type(model_type))
+    module, name = FAMILIES[model_type].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def unknown_model_type(model_type) -> str:
+    return f"unsupported model_type {model_type!r}; supported: {', '.join(FAMILIES)}"
 
 
 def is_encoder_decoder(model) -> bool:

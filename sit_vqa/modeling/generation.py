@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from sit_vqa.errors import EvaluationError, InputError
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.collate import TransformedDataset
-from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder, model_family
+from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder
 
 logger = logging.getLogger(__name__)
 

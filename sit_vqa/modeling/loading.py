@@ -1,5 +1,5 @@
-"""Real models: the model families (`FAMILIES`, one `ModelFamily` per config model_type: InstructBLIP, the
-text-only causal LM, chat VLMs), loading InstructBLIP or a causal LM (hub id or local directory), what trains
+"""Real models: the model families InstructBLIP, the text-only causal LM and chat VLMs (their `ModelFamily`
+objects; `sit_vqa.modeling.families.FAMILIES` lists them), loading InstructBLIP or a causal LM (hub id or local directory), what trains
 (the paper's freezing policy, LoRA), the precision of the weights (`sit_vqa.modeling.precision` decides it), and
 the generation helpers every consumer shares.
 
@@ -35,7 +35,7 @@ from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.modeling.chat_vlm import ChatSampleTransform, configure_chat_trainable, load_chat_vlm
 from sit_vqa.modeling.collate import SampleTransform
 from sit_vqa.errors import ConfigError, ModelLoadError
-from sit_vqa.modeling.families import ModelFamily, is_encoder_decoder  # is_encoder_decoder: also imported from here
+from sit_vqa.modeling.families import ModelFamily, is_encoder_decoder, model_family  # is_encoder_decoder: also imported from here
 from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
 
@@ -334,18 +334,6 @@ CHAT_VLM = ModelFamily(  # any AutoModelForImageTextToText chat VLM: sit_vqa.mod
     name="image_text_to_text", answers_images=True, load=_load_chat_vlm_family,
     prepare_for_training=_prepare_chat_vlm, sample_transform=_chat_sample_transform,
 )
-
-# model_type -> its family: the one list of the families (a new one: its module, and one entry here)
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (INSTRUCTBLIP, CAUSAL_LM, CHAT_VLM)}
-
-
-def model_family(model_type: str | None) -> ModelFamily:
-    """The family of a config's (or a checkpoint's) model_type; a ConfigError naming the known ones."""
-    family = FAMILIES.get(model_type)
-    if family is None:
-        raise ConfigError(f"unsupported model_type {model_type!r}; supported: {', '.join(FAMILIES)}")
-    return family
-
 
 # ----------------------------------------------------------------------------------------------
 # Generation helpers

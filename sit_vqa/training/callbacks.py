@@ -33,7 +33,7 @@ from sit_vqa.evaluation import sharded
 from sit_vqa.errors import ConfigError
 from sit_vqa.data.prompts import prompt_for_mode
 from sit_vqa.evaluation.vqa import load_eval_records, score_generations
-from sit_vqa.modeling.loading import model_family
+from sit_vqa.modeling.families import model_family
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from sit_vqa.data.prepared import load_prepared, prepare_cached
 from sit_vqa.data.text_sit import build_text_sit, load_alpaca
 from sit_vqa.errors import ConfigError
 from sit_vqa.modeling.collate import TransformedDataset
-from sit_vqa.modeling.loading import model_family
+from sit_vqa.modeling.families import model_family
 from sit_vqa.modeling.feature_cache import build_feature_cache, record_image_paths, use_cached_features
 from sit_vqa.training.unreadable import SkipUnreadableImages
 

@@ -14,9 +14,10 @@ from sit_vqa.errors import ConfigError
 from sit_vqa.evaluation.options import EvalOptions, TaskOptions
 from sit_vqa.evaluation.runner import run_evaluation
 from sit_vqa.modeling.checkpoint import load_checkpoint, read_manifest
+from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.modeling.collate import SampleTransform
-from sit_vqa.modeling.families import ModelFamily
-from sit_vqa.modeling.loading import FAMILIES, build_model, model_family
+from sit_vqa.modeling.families import FAMILIES, ModelFamily, model_family
+from sit_vqa.modeling.loading import build_model
 from sit_vqa.modeling.tiny import build_tiny_causal_lm
 from sit_vqa.training.run import run_training
 
@@ -43,7 +44,7 @@ NORM_ONLY = ModelFamily(name="norm_only_lm", answers_images=False, load=_load, p
 @pytest.fixture
 def registered(monkeypatch):
     monkeypatch.chdir(REPO)
-    monkeypatch.setitem(FAMILIES, NORM_ONLY.name, NORM_ONLY)  # the one entry a new family adds
+    monkeypatch.setitem(FAMILIES, NORM_ONLY.name, f"{__name__}:NORM_ONLY")  # the one entry a new family adds
 
 
 def toy_config(tmp_path, *overrides: str):
@@ -69,6 +70,7 @@ def test_a_registered_family_trains_saves_loads_and_is_evaluated(registered, tmp
 
 def test_the_code_asks_the_family_not_the_name(registered):
     assert model_family("norm_only_lm") is NORM_ONLY and model_family("causal_lm").default_task == "text"
+    assert ModelArguments(model_type="norm_only_lm", tiny_model="decoder").model_type == "norm_only_lm"
     assert [f.answers_images for f in map(model_family, ("instructblip", "image_text_to_text"))] == [True, True]
     with pytest.raises(ConfigError, match="unsupported model_type 'llava'; supported: instructblip, causal_lm, "
                                           "image_text_to_text, norm_only_lm"):
