@@ -58,6 +58,7 @@ partially (--allow-partial-load) is marked "(partial load)" in the table.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -65,7 +66,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from sit_vqa.config import HelpFormatter, load_config
+from sit_vqa.config import CommandLine, HelpFormatter, load_config
 from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation.options import EvalOptions, TaskOptions, config_overrides
 from sit_vqa.evaluation.reports import compare_markdown, compare_runs, default_compare_dir, write_comparison
@@ -86,6 +87,14 @@ class CommandArguments:
         "help": "row names for --compare, one per RUN_DIR (default: the runs' names)"})
 
 
+# an unknown flag here may be a typo of one of evaluate.py's own options as well as of a config key
+EVALUATE_COMMAND = CommandLine(
+    help="python evaluate.py --help lists its options, python train.py --help the config keys it also takes",
+    options=tuple(f.name for section in (CommandArguments, EvalOptions, TaskOptions)
+                  for f in dataclasses.fields(section)),
+)
+
+
 def make_parser() -> HfArgumentParser:
     return HfArgumentParser(
         (CommandArguments, EvalOptions, TaskOptions), prog="python evaluate.py", description=__doc__,
@@ -102,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args=argv, return_remaining_strings=True, look_for_args_file=False
         )
         if command.compare:
-            _compare(parser, command, options, overrides)
+            _compare(parser, command, options, task, overrides)
         else:
             _evaluate(parser, command, options, task, overrides)
     except SitVqaError as error:  # bad config, data, checkpoint or reports: the message says what to fix
@@ -117,7 +126,8 @@ def _evaluate(parser, command: CommandArguments, options: EvalOptions, task: Tas
     if command.zero_shot and options.checkpoint:
         parser.error("--zero-shot evaluates the base model: leave --checkpoint out")
     # no training data needed; the user's overrides come last and win over the task's
-    config = load_config(command.config, config_overrides(task) + overrides, data_roles=("eval",))
+    config = load_config(command.config, config_overrides(task) + overrides, data_roles=("eval",),
+                         command=EVALUATE_COMMAND)
     ensure_config_sample(config)  # a config with sample_dir: its sample, generated on first use
     run = run_evaluation(config, options, task)
     if run.report is None:  # a process of a multi-process run other than the first: that one reports
@@ -129,9 +139,17 @@ def _evaluate(parser, command: CommandArguments, options: EvalOptions, task: Tas
     print(f"wrote {', '.join(path.name for path in run.paths.values())} to {run.out_dir}")
 
 
-def _compare(parser, command: CommandArguments, options: EvalOptions, overrides: list[str]) -> None:
+def _compare(parser, command: CommandArguments, options: EvalOptions, task: TaskOptions,
+             overrides: list[str]) -> None:
     if overrides:
         parser.error(f"--compare reads finished evaluations; unexpected arguments: {' '.join(overrides)}")
+    # --compare uses --names and --out only: any other option would be silently ignored
+    ignored = [f"--{f.name.replace('_', '-')}" for section in (command, options, task) for f in dataclasses.fields(section)
+               if f.name not in ("compare", "names", "out_dir") and getattr(section, f.name) != f.default]
+    if ignored:
+        parser.error(f"--compare reads finished evaluations and takes only --names and --out; it would ignore "
+                     f"{', '.join(ignored)}: leave {'them' if len(ignored) > 1 else 'it'} out (to evaluate, run "
+                     "without --compare)")
     comparison = compare_runs(command.compare, command.names)
     print(compare_markdown(comparison), end="")
     paths = write_comparison(comparison, options.out_dir or default_compare_dir(command.compare, comparison))

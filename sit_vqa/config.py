@@ -36,6 +36,7 @@ from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.samples.generated import split_paths
 from sit_vqa.data.join import JoinOptions
 from sit_vqa.errors import ConfigError, unknown_options_message
+from sit_vqa.files import load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_INSTRUCTION_POOL = CONFIG_DIR / "prompts" / "instruction_pool.yaml"  # phrasings, held-out ones too
@@ -245,13 +246,27 @@ def _in_cache(path: str | None) -> str | None:
     return str(path if path.is_absolute() else cache_root() / path)
 
 
+@dataclass(frozen=True)
+class CommandLine:
+    """The command the overrides were typed on, for the messages about them: how to ask it for help, and its
+    own options (an unknown flag may be a typo of one of them as well as of a config key)."""
+
+    help: str = "python train.py --help lists every key"
+    options: tuple[str, ...] = ()
+
+
+TRAIN_COMMAND = CommandLine()
+
+
 def load_config(
-    config: str | Path | None, overrides: list[str] | None = None, data_roles: tuple[str, ...] = ("train", "eval")
+    config: str | Path | None, overrides: list[str] | None = None, data_roles: tuple[str, ...] = ("train", "eval"),
+    command: CommandLine = TRAIN_COMMAND,
 ) -> RunConfig:
     """Read a YAML config, apply `--key value` overrides, validate, and return the frozen RunConfig.
 
     The data paths of `data_roles` (train, eval) that the config names must exist (evaluation passes ("eval",): it
     needs no training data); those a `sample_dir` fills are made by `ensure_config_sample`. Writes nothing.
+    `command`: the command line the overrides come from (evaluate.py passes its own).
     """
     source = "<defaults>"
     values: dict[str, Any] = {}
@@ -262,7 +277,7 @@ def load_config(
     overrides = list(overrides or [])
     fields = _field_types()
     values = {key: _check_value(source, key, value, fields) for key, value in values.items()}
-    model, data, training = _parse(source, values, overrides, fields)
+    model, data, training = _parse(source, values, overrides, fields, command)
     # computed values go into new frozen instances (dataclasses.replace), never into the parsed ones
     data = dataclasses.replace(data, sample_dir=_in_cache(data.sample_dir),
                                prepared_cache_dir=_in_cache(data.prepared_cache_dir))
@@ -274,11 +289,11 @@ def load_config(
     if data.feature_cache_dir and (model.train_all or model.model_type != "instructblip"):
         raise ConfigError(f"{source}: feature_cache_dir caches the frozen ViT of an instructblip model; it cannot be "
                           "used with train_all (the ViT would train) or model_type causal_lm")
-    _check_paths(run, data_roles, made_by_the_sample=set(sample_files))
+    _check_paths(run, data_roles, made_by_the_sample=set(sample_files), overrides=overrides)
     return run
 
 
-def _parse(source: str, values: dict[str, Any], overrides: list[str], fields: dict[str, Any]):
+def _parse(source: str, values: dict[str, Any], overrides: list[str], fields: dict[str, Any], command: CommandLine):
     """The three sections from the file's values and the command line; an error names where the bad value came
     from: the flag of the command line, else the file."""
     # allow_abbrev=False: a typo never silently sets another key; exit_on_error=False: a bad flag value raises
@@ -288,11 +303,12 @@ def _parse(source: str, values: dict[str, Any], overrides: list[str], fields: di
         *sections, unknown = parser.parse_args_into_dataclasses(
             args=overrides, return_remaining_strings=True, look_for_args_file=False)
     except argparse.ArgumentError as error:  # a flag without its value, or a value of the wrong type
-        raise ConfigError(f"command line: {error} (python train.py --help lists every key)") from None
+        raise ConfigError(f"command line: {error} ({command.help})") from None
     except (ConfigError, ValueError) as error:  # __post_init__ checks; TrainingArguments explains itself
         raise ConfigError(f"{_blame(source, overrides, str(error))}: {error}") from None
     if unknown:
-        raise ConfigError(f"command line: {unknown_options_message(unknown, list(fields), 'python train.py')}")
+        message = unknown_options_message(unknown, [*fields, *command.options], "", lists=command.help)
+        raise ConfigError(f"command line: {message}")
     return sections
 
 
@@ -305,11 +321,17 @@ def _blame(source: str, overrides: list[str], message: str) -> str:
     return source
 
 
+def _origin(source: str, overrides: list[str], key: str) -> str:
+    """Where `key`'s value came from: the command line's --key (it wins over the file), else the file."""
+    given = any(flag == f"--{key}" or flag.startswith(f"--{key}=") for flag in overrides)
+    return f"command line --{key}" if given else f"{source}: {key}"
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config {path} is a directory; pass a YAML file (e.g. {path}/vqa_sit.yaml)")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values = load_yaml(path.read_text(encoding="utf-8"), path)
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
     except OSError as error:
@@ -404,7 +426,7 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _check_paths(run: RunConfig, roles: tuple[str, ...], made_by_the_sample: set[str]) -> None:
+def _check_paths(run: RunConfig, roles: tuple[str, ...], made_by_the_sample: set[str], overrides: list[str]) -> None:
     """Every data path of `roles` (train, eval) that the config names must exist (those the sample step makes
     need not, yet); raw files come as a complete set."""
     data = run.data
@@ -421,11 +443,12 @@ def _check_paths(run: RunConfig, roles: tuple[str, ...], made_by_the_sample: set
     for key in path_keys:
         value = getattr(data, key)
         if value and key not in made_by_the_sample and not Path(value).exists():
-            raise ConfigError(f"{run.source}: {key}: {value} does not exist (fix the path, or see data/README.md)")
+            raise ConfigError(f"{_origin(run.source, overrides, key)}: {value} does not exist (fix the path, or see "
+                              "data/README.md)")
     model = run.model
     if model.model_name_or_path and model.tiny_model is None and model.local_files_only:
         if not Path(model.model_name_or_path).is_dir():
             raise ConfigError(
-                f"{run.source}: model_name_or_path: {model.model_name_or_path} is not a local directory "
-                "(local_files_only is set)"
+                f"{_origin(run.source, overrides, 'model_name_or_path')}: {model.model_name_or_path} is not a local "
+                "directory (local_files_only is set)"
             )

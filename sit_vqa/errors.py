@@ -40,10 +40,11 @@ class InputError(SitVqaError, ValueError):
     reports these per request and keeps serving)."""
 
 
-def unknown_options_message(unknown: list[str], known: list[str], help_command: str) -> str:
+def unknown_options_message(unknown: list[str], known: list[str], help_command: str, lists: str = "") -> str:
     """The one-line complaint about command-line options no parser took, with the known ones (field names)
     closest to each, spelt as the user spelt theirs ('--check-image' -> '--check-images'):
-    'unknown option --learning_rat (did you mean: --learning_rate?)'."""
+    'unknown option --learning_rat (did you mean: --learning_rate?)'; then where to look: `lists`, else
+    '<help_command> --help lists them all'."""
     import difflib  # the error path only
 
     flags = [item for item in unknown if item.startswith("-")] or unknown
@@ -54,4 +55,5 @@ def unknown_options_message(unknown: list[str], known: list[str], help_command: 
         if "-" in typed:
             close = [name.replace("_", "-") for name in close]
         named.append(f"{flag} (did you mean: {', '.join('--' + name for name in close)}?)" if close else flag)
-    return f"unknown option{'s' if len(flags) > 1 else ''} {', '.join(named)}; {help_command} --help lists them all"
+    lists = lists or f"{help_command} --help lists them all"
+    return f"unknown option{'s' if len(flags) > 1 else ''} {', '.join(named)}; {lists}"

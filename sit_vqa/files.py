@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
+import yaml
 
 from sit_vqa.errors import DataError, WriteError
 
@@ -167,6 +168,39 @@ def _record_excerpt(data: bytes, json_path: str) -> str | None:
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps the later value
+    without a word, so an edited config would silently run with the other setting)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: merged keys may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    line = first_line.setdefault(key, key_node.start_mark.line)
+                except TypeError:  # an unhashable key: construct_mapping below reports it
+                    continue
+                if line != key_node.start_mark.line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is written twice (first on line {line + 1}); keep one: the later "
+                        "value would silently win", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str | Path) -> Any:
+    """The YAML document in `text` (safe types only); a key written twice is a yaml.YAMLError whose message
+    names `source`, the key and its line, as every other YAML error there does."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(source)  # the marks in error messages name the file, not "<unicode string>"
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 # ------------------------------------------------------------------------------------ recognising a file
 
 
@@ -272,11 +306,34 @@ _TORCH_CUT_SHORT = ("unexpected pos", "PytorchStreamWriter failed", "basic_ios::
 _NEARLY_FULL_BYTES = 1 << 20
 
 
-def write_cause(error: BaseException) -> str | None:
-    """Why a write failed, in words, when `error` says it; None when it is not a write failure we know."""
+# what to do about each cause: more room for a full disk, another place (or the rights) for the others
+_ROOM = "Free space or pick a location with room"
+_WRITE_FIXES = {
+    errno.ENOSPC: _ROOM,
+    errno.EDQUOT: "Free space within your quota or pick a location with room",
+    errno.EFBIG: "Raise the file-size limit (ulimit -f) or pick a location that allows the file",
+    errno.EROFS: "Pick a location on a writable filesystem, or remount this one read-write",
+    errno.EACCES: "Pick a location you may write to, or fix its permissions",
+    errno.EPERM: "Pick a location you may write to, or fix its permissions",
+    errno.ENOTDIR: "Move that file away or pick another path",
+    errno.ENOENT: "Create the missing folder or pick a path whose folders exist",
+    errno.EISDIR: "Pick a file name, not a folder",
+    errno.ENAMETOOLONG: "Pick a shorter path",
+}
+
+
+def error_number(error: BaseException) -> int | None:
+    """The errno of a failed write: the exception's own, else the one a library wrote only in its message
+    ("(os error 28)", "[Errno 30] ...")."""
     number = getattr(error, "errno", None)
     if number is None and (match := _OS_ERROR_NUMBER.search(str(error))):
         number = int(match.group(1))
+    return number
+
+
+def write_cause(error: BaseException) -> str | None:
+    """Why a write failed, in words, when `error` says it; None when it is not a write failure we know."""
+    number = error_number(error)
     if number in _WRITE_CAUSES:
         return _WRITE_CAUSES[number]
     if isinstance(error, OSError):
@@ -289,10 +346,7 @@ def write_cause(error: BaseException) -> str | None:
 def is_write_failure(error: BaseException) -> bool:
     """Whether `error` is a write that failed for one of the causes a user fixes (space, quota, file-size
     limit, read-only, permission), also when a library reports it only in its message."""
-    number = getattr(error, "errno", None)
-    if number is None and (match := _OS_ERROR_NUMBER.search(str(error))):
-        number = int(match.group(1))
-    return number in _WRITE_CAUSES or _torch_cut_short(error)
+    return error_number(error) in _WRITE_CAUSES or _torch_cut_short(error)
 
 
 def _torch_cut_short(error: BaseException) -> bool:
@@ -310,10 +364,33 @@ def _cut_short_cause(path: Path) -> str | None:
 
 
 def write_error(path: str | Path, error: BaseException, hint: str = "") -> WriteError:
+    """A WriteError naming `path`, the cause found (the errno, or what the filesystem says) and the fix for
+    that cause; its `errno` is the cause's, for callers whose advice depends on it."""
+    number = error_number(error)
     cause = write_cause(error) or str(error)
     if cause.startswith("the write was cut short"):
         cause = _cut_short_cause(Path(path)) or cause
-    return WriteError(f"cannot write {path}: {cause}. Free space or pick a writable location{hint}.")
+        number = next((n for n, text in _WRITE_CAUSES.items() if text == cause), None)
+    elif number in (errno.ENOTDIR, errno.ENOENT, errno.EEXIST):  # a folder that is a file, or is missing
+        found = _path_cause(Path(os.fsdecode(getattr(error, "filename", None) or path)), number)
+        cause, number = found or (cause, number)
+    # no errno at all: a write cut short whose cause the filesystem did not tell, most often a full disk
+    fix = _WRITE_FIXES.get(number) or (_ROOM if number is None else "Pick a writable location")
+    made = WriteError(f"cannot write {path}: {cause}. {fix}{hint}.")
+    made.errno = number
+    return made
+
+
+def _path_cause(path: Path, number: int) -> tuple[str, int] | None:
+    """What in `path` is in the way, and its errno: a file that stands where a folder should be (ENOTDIR; the
+    folder mkdir was asked for, when it says EEXIST), or the first folder that does not exist (ENOENT)."""
+    folders = [*reversed(path.parents), *([path] if number == errno.EEXIST else [])]  # from the root down
+    for folder in folders:
+        if not folder.exists():
+            return f"the folder {folder} does not exist", errno.ENOENT
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder", errno.ENOTDIR
+    return None
 
 
 @contextlib.contextmanager
@@ -329,7 +406,8 @@ def atomic_path(path: str | Path, *, temporary: str | Path | None = None) -> Ite
         yield temporary
         _publish(temporary, path)
     except BaseException as error:
-        remove(temporary)
+        with contextlib.suppress(OSError):  # e.g. a name too long even to look up: the error below says so
+            remove(temporary)
         if isinstance(error, WriteError) and error.__cause__ is not None:  # a nested write: name what the user asked for
             raise write_error(path, error.__cause__) from error.__cause__
         if write_cause(error) is not None and not isinstance(error, WriteError):

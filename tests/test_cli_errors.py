@@ -72,6 +72,106 @@ def test_train_py_blames_a_bad_flag_on_the_command_line_not_on_the_yaml_file(arg
     assert "quickstart.yaml" not in result.stderr
 
 
+@pytest.mark.parametrize("command, flag", [("train.py", "--train_questions"), ("evaluate.py", "--eval_questions")])
+def test_a_missing_path_given_on_the_command_line_is_blamed_on_the_flag(command, flag, tmp_path):
+    result = run(command, "--config", str(SMALL_CONFIG), flag, str(tmp_path / "nope.json"),
+                 "--output_dir" if command == "train.py" else "--out", str(tmp_path / "out"))
+    assert_clean_exit_2(result, f"command line {flag}: {tmp_path / 'nope.json'} does not exist")
+    assert SMALL_CONFIG.name not in result.stderr
+
+
+@pytest.mark.parametrize("flag, close", [("--limt", "--limit"), ("--learning_rat", "--learning_rate")])
+def test_evaluate_py_unknown_option_points_at_its_own_help(flag, close, tmp_path):
+    result = run("evaluate.py", "--config", "quickstart.yaml", flag, "2", "--out", str(tmp_path / "eval"))
+    assert_clean_exit_2(result, f"unknown option {flag} (did you mean: {close}", "python evaluate.py --help lists")
+    assert "python train.py --help lists" not in result.stderr
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only filesystem (root: a read-only tmpfs; others: a read-only folder)."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder, "permission denied", "Pick a location you may write to"
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("a read-only folder needs a non-root user or a read-only mount")
+    yield folder, "the filesystem is read-only", "Pick a location on a writable filesystem"
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_write_error_says_the_cause_found_and_its_fix(read_only_folder, tmp_path):
+    folder, cause, fix = read_only_folder
+    evaluate = ["evaluate.py", "--config", "tests/configs/bundled_sample.yaml", "--zero-shot", "--limit", "2"]
+    read_only = run(*evaluate, "--out", str(folder / "eval"))
+    assert_clean_exit_2(read_only, f"cannot write {folder / 'eval'}", cause, fix)
+    (tmp_path / "a_file").write_text("mine")
+    for out in (tmp_path / "a_file", tmp_path / "a_file" / "eval"):
+        under_a_file = run(*evaluate, "--out", str(out))
+        assert_clean_exit_2(under_a_file, f"{tmp_path / 'a_file'} is a file, not a folder", "Move that file away")
+        assert "Free space" not in read_only.stderr + under_a_file.stderr
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_a_write_into_a_missing_folder_names_that_folder(tmp_path):
+    from sit_vqa.files import write_error
+
+    target = tmp_path / "gone" / "deeper" / "report.json"
+    with pytest.raises(FileNotFoundError) as failed:
+        target.open("w")
+    message = str(write_error(target, failed.value))
+    assert f"the folder {tmp_path / 'gone'} does not exist. Create the missing folder" in message
+    assert "Free space" not in message
+
+
+POOL_CASES = {
+    "a phrasing without {question}": ("sit:\n  - \"Describe the image, then answer.\"\n",
+                                      ["sit: 'Describe the image, then answer.' has no {question} field"]),
+    "an empty task list": ("sit: []\nbaseline:\n  - \"Answer: {question}\"\n",
+                           ["sit must be a non-empty list", "got []"]),
+    "no phrasings for the mode's task": ("baseline:\n  - \"Answer the question.\\nQuestion: {question}\"\n",
+                                         ["has no sit phrasings, which mode sit writes"]),
+}
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=list(POOL_CASES))
+def test_an_instruction_pool_that_would_be_silently_ignored_is_refused(case, tmp_path):
+    text, words = POOL_CASES[case]
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(text)
+    result = run("train.py", "--config", str(SMALL_CONFIG), "--instruction_pool", str(pool),
+                 "--output_dir", str(tmp_path / "run"))
+    assert_clean_exit_2(result, str(pool), *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_use_lora_with_train_all_is_a_contradiction(tmp_path):
+    result = run("train.py", "--config", "text_sit.yaml", "--use_lora", "true", "--train_all", "true",
+                 "--output_dir", str(tmp_path / "run"))
+    assert_clean_exit_2(result, "use_lora and train_all contradict each other")
+
+
+def test_a_yaml_key_written_twice_names_the_file_the_key_and_the_line(tmp_path):
+    config = tmp_path / "twice.yaml"
+    config.write_text(SMALL_CONFIG.read_text() + "learning_rate: 0.5\n")
+    first = next(number for number, line in enumerate(SMALL_CONFIG.read_text().splitlines(), 1)
+                 if line.startswith("learning_rate:"))
+    last = len(config.read_text().splitlines())
+    result = run("train.py", "--config", str(config), "--output_dir", str(tmp_path / "run"))
+    assert_clean_exit_2(result, str(config), f"key 'learning_rate' is written twice (first on line {first})",
+                        f"line {last}")
+
+
+def test_compare_refuses_options_it_would_ignore(tmp_path):
+    result = run("evaluate.py", "--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--limit", "5",
+                 "--task", "gqa", "--config", "quickstart.yaml")
+    assert_clean_exit_2(result, "it would ignore --config, --limit, --task")
+
+
 def test_train_py_refuses_a_caption_with_the_image_token(image_token_caption_config):
     result = run("train.py", "--config", str(image_token_caption_config))
     assert_clean_exit_2(result, "<image>", "question_id=")

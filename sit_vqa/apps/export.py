@@ -54,6 +54,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     if not model_family(loaded.trained.model_type).answers_images:
         raise ExportError(f"{loaded.directory}: only image-model checkpoints (model_type instructblip or image_text_to_text) can be exported, got "
                           f"{loaded.trained.model_type!r}")
+    if scores is not None:
+        _check_report_is_of(scores, report, loaded.directory)
     if hasattr(model, "merge_and_unload"):  # LoRA on a chat VLM's language model: merged into plain weights
         model = model.merge_and_unload()
     _set_trained_eos(model, processor)
@@ -68,6 +70,18 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
         (staging / EXPORT_MANIFEST_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(model_card(manifest, info, scores, encoder_decoder=is_encoder_decoder(model)), encoding="utf-8")
     return out_dir
+
+
+def _check_report_is_of(scores: Mapping[str, Any], report: str | Path, checkpoint: Path) -> None:
+    """The model card shows the report's scores as the exported model's: the report must be an evaluation of
+    this very checkpoint (report.json's settings.checkpoint), not of another one or of the base model."""
+    evaluated = scores.get("settings", {}).get("checkpoint")
+    if evaluated is not None and Path(evaluated).resolve() == checkpoint.resolve():
+        return
+    what = f"checkpoint {evaluated}" if evaluated else "the base model (zero-shot)"
+    raise ExportError(f"--report {report} is an evaluation of {what}, not of {checkpoint}: the model card would "
+                      f"show its scores as this model's. Pass the report of an evaluation of this checkpoint "
+                      f"(python evaluate.py --checkpoint {checkpoint} ...), or leave --report out")
 
 
 def _set_trained_eos(model, processor) -> None:
@@ -99,7 +113,7 @@ def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Ma
         f"- mode: `{trained.mode}` (sit: describe the image, then answer; baseline: answer only)",
         f"- trained: {weights}",
         f"- learning rate {config.get('learning_rate')}, batch {config.get('per_device_train_batch_size')} per device, "
-        f"{config.get('num_train_epochs')} epochs, seed {config.get('seed')}",
+        f"{_length(manifest)}, seed {config.get('seed')}",
         f"- target: `{(templates.sit_target if prompt == 'sit' else templates.baseline_target)!r}`", "",
         "## Prompt", "",
         f"Ask with the {prompt} instruction (the question at its end):", "",
@@ -123,6 +137,15 @@ def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Ma
         lines = _chat_model_card(lines, prompt, templates, config)
     lines += _score_lines(report) if report else ["Not evaluated at export time (pass `--report` to include scores)."]
     return "\n".join(lines) + "\n"
+
+
+def _length(manifest: CheckpointManifest) -> str:
+    """How long it trained, as run: the optimizer steps and the epochs they covered (not the configured
+    num_train_epochs, which max_steps overrides)."""
+    steps = f"{manifest.global_step} optimizer steps"
+    if manifest.epoch is None:  # a checkpoint written before the epochs were recorded
+        return steps
+    return f"{steps} ({manifest.epoch:.2f} epochs of the training data)"
 
 
 def _chat_model_card(lines: list[str], prompt: str, templates, config: Mapping[str, Any]) -> list[str]:

@@ -86,6 +86,9 @@ Mode = Literal["sit", "baseline", "mixed", "multitask"]
 CaptionPolicy = Literal["first", "random", "longest", "all"]
 AnswerPolicy = Literal["multiple_choice_answer", "most_frequent"]
 MODES: tuple[str, ...] = typing.get_args(Mode)
+# the record kinds each mode writes (each needs its phrasings in an instruction pool)
+MODE_KINDS = {"sit": ("sit",), "baseline": ("baseline",), "mixed": ("baseline", "sit"),
+              "multitask": ("baseline", "describe")}
 CAPTION_POLICIES: tuple[str, ...] = typing.get_args(CaptionPolicy)
 
 
@@ -139,6 +142,20 @@ class JoinOptions:
         # read and checked now, once: a bad template fails at parse, not after the model has loaded, and a
         # templates file edited later does not change a parsed config (cached_property: no field is touched)
         _ = self.template_set, self.pool
+        self._check_pool_covers_the_mode()
+
+    def _check_pool_covers_the_mode(self) -> None:
+        """A pool without phrasings for a kind the mode writes would leave those records on the templates'
+        phrasing without a word: say so instead."""
+        if self.pool is None:
+            return
+        missing = [kind for kind in MODE_KINDS[self.mode] if not self.pool.of(kind)]
+        if missing:
+            raise ConfigError(
+                f"instruction pool {self.instruction_pool} has no {' / '.join(missing)} phrasings, which mode "
+                f"{self.mode} writes records of; add a {missing[0]}: [...] list of phrasings to it (see "
+                "configs/prompts/instruction_pool.yaml), or leave instruction_pool out for the templates' phrasing"
+            )
 
     @functools.cached_property
     def pool(self) -> InstructionPool | None:

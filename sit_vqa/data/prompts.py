@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from sit_vqa.errors import ConfigError, EvaluationError
+from sit_vqa.files import load_yaml
 
 BASELINE_TASK = "Answer the input question based on the image"
 SIT_TASK = "First describe the image, then answer the input question based on the image"
@@ -92,7 +93,7 @@ def load_templates(overrides: Templates | Mapping[str, str] | str | Path | None)
     if isinstance(overrides, (str, Path)):
         source = str(overrides)
         try:
-            overrides = yaml.safe_load(Path(overrides).read_text(encoding="utf-8")) or {}
+            overrides = load_yaml(Path(overrides).read_text(encoding="utf-8"), source) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             raise ConfigError(f"cannot read templates file {source}: {error}") from None
     overrides = overrides or {}
@@ -242,7 +243,7 @@ def load_instruction_pool(path: str | Path | Mapping | None) -> InstructionPool 
         document = path
     else:
         try:
-            document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            document = load_yaml(Path(path).read_text(encoding="utf-8"), source)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             raise ConfigError(f"cannot read instruction pool {source}: {error}") from None
     if not isinstance(document, Mapping):
@@ -253,14 +254,16 @@ def load_instruction_pool(path: str | Path | Mapping | None) -> InstructionPool 
     held = document.get("held_out") or {}
     if not isinstance(held, Mapping) or set(held) - set(HELD_OUT_TASKS):
         raise ConfigError(f"{source}: held_out must map {' / '.join(HELD_OUT_TASKS)} to lists of phrasings")
-    phrasings = {kind: _phrasings(source, kind, document[kind]) for kind in POOL_TASKS if document.get(kind)}
-    held_out = {kind: _phrasings(source, f"held_out.{kind}", held[kind]) for kind in HELD_OUT_TASKS if held.get(kind)}
+    # a task key that is there holds phrasings (`sit: []` or `sit:` alone is a mistake, not "no pool for sit")
+    phrasings = {kind: _phrasings(source, kind, document[kind]) for kind in POOL_TASKS if kind in document}
+    held_out = {kind: _phrasings(source, f"held_out.{kind}", held[kind]) for kind in HELD_OUT_TASKS if kind in held}
     return InstructionPool(phrasings, held_out)
 
 
 def _phrasings(source: str, where: str, values) -> tuple[str, ...]:
-    if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
-        raise ConfigError(f"{source}: {where} must be a list of non-empty strings")
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ConfigError(f"{source}: {where} must be a non-empty list of non-empty strings, got {values!r} (remove "
+                          f"the key to use the templates' phrasing)")
     allowed = set() if where == "describe" else {"question"}
     for value in values:
         try:
@@ -271,4 +274,7 @@ def _phrasings(source: str, where: str, values) -> tuple[str, ...]:
             raise ConfigError(f"{source}: {where}: {value!r} uses {sorted(used - allowed)}; an instruction may use "
                               f"{', '.join('{' + f + '}' for f in sorted(allowed)) or 'no field'} (never the answer "
                               "or the caption: they are the target)")
+        if allowed - used:  # the question would vanish from every prompt drawn with this phrasing
+            raise ConfigError(f"{source}: {where}: {value!r} has no {{question}} field; every {where} prompt must "
+                              "show the question: add {question} where it goes")
     return tuple(values)

@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,10 @@ def run_evaluation(config, options: EvalOptions = EvalOptions(), task: TaskOptio
         records = evaluation_set.records(prompt, loaded.trained, config)
         generation = generation_settings(config, options, loaded.trained)
         settings = run_settings(config, options, evaluation_set, loaded, name=name, prompt=prompt,
-                                generation=generation, device=device)
+                                generation=generation, device=device, records=records)
+        if options.limit and settings["limit"] is None and ranks.is_main:
+            logger.warning("--limit %d is more than the set holds (%d records): every question is scored, and the "
+                           "report records limit null (limit_requested %d)", options.limit, len(records), options.limit)
         check_not_replacing(out_dir, settings)
         if ranks.is_main:
             logger.info("evaluating %s on %d %s records (prompt %s, %d process(es))", name, len(records),
@@ -201,9 +205,10 @@ def check_not_replacing(out_dir: Path, settings: dict) -> None:
 
 
 def run_settings(config, options: EvalOptions, evaluation_set: EvaluationSet, loaded: LoadedModel, *, name: str,
-                 prompt: str, generation: GenerationSettings, device: str) -> dict:
+                 prompt: str, generation: GenerationSettings, device: str, records) -> dict:
     """report.json's settings: what was evaluated, how, on which data (the same keys for every set)."""
     trained = loaded.trained
+    limit = applied_limit(options.limit, records)
     return {
         "name": name, "task": evaluation_set.task,
         "checkpoint": str(loaded.checkpoint) if loaded.checkpoint else None,
@@ -213,11 +218,20 @@ def run_settings(config, options: EvalOptions, evaluation_set: EvaluationSet, lo
         "global_step": trained.global_step,
         "trained_mode": trained.mode if model_family(trained.model_type).answers_images else trained.text_mode,
         "config": config.source, **evaluation_set.settings(),
-        "prompt": prompt, "prompt_requested": options.prompt, "limit": options.limit,
-        "subset_seed": config.data.subset_seed if options.limit else None,
+        "prompt": prompt, "prompt_requested": options.prompt, "limit": limit, "limit_requested": options.limit,
+        "subset_seed": config.data.subset_seed if limit else None,
         "batch_size": generation.batch_size, "num_beams": generation.num_beams,
         "max_new_tokens": generation.max_new_tokens, "device": device,
     }
+
+
+def applied_limit(limit: int | None, records) -> int | None:
+    """--limit as it was applied: None when it left no question out (each language -- the sets sample per
+    language -- holds fewer questions than it), so that the report does not claim a sample of N."""
+    if limit is None:
+        return None
+    per_language = Counter(_column(records, "language"))
+    return limit if max(per_language.values(), default=0) >= limit else None
 
 
 def fingerprint(loaded: LoadedModel, config, task: str, records, generation: GenerationSettings,

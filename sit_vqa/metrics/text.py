@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sacrebleu
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenizers
 
 from sit_vqa.data.prompts import answer_line, parse_sit_output  # no torch there either
 from sit_vqa.errors import SitVqaError
@@ -48,7 +48,9 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L F-measure over the pairs (rouge-score, no stemmer), 0-100."""
     _check_pairs(hypotheses, references)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    # the tokenizer rouge-score defaults to, passed in: without one it logs "Using default tokenizer." (absl)
+    # on every call, noise a user cannot act on
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=tokenizers.DefaultTokenizer(False))
     scores = [scorer.score(reference, hypothesis)["rougeL"].fmeasure
               for hypothesis, reference in zip(hypotheses, references)]
     return 100.0 * sum(scores) / len(scores)

@@ -97,6 +97,9 @@ class ModelArguments:
         if self.use_lora and self.model_type == "instructblip":
             raise ConfigError("use_lora applies to model_type causal_lm and image_text_to_text (InstructBLIP trains "
                               "its Q-Former)")
+        if self.use_lora and self.train_all:  # LoRA trains adapters on frozen weights; train_all trains them all
+            raise ConfigError("use_lora and train_all contradict each other (use_lora: adapters on frozen weights; "
+                              "train_all: every weight trained); set one of them to false")
         if self.model_type == "image_text_to_text" and self.tiny_model is not None:
             raise ConfigError("model_type image_text_to_text loads model_name_or_path (a hub id or a local directory; "
                               "tests build one with sit_vqa.modeling.chat_replicas); unset tiny_model")

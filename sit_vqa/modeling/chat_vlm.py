@@ -91,7 +91,9 @@ def configure_chat_trainable(model, args):
     (a peft model with LoRA)."""
     lora = wants_lora(model, args)
     if lora:
-        from peft import LoraConfig, get_peft_model  # peft only where LoRA is used
+        from peft import LoraConfig  # peft only where LoRA is used
+
+        from sit_vqa.modeling.lora import get_peft_model
 
         targets = sorted({name for name, module in model.named_modules()
                           if part_of(name) == "language" and name.rsplit(".", 1)[-1] in args.lora_target_modules

@@ -75,15 +75,22 @@ def save_trainable_weights(model: torch.nn.Module, path: str | os.PathLike) -> P
     return path
 
 
+PARTIAL_LOAD_FIX = "pass another checkpoint, or allow a partial load (--allow-partial-load)"
+# train.py --resume takes no partial load: the run's own settings are the fix
+RESUME_FIX = ("resume with the settings the run was trained with (its run_config.json: model_type, train_all, "
+              "use_lora, ...), or start a fresh run in another --output_dir")
+
+
 def load_trainable_weights(
-    model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True, expected: Iterable[str] | None = None
+    model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True, expected: Iterable[str] | None = None,
+    fix: str = PARTIAL_LOAD_FIX,
 ) -> list[str]:
     """Copy the weights of a `save_trainable_weights` file into model; return the names loaded.
 
     Every key must name a parameter of the model and every shape must match; with `expected` (the names the
     file must hold: the trainable parameters of the model it is loaded into), none of them may be missing.
     strict=False skips unknown keys and allows missing ones (a partial load). Values are cast to each
-    parameter's dtype and device.
+    parameter's dtype and device. `fix`: what the message about a mismatch tells the user to do.
     """
     path = Path(path)
     try:
@@ -95,8 +102,7 @@ def load_trainable_weights(
     if unknown and strict:
         raise CheckpointError(
             f"{path}: {len(unknown)} tensor(s) are not parameters of {type(model).__name__}, e.g. "
-            f"{', '.join(unknown[:_SHOWN_NAMES])} (a checkpoint of another model or LM kind?); pass another "
-            "checkpoint, or allow a partial load (--allow-partial-load) to skip them"
+            f"{', '.join(unknown[:_SHOWN_NAMES])} (a checkpoint of another model or LM kind?); {fix}"
         )
     for name in unknown:
         logger.warning("%s: skipping unknown key %s", path, name)
@@ -105,7 +111,7 @@ def load_trainable_weights(
         raise CheckpointError(
             f"{path}: {len(missing)} of the model's {len(set(expected))} trained tensors are missing, e.g. "
             f"{', '.join(missing[:_SHOWN_NAMES])} (the file is incomplete, or the checkpoint trained other "
-            "weights); train again or pass another checkpoint, or allow a partial load (--allow-partial-load)"
+            f"weights); {fix}"
         )
     loaded = []
     for name, tensor in tensors.items():
@@ -128,10 +134,11 @@ def load_trainable_weights(
 
 def write_checkpoint(
     directory: str | Path, model, processor, manifest: CheckpointManifest, *, global_step: int,
-    base_model_dir: Path | None = None,
+    epoch: float | None = None, base_model_dir: Path | None = None,
 ) -> None:
     """Write trainable weights, processor files, a copy of `base_model_dir` (a tiny model's base weights) and
-    (last, atomically) the manifest, with the step and the trained tensors, into `directory`."""
+    (last, atomically) the manifest, with the step, the epochs it covered and the trained tensors, into
+    `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_trainable_weights(model, directory / WEIGHTS_NAME)
@@ -139,7 +146,7 @@ def write_checkpoint(
         processor.save_pretrained(directory)
     if base_model_dir is not None:
         shutil.copytree(base_model_dir, directory / BASE_MODEL_DIR, dirs_exist_ok=True)
-    manifest.at_save(global_step, list(trainable_state_dict(model))).write(directory)
+    manifest.at_save(global_step, list(trainable_state_dict(model)), epoch).write(directory)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:

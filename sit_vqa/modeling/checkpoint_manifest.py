@@ -45,12 +45,14 @@ class CheckpointManifest:
     base_model_is_relative: bool = False
     frozen_dtype: str = "float32"  # the dtype the run's frozen weights had (sit_vqa.modeling.precision)
     global_step: int | None = None  # the optimizer steps behind the weights
+    epoch: float | None = None  # the epochs of the training data those steps covered (None: not recorded)
     trained_tensors: tuple[str, ...] | None = None  # the names in trainable.safetensors (None: not recorded)
     version: int = MANIFEST_VERSION
 
-    def at_save(self, global_step: int, trained_tensors: list[str]) -> CheckpointManifest:
-        """The manifest of one save: the run's, with its step and the tensors written."""
-        return dataclasses.replace(self, global_step=global_step, trained_tensors=tuple(sorted(trained_tensors)))
+    def at_save(self, global_step: int, trained_tensors: list[str], epoch: float | None = None) -> CheckpointManifest:
+        """The manifest of one save: the run's, with its step (and epochs) and the tensors written."""
+        return dataclasses.replace(self, global_step=global_step, epoch=epoch,
+                                   trained_tensors=tuple(sorted(trained_tensors)))
 
     def to_json(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)

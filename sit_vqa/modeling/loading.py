@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub.errors import HFValidationError
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -32,6 +32,7 @@ from transformers import (
 
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.arguments import ModelArguments
+from sit_vqa.modeling.lora import get_peft_model
 from sit_vqa.modeling.chat_vlm import ChatSampleTransform, configure_chat_trainable, load_chat_vlm
 from sit_vqa.modeling.collate import SampleTransform
 from sit_vqa.errors import ConfigError, ModelLoadError

@@ -22,19 +22,29 @@ renamed hook be silently skipped (an override of a method that no longer exists 
    run's loss sum, and the step of the last log. `train()` resets them, and they are not in `TrainerState`,
    so a resumed run would log a different first loss and train_loss than the uninterrupted run. Each
    checkpoint keeps them (`RunningLoss`), and a resumed run restores them at `on_train_begin`.
+4. `TensorBoardCallback._init_summary_writer(args)` and its `logging_dir`: where the callback makes its
+   SummaryWriter. It writes each process's events into a new runs/<date>_<host>/ folder with no purge step, so
+   after a resume the steps a killed segment logged past its checkpoint show twice. `ResumableTensorBoard`
+   writes every segment into the run's one runs/ folder and opens the writer with purge_step = the step
+   resumed from: TensorBoard then hides the killed segment's events from that step on. It also keeps the
+   writer thread's failure (a disk made read-only) from printing a second traceback: the Trainer's thread
+   raises the same error at its next flush, and the run reports it there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 from dataclasses import dataclass
 
 import torch
 import transformers
 from transformers import Trainer
+from transformers.integrations import TensorBoardCallback
 
 from sit_vqa.errors import SitVqaError
+from sit_vqa.files import is_write_failure
 
 TESTED_WITH = "5.23"
 
@@ -125,3 +135,50 @@ class TrainerCompat(Trainer):
                 f"{', '.join(missing) or '_tr_loss as a tensor'} during training; a resumed run cannot restore "
                 f"its loss log. sit_vqa.training.compat is written against transformers {TESTED_WITH}"
             )
+
+
+class ResumableTensorBoard(TensorBoardCallback):  # item 4
+    """TensorBoardCallback writing into `log_dir` (the run's runs/, every segment of a resumed run) with the
+    resumed step as its purge step."""
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.logging_dir = self.logging_dir or log_dir  # TENSORBOARD_LOGGING_DIR still wins
+        self.purge_step: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.purge_step = state.global_step or None  # the checkpoint's step on a resume (state is loaded first)
+        super().on_train_begin(args, state, control, **kwargs)
+
+    def _init_summary_writer(self, args) -> None:
+        _quiet_writer_thread_failures()
+        self.tb_writer = self._SummaryWriter(log_dir=self.logging_dir, purge_step=self.purge_step)
+
+
+def use_resumable_tensorboard(trainer: Trainer, log_dir: str) -> None:
+    """Put a `ResumableTensorBoard` where the Trainer's own TensorBoardCallback is (same place in the order:
+    the loggers run before the callbacks given to the Trainer)."""
+    if not callable(getattr(TensorBoardCallback, "_init_summary_writer", None)):  # else never called: no purge
+        raise TrainerApiChanged(f"transformers {transformers.__version__}: TensorBoardCallback has no "
+                                f"_init_summary_writer; adapt sit_vqa.training.compat item 4 (written against "
+                                f"transformers {TESTED_WITH})")
+    handler = trainer.callback_handler
+    handler.callbacks = [ResumableTensorBoard(log_dir) if type(callback) is TensorBoardCallback else callback
+                         for callback in handler.callbacks]
+
+
+def _quiet_writer_thread_failures() -> None:
+    """Let a failed write in TensorBoard's writer thread end that thread without a traceback: the writer
+    re-raises the error in the training thread at its next flush (each log flushes), where the run turns it
+    into one message. Other threads' failures print as before."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard_writer", False):
+        return
+
+    def hook(args) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and is_write_failure(args.exc_value):
+            return
+        previous(args)
+
+    hook.quiet_tensorboard_writer = True
+    threading.excepthook = hook

@@ -10,20 +10,23 @@ rules, sit_vqa.run_layout for the names.
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import os
 from pathlib import Path
 
 from safetensors import SafetensorError
 from transformers import TrainerCallback
 
 from sit_vqa.config import RunConfig
-from sit_vqa.errors import SitVqaError, WriteError
+from sit_vqa.errors import ConfigError, SitVqaError, WriteError
 from sit_vqa.files import is_write_failure, write_error, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.loading import load_base_model, prepare_for_training
 from sit_vqa.modeling.threads import use_cpu_threads
 from sit_vqa.training.callbacks import VqaEvalCallback
+from sit_vqa.training.compat import use_resumable_tensorboard
 from sit_vqa.training.manifest import run_manifest
 from sit_vqa.training.records import load_training_records, training_dataset
 from sit_vqa.training.run_dir import RunDirectory, checkpoint_step
@@ -48,7 +51,34 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
     except (OSError, RuntimeError, SafetensorError) as error:  # a library writing through its own code
         if not is_write_failure(error):
             raise
-        raise _with_last_checkpoint(write_error(output_dir, error), output_dir) from error
+        # name the file it failed on when the library says (a TensorBoard events file, a safetensors file)
+        failed = os.fsdecode(error.filename) if getattr(error, "filename", None) else output_dir
+        raise _with_last_checkpoint(write_error(failed, error), output_dir) from error
+
+
+# What the optimizer, its schedule and the data order were built with. A resume restores their state from the
+# checkpoint (optimizer.pt, scheduler.pt, the RNG), so another value would be written to run_config.json and the
+# manifest without being what trains (or would splice two schedules): refused.
+RESUME_FIXED_KEYS = ("learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio",
+                     "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "optim", "optim_args",
+                     "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps", "seed")
+
+
+def _refuse_changed_resume_settings(config: RunConfig, recorded_path: Path) -> None:
+    """A ConfigError naming every RESUME_FIXED_KEYS setting that differs from the run's run_config.json."""
+    try:
+        recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a run from before run_config.json, or a damaged one: nothing to hold to
+        return
+    now = json.loads(json.dumps(config.to_dict(), default=str))  # as run_config.json holds them
+    changed = [key for key in RESUME_FIXED_KEYS if key in recorded and recorded[key] != now.get(key)]
+    if changed:
+        shown = "; ".join(f"{key} {now.get(key)!r} now, {recorded[key]!r} in {recorded_path}" for key in changed)
+        raise ConfigError(
+            f"--resume continues the run with the optimizer, schedule and data order it was trained with, so it "
+            f"cannot take other values for them ({shown}). Drop {', '.join('--' + key for key in changed)} (or set "
+            "the recorded values) to continue it, or start a new run with them in another --output_dir."
+        )
 
 
 def _worker_message(error: SitVqaError) -> str | None:
@@ -63,27 +93,34 @@ def _worker_message(error: SitVqaError) -> str | None:
 
 
 _NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
+_OUT_OF_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, None}  # None: a write cut short, no errno told
 
 
 def _with_last_checkpoint(error: WriteError, output_dir: str | Path) -> WriteError:
     last = ckpt.latest_checkpoint(output_dir)
+    number = _cause_number(error)
     if last is None:
         hint = "no checkpoint was written yet"
-    elif _is_permission_failure(error):
+    elif number in _NOT_PERMITTED:
         hint = (f"the last intact checkpoint is {last}; make {output_dir} writable (fix its permissions, or mount "
                 "it read-write), or copy the run to a writable --output_dir, then continue it with --resume")
-    else:
+    elif number in _OUT_OF_ROOM:
         hint = f"the last intact checkpoint is {last}; continue from it with --resume once the disk has room"
-    return WriteError(f"{error} Nothing partial was left: {hint}.")
+    else:
+        hint = f"the last intact checkpoint is {last}; continue from it with --resume once that is fixed"
+    made = WriteError(f"{error} Nothing partial was left: {hint}.")
+    made.errno = number
+    return made
 
 
-def _is_permission_failure(error: BaseException) -> bool:
-    """A read-only filesystem or a permission denied, anywhere in the chain of causes."""
+def _cause_number(error: BaseException) -> int | None:
+    """The errno of a failed write: the first one in the chain of causes (a WriteError made by
+    files.write_error carries its cause's)."""
     while error is not None:
-        if getattr(error, "errno", None) in _NOT_PERMITTED:
-            return True
+        if (number := getattr(error, "errno", None)) is not None:
+            return number
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) -> Path:
@@ -97,6 +134,8 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
                 run_dir.refuse_resume_without_checkpoint()
             run_dir.claim(args.overwrite_output_dir)
         run_dir.record_run_files(tensorboard="tensorboard" in args.report_to)
+    if resume_from is not None:
+        _refuse_changed_resume_settings(config, run_dir.run_config)
     if resume_from is not None and _finished(resume_from, args) and (
             checkpoint_step(run_dir.final) == checkpoint_step(resume_from)):
         logger.info("--resume: %s already holds the run trained to step %s; nothing to do", run_dir.final,
@@ -135,6 +174,7 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
         checkpoint_manifest=manifest,
         base_model_dir=base_model_dir,
     )
+    use_resumable_tensorboard(trainer, str(run_dir.tensorboard))
     if args.eval_vqa_steps:
         trainer.add_callback(VqaEvalCallback.from_config(trainer, config))
     try:

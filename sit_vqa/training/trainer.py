@@ -74,7 +74,8 @@ class SitTrainer(TrainerCompat):
         publish = contextlib.nullcontext(output_dir) if self.saving_a_checkpoint else atomic_path(output_dir)
         with publish as directory:
             ckpt.write_checkpoint(directory, model, self.processing_class, self.checkpoint_manifest,
-                                  global_step=self.state.global_step, base_model_dir=self.base_model_dir)
+                                  global_step=self.state.global_step, epoch=self.state.epoch,
+                                  base_model_dir=self.base_model_dir)
 
     @contextlib.contextmanager
     def checkpoint_staging(self):
@@ -97,7 +98,8 @@ class SitTrainer(TrainerCompat):
         """Load a checkpoint's trainable weights (what `train(resume_from_checkpoint=...)` needs of it)."""
         model = self.accelerator.unwrap_model(model)
         ckpt.load_trainable_weights(
-            model, Path(checkpoint_dir) / ckpt.WEIGHTS_NAME, expected=ckpt.trainable_state_dict(model)
+            model, Path(checkpoint_dir) / ckpt.WEIGHTS_NAME, expected=ckpt.trainable_state_dict(model),
+            fix=ckpt.RESUME_FIX,
         )
         self._resumed_from = str(checkpoint_dir)
 

@@ -82,6 +82,10 @@ def test_model_card_holds_recipe_prompt_and_scores(quickstart_run, tmp_path, mon
     assert "tiny offline InstructBLIP" in card and "mode: `sit`" in card
     assert "First describe the image, then answer the input question based on the image.\nQuestion: <question>" in card
     assert f"| overall | {report['overall']:.2f} |" in card and "on 3 val questions" in card
+    # the length as run (max_steps 6 cut the config's num_train_epochs 8 short), not the configured epochs
+    epoch = json.loads((quickstart_run / "final" / "sit_vqa_checkpoint.json").read_text())["epoch"]
+    assert 0 < epoch < 8
+    assert f"6 optimizer steps ({epoch:.2f} epochs of the training data)" in card and " 8 epochs" not in card
 
 
 def test_export_refuses_to_overwrite_and_bad_checkpoints(quickstart_run, tmp_path, capsys):
@@ -118,3 +122,17 @@ def test_export_with_a_text_set_report_exits_2_naming_the_set(quickstart_run, tm
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
     assert f"--report {evaluation} is an evaluation on the text set" in result.stderr, result.stderr
     assert "--task vqa" in result.stderr and not (tmp_path / "exported").exists()
+
+
+def test_export_refuses_the_report_of_another_checkpoint(quickstart_run, tmp_path, capsys, monkeypatch):
+    """The card would show that evaluation's score as this model's own."""
+    monkeypatch.chdir(REPO)
+    zero_shot = tmp_path / "zero_shot"
+    assert evaluate.main(["--config", "quickstart.yaml", "--zero-shot", "--limit", "2", "--max-new-tokens", "2",
+                          "--out", str(zero_shot), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["--checkpoint", str(quickstart_run), "--out", str(tmp_path / "exported"),
+                 "--report", str(zero_shot)]) == 2
+    error = capsys.readouterr().err
+    assert f"--report {zero_shot} is an evaluation of the base model (zero-shot), not of {quickstart_run / 'final'}" in error
+    assert not (tmp_path / "exported").exists()

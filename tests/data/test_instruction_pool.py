@@ -29,7 +29,7 @@ def test_the_shipped_pool_has_phrasings_for_every_task_and_held_out_ones_apart()
     ({"sit": ["Describe, then answer: {answer}"]}, r"uses \['answer'\]"),
     ({"describe": ["Describe {question}"]}, "may use no field"),
     ({"chat": ["hi"]}, r"unknown task\(s\) \['chat'\]"),
-    ({"sit": "one phrasing"}, "must be a list of non-empty strings"),
+    ({"sit": "one phrasing"}, "must be a non-empty list of non-empty strings"),
     ({"held_out": {"describe": ["x"]}}, "held_out must map"),
 ])
 def test_bad_pools_are_refused_naming_the_file(tmp_path, document, message):

@@ -296,3 +296,15 @@ def test_a_second_evaluation_into_a_locked_out_refuses_naming_the_holder(tmp_pat
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl", "report.json", "report.md", "results.json"]
+
+
+def test_a_limit_above_the_question_count_records_what_was_scored(tmp_path, caplog):
+    out = tmp_path / "all"
+    with caplog.at_level("WARNING"):
+        assert run_main("--zero-shot", "--limit", "5000", "--out", str(out), "--max-new-tokens", "2") == 0
+    _, predictions, report = read_outputs(out)
+    questions = len(json.loads(QUESTIONS.read_text())["questions"])
+    assert report["num_questions"] == len(predictions) == questions < 5000
+    assert report["settings"]["limit"] is None and report["settings"]["limit_requested"] == 5000
+    assert report["settings"]["subset_seed"] is None
+    assert "--limit 5000 is more than the set holds" in caplog.text

@@ -8,6 +8,8 @@ the test can kill it from outside at exactly that point (no timing involved):
     scheduler@N   while checkpoint-N is being saved: weights, manifest and optimizer written, not the rest
     publish@N     checkpoint-N complete in staging, not yet renamed into place
     final@N       final/ complete in staging, not yet renamed into place
+    hold@N        like logged@N, but the run goes on once `<output_dir>/../CONTINUE` exists (outside the output
+                  directory: the test may have made that read-only meanwhile)
 """
 
 import sys
@@ -19,6 +21,7 @@ from transformers import TrainerCallback
 
 from sit_vqa import files
 from sit_vqa.config import load_config
+from sit_vqa.errors import SitVqaError
 from sit_vqa.samples.generated import ensure_config_sample
 from sit_vqa.training.run import run_training
 
@@ -29,13 +32,19 @@ def pause(output_dir: Path) -> None:
         time.sleep(1)
 
 
+def hold(output_dir: Path) -> None:
+    (output_dir / "PAUSED").write_text("paused\n")
+    while not (output_dir.parent / "CONTINUE").exists():
+        time.sleep(0.05)
+
+
 class PauseAfterLog(TrainerCallback):
-    def __init__(self, step: int, output_dir: Path):
-        self.step, self.output_dir = step, output_dir
+    def __init__(self, step: int, output_dir: Path, wait=pause):
+        self.step, self.output_dir, self.wait = step, output_dir, wait
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.global_step == self.step and "loss" in (logs or {}):
-            pause(self.output_dir)
+            self.wait(self.output_dir)
 
 
 def main(moment: str, train_args: list[str]) -> None:
@@ -46,8 +55,8 @@ def main(moment: str, train_args: list[str]) -> None:
     callbacks = []
     if moment != "none":
         where, step = moment.split("@")
-        if where == "logged":
-            callbacks.append(PauseAfterLog(int(step), output_dir))
+        if where in ("logged", "hold"):
+            callbacks.append(PauseAfterLog(int(step), output_dir, pause if where == "logged" else hold))
         elif where == "scheduler":
             real_save = torch.save
 
@@ -71,4 +80,8 @@ def main(moment: str, train_args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    try:
+        main(sys.argv[1], sys.argv[2:])
+    except SitVqaError as error:  # as train.py does
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

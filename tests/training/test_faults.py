@@ -99,6 +99,27 @@ def test_kill_9_at_several_moments_then_resume_repeats_the_uninterrupted_run(tmp
     assert not list((killed / ".checkpoint-staging").glob("checkpoint-*")), "a partial checkpoint was left"
 
 
+def tensorboard_steps(log_dir: Path, tag: str) -> list[int]:
+    """The steps TensorBoard shows for `tag`, over every run under `log_dir` (its own reader: purges applied)."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    runs = EventMultiplexer().AddRunsFromDirectory(str(log_dir))
+    runs.Reload()
+    return sorted(event.step for run, tags in runs.Runs().items() if tag in tags["scalars"]
+                  for event in runs.Scalars(run, tag))
+
+
+def test_tensorboard_shows_each_step_once_after_a_kill_and_resume(tmp_path):
+    """Killed after logging step 6 (the latest checkpoint is step 4): the resumed run logs step 6 again, and
+    TensorBoard must show it once: the resumed writer purges the killed segment's events from step 4 on."""
+    steps = ("--max_steps", "8", "--report_to", "tensorboard")
+    run_until_killed("logged@6", tmp_path, *steps)
+    log_dir = tmp_path / "run" / "runs"
+    assert tensorboard_steps(log_dir, "train/loss") == [3, 6]  # what the killed segment wrote
+    run_to_the_end(tmp_path, *steps, "--resume")
+    assert tensorboard_steps(log_dir, "train/loss") == [3, 6]
+
+
 # ------------------------------------------------------------------------------------ damaged checkpoints
 
 
@@ -511,6 +532,79 @@ def test_a_resume_that_cannot_write_says_permission_not_disk_space(tmp_path, fou
     assert_write_error(result, f"cannot write {run_dir}", cause, f"the last intact checkpoint is {run_dir / 'checkpoint-2'}",
                        "make", "writable", "--resume")
     assert "once the disk has room" not in result.stderr
+
+
+def test_a_disk_made_read_only_mid_run_says_so_without_a_writer_thread_traceback(tmp_path):
+    """The output directory turns read-only after checkpoint-2 (a bind mount remounted read-only while the run
+    holds): the message names the cause and how to continue, TensorBoard's writer thread prints no traceback."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    remount = os.geteuid() == 0  # root writes through any file mode: a bind mount, remounted read-only
+    if remount and not can_mount():
+        pytest.skip("a read-only directory needs a non-root user or a read-only mount")
+    cause = "the filesystem is read-only" if remount else "permission denied"
+    if remount:
+        subprocess.run(["mount", "--bind", str(run_dir), str(run_dir)], check=True)
+    command = train_command("hold@3", tmp_path, "--max_steps", "8", "--logging_steps", "1", "--save_steps", "2",
+                            "--report_to", "tensorboard")
+    process = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        while not (run_dir / "PAUSED").exists():
+            if process.poll() is not None:
+                pytest.fail(f"the run ended before step 3: {process.stderr.read()[-3000:]}")
+            time.sleep(0.05)
+        if remount:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(run_dir)], check=True)
+        else:
+            for path in [run_dir, *run_dir.rglob("*")]:
+                if path.is_dir():
+                    path.chmod(0o555)
+        (tmp_path / "CONTINUE").write_text("")
+        stderr = process.communicate()[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if remount:
+            subprocess.run(["umount", str(run_dir)], check=True)
+        for path in [run_dir, *run_dir.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
+    assert process.returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr and "Exception in thread" not in stderr, stderr[-3000:]
+    message = stderr[stderr.index("error: "):]
+    for words in (cause, f"the last intact checkpoint is {run_dir / 'checkpoint-2'}", "make", "writable", "--resume"):
+        assert words in message, (words, message)
+    assert "once the disk has room" not in message and "Free space" not in message
+
+
+def test_a_resume_whose_weights_do_not_fit_names_a_fix_train_py_takes(tmp_path, four_step_run):
+    """train.py takes no --allow-partial-load: the refusal names what it does take."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    shutil.rmtree(run_dir / "final")
+    shutil.rmtree(run_dir / "checkpoint-4")
+    shutil.copytree(four_step_run / "cache", tmp_path / "cache")
+    result = train_process(tmp_path, "--resume", "--train_all", "true")
+    assert_write_error(result, "run_config.json")  # exit 2, no traceback, the message from "error: " on
+    assert "--allow-partial-load" not in result.stderr
+
+
+def test_resume_refuses_a_changed_learning_rate_naming_the_recorded_one(tmp_path, four_step_run):
+    """The optimizer and scheduler state come from the checkpoint: --learning_rate 0.5 would be recorded in
+    run_config.json without being what trains."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(four_step_run / "run", run_dir)
+    shutil.rmtree(run_dir / "final")
+    shutil.rmtree(run_dir / "checkpoint-4")
+    shutil.copytree(four_step_run / "cache", tmp_path / "cache")
+    recorded = json.loads((run_dir / "run_config.json").read_text())
+    before = (run_dir / "run_config.json").read_text()
+    result = train_process(tmp_path, "--resume", "--learning_rate", "0.5", "--warmup_steps", "3")
+    assert_write_error(result, f"learning_rate 0.5 now, {recorded['learning_rate']!r} in {run_dir / 'run_config.json'}",
+                       f"warmup_steps 3.0 now, {recorded['warmup_steps']!r}", "--learning_rate, --warmup_steps")
+    assert (run_dir / "run_config.json").read_text() == before
+    assert not (run_dir / "checkpoint-4").exists()
 
 
 def test_resume_keeps_checkpoints_moved_aside_as_damaged(tmp_path, four_step_run):
