@@ -177,7 +177,11 @@ def test_templates_are_checked_when_the_config_loads(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("tiny_model: decoder\nmodel_name_or_path: Salesforce/instructblip-vicuna-7b\n", "both model_name_or_path"),
-    ("tiny_model: decoder\nuse_lora: true\n", "use_lora applies to model_type causal_lm and image_text_to_text"),
+    ("tiny_model: decoder\nuse_lora: true\ntrain_all: true\n", "use_lora and train_all contradict"),
+    ("tiny_model: decoder\nquantization_bit: 4\n", "quantization_bit needs a model loaded through from_pretrained"),
+    ("model_name_or_path: m\nquantization_bit: 2\n", "quantization_bit must be 4 or 8"),
+    ("model_name_or_path: m\nquantization_bit: 8\ntrain_all: true\n", "quantization_bit freezes the LLM"),
+    ("model_type: causal_lm\nmodel_name_or_path: m\nquantization_bit: 4\n", "quantization_bit applies to model_type instructblip"),
     ("tiny_model: decoder\nmodel_dtype: bfloat16\nuse_cpu: true\n", "model_dtype bfloat16 needs bf16: true"),
 ])
 def test_contradicting_settings_are_errors(tmp_path, text, message):

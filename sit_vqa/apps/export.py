@@ -49,14 +49,15 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir} exists and is not empty; pass a new --out directory (nothing is overwritten)")
     scores = _vqa_report(report) if report else None
-    loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model)
+    # a run with a 4/8-bit LLM is exported on its full-precision base model (the adapters merge into that)
+    loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model, full_precision=True)
     model, processor, manifest = loaded
     if not model_family(loaded.trained.model_type).answers_images:
         raise ExportError(f"{loaded.directory}: only image-model checkpoints (model_type instructblip or image_text_to_text) can be exported, got "
                           f"{loaded.trained.model_type!r}")
     if scores is not None:
         _check_report_is_of(scores, report, loaded.directory)
-    if hasattr(model, "merge_and_unload"):  # LoRA on a chat VLM's language model: merged into plain weights
+    if hasattr(model, "merge_and_unload"):  # LoRA (a chat VLM's LM, InstructBLIP's Q-Former): merged into plain weights
         model = model.merge_and_unload()
     _set_trained_eos(model, processor)
     info = {
@@ -104,6 +105,12 @@ def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Ma
     templates, prompt = trained.templates, trained.prompt
     base = config.get("model_name_or_path") or f"the tiny offline InstructBLIP built in code (tiny_model: {config.get('tiny_model')})"
     weights = "every weight" if config.get("train_all") else "the Q-Former, its query tokens and the language projection (ViT and LLM frozen)"
+    if config.get("use_lora"):
+        weights = (f"LoRA adapters (r {config.get('lora_r')}) on {config.get('lora_target_modules') or 'the default placements'}, "
+                   "merged into the weights" + (", with the query tokens and language projection whole"
+                                                if config.get("train_query_tokens_and_projection", True) else ""))
+    if config.get("quantization_bit"):
+        weights += f"; trained on a {config['quantization_bit']}-bit LLM, exported in full precision"
     lines = [
         "# sit-vqa export", "",
         f"InstructBLIP fine-tuned with sequential instruction tuning (SIT) by sit-vqa, merged into one standalone "

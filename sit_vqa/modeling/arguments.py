@@ -13,6 +13,14 @@ from sit_vqa.modeling import precision
 from sit_vqa.modeling.families import FAMILIES, unknown_model_type
 
 
+# use_lora without lora_target_modules: the LLM's attention query / value (peft's usual choice); for InstructBLIP
+# the Q-Former's self-attention query / value (InstructBLIP_PEFT, arXiv 2410.09489)
+DEFAULT_LORA_TARGETS = {
+    "instructblip": ("attention.attention.query", "attention.attention.value"),
+    "causal_lm": ("q_proj", "v_proj"),
+    "image_text_to_text": ("q_proj", "v_proj"),
+}
+
 
 @dataclass
 class ModelArguments:
@@ -66,13 +74,29 @@ class ModelArguments:
                   "+ one vectorised normalise, ~3x the samples/s, pixels close to plain (docs/PERFORMANCE.md). "
                   "Saved in the checkpoint, so evaluation and the demo preprocess as training did."},
     )
-    use_lora: bool = field(default=False, metadata={"help": "causal_lm and image_text_to_text (its language model): "
-                                                    "train LoRA adapters (peft)."})
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of whole weights: "
+                           "causal_lm and chat VLMs on the language model; instructblip where lora_target_modules "
+                           "says (the Q-Former, and the LLM when its names are listed)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names that get LoRA adapters, matched as peft does (a name, or the end of a dotted "
+                  "name). Default: q_proj, v_proj (causal_lm, chat VLMs); for instructblip the Q-Former's "
+                  "self-attention query and value (attention.attention.query, attention.attention.value). "
+                  "Q-Former names: crossattention.attention.query/key/value, crossattention.output.dense, "
+                  "intermediate_query.dense / output_query.dense (the queries' feed-forward), query, key, value, "
+                  "dense (all); LLM names (q_proj, v_proj, ...) add LoRA on the LLM."},
+    )
+    train_query_tokens_and_projection: bool = field(
+        default=True, metadata={"help": "instructblip with use_lora: also train the query tokens and the language "
+                                "projection whole (false: only the adapters train)."})
+    quantization_bit: int | None = field(
+        default=None,
+        metadata={"help": "instructblip: load the LLM in 4 or 8 bits (bitsandbytes; pip install 'sit-vqa[quant]'), "
+                  "frozen; the ViT, Q-Former and projection stay in model_dtype. Needs a model loaded by path or "
+                  "hub id (not tiny_model). The export writes full precision."},
     )
 
     # image_text_to_text: what trains (LLaMA-Factory's names; sit_vqa.modeling.chat_vlm applies them)
@@ -94,12 +118,7 @@ class ModelArguments:
             )
         if self.model_type not in FAMILIES:
             raise ConfigError(unknown_model_type(self.model_type))
-        if self.use_lora and self.model_type == "instructblip":
-            raise ConfigError("use_lora applies to model_type causal_lm and image_text_to_text (InstructBLIP trains "
-                              "its Q-Former)")
-        if self.use_lora and self.train_all:  # LoRA trains adapters on frozen weights; train_all trains them all
-            raise ConfigError("use_lora and train_all contradict each other (use_lora: adapters on frozen weights; "
-                              "train_all: every weight trained); set one of them to false")
+        self._check_lora_and_quantization()
         if self.model_type == "image_text_to_text" and self.tiny_model is not None:
             raise ConfigError("model_type image_text_to_text loads model_name_or_path (a hub id or a local directory; "
                               "tests build one with sit_vqa.modeling.chat_replicas); unset tiny_model")
@@ -107,3 +126,34 @@ class ModelArguments:
                      "tiny_image_size", "tiny_num_query_tokens", "cpu_threads"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def lora_targets(self) -> list[str]:
+        """lora_target_modules, or the model type's default placements."""
+        if self.lora_target_modules is not None:
+            return list(self.lora_target_modules)
+        return list(DEFAULT_LORA_TARGETS.get(self.model_type, DEFAULT_LORA_TARGETS["causal_lm"]))
+
+    def _check_lora_and_quantization(self) -> None:
+        if self.use_lora and self.train_all:
+            raise ConfigError("use_lora and train_all contradict each other (use_lora: adapters on frozen weights; "
+                              "train_all: every weight trained); set one of them to false")
+        if self.lora_target_modules is not None and not self.lora_target_modules:
+            raise ConfigError("lora_target_modules is empty: name the modules that get LoRA adapters, or leave it "
+                              "out for the default placements")
+        if self.quantization_bit is None:
+            return
+        if self.quantization_bit not in (4, 8):
+            raise ConfigError(f"quantization_bit must be 4 or 8 (bitsandbytes), got {self.quantization_bit}; leave "
+                              "it out for an unquantized LLM")
+        if self.model_type != "instructblip":
+            raise ConfigError(f"quantization_bit applies to model_type instructblip (its frozen LLM), not "
+                              f"{self.model_type}")
+        if self.tiny_model is not None:
+            raise ConfigError("quantization_bit needs a model loaded through from_pretrained, and tiny_model builds "
+                              "one in code: save it first (build_tiny_instructblip(...) then model.save_pretrained(DIR) "
+                              "and processor.save_pretrained(DIR), as the tests do) and set model_name_or_path: DIR "
+                              "instead of tiny_model")
+        if self.train_all:
+            raise ConfigError("quantization_bit freezes the LLM in 4/8 bits, and train_all trains every weight: drop "
+                              "one of them")

@@ -96,10 +96,10 @@ def configure_chat_trainable(model, args):
         from sit_vqa.modeling.lora import get_peft_model
 
         targets = sorted({name for name, module in model.named_modules()
-                          if part_of(name) == "language" and name.rsplit(".", 1)[-1] in args.lora_target_modules
+                          if part_of(name) == "language" and name.rsplit(".", 1)[-1] in args.lora_targets
                           and isinstance(module, torch.nn.Linear)})
         if not targets:
-            raise ConfigError(f"no language-model module is named one of lora_target_modules {args.lora_target_modules}")
+            raise ConfigError(f"no language-model module is named one of lora_target_modules {args.lora_targets}")
         model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
                                                  lora_dropout=args.lora_dropout, target_modules=targets))
     train_language = not lora and not args.freeze_language_model

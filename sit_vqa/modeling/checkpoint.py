@@ -49,6 +49,7 @@ from sit_vqa.modeling.checkpoint_manifest import MANIFEST_NAME, CheckpointManife
 from sit_vqa.modeling.generation import GenerationSettings
 from sit_vqa.modeling.families import model_family
 from sit_vqa.modeling.loading import build_model
+from sit_vqa.modeling.quantization import without_quantization
 from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, checkpoint_step
 
 logger = logging.getLogger(__name__)
@@ -345,16 +346,18 @@ def model_arguments(manifest: CheckpointManifest, directory: Path, base_model: s
 
 def load_checkpoint(
     directory: str | Path, device: str | None = None, *, dtype: torch.dtype | None = None,
-    allow_partial: bool = False, base_model: str | Path | None = None,
+    allow_partial: bool = False, base_model: str | Path | None = None, full_precision: bool = False,
 ) -> LoadedCheckpoint:
     """Rebuild (model, processor, manifest) from a checkpoint directory (or a run directory), ready for
     generation. The frozen weights get the dtype the run trained with unless `dtype` says otherwise; the
     weights file must hold every trained tensor (allow_partial: load what is there). `base_model` replaces
-    the base model the manifest names (a copy elsewhere)."""
+    the base model the manifest names (a copy elsewhere). A run with a 4/8-bit LLM loads it quantized again
+    (its manifest's config says quantization_bit), unless `full_precision` (the export)."""
     directory = resolve_checkpoint(directory)
     manifest = read_manifest(directory)
+    args = model_arguments(manifest, directory, base_model)
     model, processor = build_model(
-        model_arguments(manifest, directory, base_model), dtype=dtype or precision.dtype_from_name(manifest.frozen_dtype), device=device,
+        without_quantization(args) if full_precision else args, dtype=dtype or precision.dtype_from_name(manifest.frozen_dtype), device=device,
         quiet=True,
     )
     expected = trainable_state_dict(model)

@@ -38,6 +38,8 @@ from sit_vqa.modeling.collate import SampleTransform
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.families import ModelFamily, is_encoder_decoder, model_family  # is_encoder_decoder: also imported from here
 from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
+from sit_vqa.modeling.qformer_lora import prepare_instructblip_peft
+from sit_vqa.modeling.quantization import quantization_config
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ def load_instructblip(
     device: str | torch.device | None = None,
     local_files_only: bool = False,
     trust_remote_code: bool = False,
+    quantization_config=None,
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """Load InstructBLIP and its processor from a hub id or a local directory (save_pretrained layout).
 
@@ -75,15 +78,20 @@ def load_instructblip(
     device: where the weights go, each tensor straight from the file in `dtype` (default: the CPU). A GPU
     rank then never holds a CPU copy of the model (7B in fp32: 15.8 GB of RAM per rank otherwise).
     `query_tokens` stay fp32 whatever the dtype (the Q-Former casts them to its own dtype).
+    quantization_config: a `BitsAndBytesConfig` (`sit_vqa.modeling.quantization`) for a 4/8-bit LLM; bitsandbytes
+    quantizes while loading, onto `device` (default: the CPU).
     Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
     """
     source = str(name_or_path)
     check_model_directory(source, "instructblip")
     options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+    placement = dict(device_map=_device_map(device))
+    if quantization_config is not None:  # bitsandbytes quantizes on the device the weights are placed on
+        placement = dict(quantization_config=quantization_config, device_map=_device_map(device or "cpu"))
     try:
         processor = InstructBlipProcessor.from_pretrained(source, **options)
         model, loading_info = InstructBlipForConditionalGeneration.from_pretrained(
-            source, dtype=dtype or torch.float32, device_map=_device_map(device), output_loading_info=True, **options
+            source, dtype=dtype or torch.float32, output_loading_info=True, **placement, **options
         )
     except (OSError, HFValidationError) as error:
         raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
@@ -182,8 +190,13 @@ def _ensure_image_token(model: InstructBlipForConditionalGeneration, processor: 
 def count_parameters(model: torch.nn.Module) -> ParamCounts:
     params = list(model.parameters())
     return ParamCounts(
-        trainable=sum(p.numel() for p in params if p.requires_grad), total=sum(p.numel() for p in params)
+        trainable=sum(p.numel() for p in params if p.requires_grad), total=sum(_weights_held(p) for p in params)
     )
+
+
+def _weights_held(param: torch.nn.Parameter) -> int:
+    quant_state = getattr(param, "quant_state", None)  # a bitsandbytes 4-bit weight: packed two to a byte
+    return quant_state.shape.numel() if quant_state is not None else param.numel()
 
 
 def configure_trainable(
@@ -247,7 +260,7 @@ def load_base_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32,
     """(model, processor) before freezing: from a hub id, a local directory or the tiny offline builder."""
     # loaded straight onto `device` in `dtype`: no full CPU copy per rank
     model, processor = model_family(args.model_type).load(args, dtype=dtype, device=device)
-    if device is not None:
+    if device is not None and not getattr(model, "is_quantized", False):  # bitsandbytes placed those already
         model.to(device)  # the tiny models; a no-op for loaded ones
     return model, processor
 
@@ -268,7 +281,8 @@ def _hub_options(args: ModelArguments) -> dict:
 
 def _load_instructblip_family(args: ModelArguments, *, dtype: torch.dtype, device: str | None):
     if not args.tiny_model:
-        return load_instructblip(args.model_name_or_path, dtype=dtype, device=device, **_hub_options(args))
+        return load_instructblip(args.model_name_or_path, dtype=dtype, device=device, **_hub_options(args),
+                                 quantization_config=quantization_config(args, dtype))
     return build_tiny_instructblip(
         args.tiny_model, seed=args.tiny_model_seed, image_size=args.tiny_image_size,
         patch_size=args.tiny_patch_size, num_query_tokens=args.tiny_num_query_tokens,
@@ -279,7 +293,14 @@ def _load_instructblip_family(args: ModelArguments, *, dtype: torch.dtype, devic
 
 
 def _prepare_instructblip(model, args: ModelArguments, dtype: torch.dtype, *, quiet: bool = False):
-    """The paper's freezing policy (Q-Former, query tokens, projection train), or every weight (train_all)."""
+    """The paper's freezing policy (Q-Former, query tokens, projection train), or every weight (train_all); through
+    peft with LoRA (use_lora) or a quantized LLM (sit_vqa.modeling.qformer_lora)."""
+    if args.use_lora or args.quantization_bit:
+        model = prepare_instructblip_peft(model, args)
+        if not quiet:
+            print(count_parameters(model))
+        precision.keep_trained_fp32(model.get_base_model(), dtype)  # its names: _keep_in_fp32_modules's
+        return model
     configure_trainable(model, train_vision_post_layernorm=args.train_vision_post_layernorm,
                         train_all=args.train_all, quiet=quiet)
     precision.keep_trained_fp32(model, dtype)
@@ -297,7 +318,7 @@ def _prepare_causal_lm(model, args: ModelArguments, dtype: torch.dtype, *, quiet
     """LoRA adapters (use_lora), else every weight trains (a text-only LM is fine-tuned fully)."""
     if args.use_lora:
         return apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                          target_modules=args.lora_target_modules)
+                          target_modules=args.lora_targets)
     configure_trainable(model, train_all=True, quiet=quiet)
     precision.keep_trained_fp32(model, dtype)
     return model

@@ -4,6 +4,7 @@
   (`bf16_by_default`). Never fp16 by default: Flan-T5 overflows to NaN in fp16 and the Q-Former is unstable.
 - Frozen weights: bf16 only when the compute runs under bf16 autocast (`frozen_dtype`); trained weights and
   `query_tokens` stay fp32, so small updates are not rounded away (`keep_trained_fp32`).
+- Quantized weights (a 4/8-bit LLM, `sit_vqa.modeling.quantization`) are integers: never cast, never counted here.
 - A model holding low-precision weights runs forward and generate under autocast to that dtype
   (`autocast_for`): fp32 trained weights and bf16 frozen ones would otherwise meet in one matmul.
 
@@ -45,8 +46,9 @@ def dtype_from_name(name: str) -> torch.dtype:
 
 
 def low_precision_dtype(model: torch.nn.Module) -> torch.dtype | None:
-    """The non-fp32 dtype some of the model's weights have (None when all are fp32)."""
-    return next((p.dtype for p in model.parameters() if p.dtype != torch.float32), None)
+    """The non-fp32 float dtype some of the model's weights have (None when all are fp32). Quantized weights
+    (bitsandbytes' packed integers) compute in their own configured dtype and do not count."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32), None)
 
 
 def keep_trained_fp32(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -57,6 +59,8 @@ def keep_trained_fp32(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """
     keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
     for name, param in model.named_parameters():
+        if not param.is_floating_point():
+            continue  # a quantized weight (4/8-bit integers): a cast would destroy it
         fp32 = param.requires_grad or any(name == k or name.startswith(k + ".") for k in keep_fp32)
         param.data = param.data.to(torch.float32 if fp32 else dtype)
 
