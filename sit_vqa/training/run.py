@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from safetensors import SafetensorError
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from sit_vqa.config import RunConfig
 from sit_vqa.errors import ConfigError, SitVqaError, WriteError
@@ -148,6 +148,7 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
     # straight onto this rank's device in the frozen dtype: no CPU copy of the whole model per rank
     base_model, processor = load_base_model(config.model, device=str(args.device), dtype=frozen_dtype)
     manifest, base_model_dir = run_manifest(config, base_model, processor, run_dir, args.should_save, frozen_dtype)
+    set_seed(args.seed)  # peft draws the adapters' initial weights from the global RNG: the run's seed decides them
     model = prepare_for_training(base_model, config.model, frozen_dtype)
     use_cpu_threads(model, args.device, config.model.cpu_threads)
 

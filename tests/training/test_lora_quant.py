@@ -4,6 +4,7 @@ export merged; the bad combinations are ConfigErrors (exit 2 from train.py)."""
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -194,24 +195,31 @@ def test_a_quantized_run_exports_a_full_precision_model(saved_tiny_config, tmp_p
 # ------------------------------------------------------------------------------------ bad combinations
 
 
+def test_train_py_exits_2_on_a_quantized_tiny_model_saying_to_save_it(tmp_path):
+    done = subprocess.run([sys.executable, "train.py", "--config", str(SMALL_CONFIG), "--output_dir",
+                           str(tmp_path / "run"), "--quantization_bit", "4"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert re.search("quantization_bit needs a model loaded through from_pretrained.*save it first", done.stderr)
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("flags, message", [
-    (["--quantization_bit", "4"], "quantization_bit needs a model loaded through from_pretrained.*save it first"),
     (["--use_lora", "true", "--train_all", "true"], "use_lora and train_all contradict"),
     (["--quantization_bit", "3", "--train_all", "false"], "quantization_bit must be 4 or 8"),
 ])
-def test_bad_combinations_exit_2_with_the_fix(flags, message, tmp_path, capsys):
-    assert train.main(["--config", str(SMALL_CONFIG), "--output_dir", str(tmp_path / "run"), *flags]) == 2
-    assert re.search(message, capsys.readouterr().err)
+def test_bad_combinations_are_config_errors(flags, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        train.main(["--config", str(SMALL_CONFIG), "--output_dir", str(tmp_path / "run"), *flags])
 
 
-def test_a_target_list_matching_nothing_names_the_available_modules(tmp_path, capsys):
+def test_a_target_list_matching_nothing_names_the_available_modules(tmp_path):
     argv = ["--config", str(SMALL_CONFIG), "--output_dir", str(tmp_path / "run"), "--prepared_cache_dir",
             str(tmp_path / "cache"), "--report_to", "none", *LORA, "--lora_target_modules", "qkv", "fc1"]
-    assert train.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "lora_target_modules ['qkv', 'fc1'] match no Linear layer" in err
-    assert "qformer: crossattention.attention.key" in err and "language_model: self_attn.q_proj" in err
-    assert "Traceback" not in err
+    with pytest.raises(ConfigError) as error:
+        train.main(argv)
+    assert "lora_target_modules ['qkv', 'fc1'] match no Linear layer" in str(error.value)
+    assert "qformer: crossattention.attention.key" in str(error.value)
+    assert "language_model: self_attn.q_proj" in str(error.value)
 
 
 def test_missing_bitsandbytes_names_the_extra(monkeypatch):
