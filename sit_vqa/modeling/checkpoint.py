@@ -48,7 +48,7 @@ from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint_manifest import MANIFEST_NAME, CheckpointManifest, read_manifest
 from sit_vqa.modeling.generation import GenerationSettings
 from sit_vqa.modeling.families import model_family
-from sit_vqa.modeling.loading import build_model
+from sit_vqa.modeling.loading import load_base_model, prepare_for_training
 from sit_vqa.modeling.quantization import without_quantization
 from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, checkpoint_step
 
@@ -356,10 +356,12 @@ def load_checkpoint(
     directory = resolve_checkpoint(directory)
     manifest = read_manifest(directory)
     args = model_arguments(manifest, directory, base_model)
-    model, processor = build_model(
-        without_quantization(args) if full_precision else args, dtype=dtype or precision.dtype_from_name(manifest.frozen_dtype), device=device,
-        quiet=True,
-    )
+    dtype = dtype or precision.dtype_from_name(manifest.frozen_dtype)
+    # full precision: the base model loads unquantized, and is prepared as the run was (the same peft wrapping,
+    # hence the same names of the trained tensors)
+    model, processor = load_base_model(without_quantization(args) if full_precision else args, dtype=dtype,
+                                       device=device)
+    model = prepare_for_training(model, args, dtype, quiet=True)
     expected = trainable_state_dict(model)
     loaded = load_trainable_weights(model, directory / WEIGHTS_NAME, strict=not allow_partial, expected=expected)
     model.eval()

@@ -183,8 +183,9 @@ def test_a_quantized_llm_stays_bit_identical_while_the_qformer_side_trains(saved
     assert VqaDemo.load(final).ask(IMAGE, "What color is the shape?").raw is not None
 
 
-def test_a_quantized_run_exports_a_full_precision_model(saved_tiny_config, tmp_path):
-    final = run_training(run_config(tmp_path, "--quantization_bit", "4", "--train_all", "false", *LORA,
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full-qformer"])
+def test_a_quantized_run_exports_a_full_precision_model(saved_tiny_config, tmp_path, lora):
+    final = run_training(run_config(tmp_path, "--quantization_bit", "4", "--train_all", "false", *(LORA if lora else []),
                                     "--max_steps", "1", "--save_steps", "1", config=saved_tiny_config))
     exported = export_model(final, tmp_path / "exported")
     assert "quantization_config" not in json.loads((exported / "config.json").read_text())
