@@ -159,10 +159,13 @@ class LanguageModelUnchanged(TrainerCallback):
         self.changed = [name for name, param in after.items() if not torch.equal(param, self.before[name])]
 
 
-@pytest.mark.parametrize("bits, lora", [(4, True), (8, True), (4, False)], ids=["nf4-lora", "int8-lora", "nf4-full"])
-def test_a_quantized_llm_stays_bit_identical_while_the_qformer_side_trains(saved_tiny_config, tmp_path, bits, lora):
+@pytest.mark.parametrize("bits, lora, extra", [(4, True, []), (8, True, []), (4, False, []),
+                                               (4, True, ["--gradient_checkpointing", "true"])],
+                         ids=["nf4-lora", "int8-lora", "nf4-full", "nf4-lora-checkpointing"])
+def test_a_quantized_llm_stays_bit_identical_while_the_qformer_side_trains(saved_tiny_config, tmp_path, bits, lora,
+                                                                           extra):
     watch = LanguageModelUnchanged()
-    overrides = ["--quantization_bit", str(bits), "--train_all", "false", *(LORA if lora else [])]
+    overrides = ["--quantization_bit", str(bits), "--train_all", "false", *(LORA if lora else []), *extra]
     final = run_training(run_config(tmp_path, *overrides, "--max_steps", "2", config=saved_tiny_config),
                          callbacks=[watch])
     assert watch.quantized_dtypes == {torch.uint8 if bits == 4 else torch.int8}
