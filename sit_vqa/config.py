@@ -345,6 +345,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
+def config_keys() -> tuple[str, ...]:
+    """Every key a config file or train.py's command line may set."""
+    return tuple(_field_types())
+
+
 def _field_types() -> dict[str, Any]:
     types_by_name = {}
     for section in SECTIONS:

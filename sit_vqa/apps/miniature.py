@@ -97,7 +97,8 @@ MARGIN_OVER_PRIOR = 3.0
 # 4 heads, 2 layers, 64 px images in 8 px patches, 8 query tokens, no dropout), every weight trained; AdamW
 # 1e-3, weight decay 0.01, 50 warm-up steps, cosine, batch 32, clip 1, 1,200 steps (the prototype's size:
 # at hidden 64 the runs sat at the tipping point between looking and guessing, docs/MINIATURE.md).
-# `--set KEY=VALUE` overrides any of them for a sizing run; results.json records what ran.
+# `--set KEY=VALUE` overrides any of them, or sets any other train.py key, for every run (sizing, recipes);
+# results.json records what ran.
 RUN_SETTINGS = {
     "model_type": "instructblip", "tiny_model": "decoder", "tiny_hidden_size": 128, "tiny_num_layers": 2,
     "tiny_image_size": 64, "tiny_patch_size": 8, "tiny_num_query_tokens": 8, "tiny_num_heads": 4,
@@ -131,13 +132,18 @@ class Job:
 
 
 def job_settings(budget: Budget, job: Job, extra: dict | None = None) -> dict:
-    """A run's settings (config keys) besides where its files go: what makes two runs the same run."""
+    """A run's settings (config keys) besides where its files go: what makes two runs the same run. A run that
+    loads a saved model (`--set model_name_or_path=DIR`) leaves out the tiny_* settings: they describe the model
+    built in code (and tiny_model contradicts model_name_or_path)."""
     pool = {"instruction_pool": POOL_FILE} if job.arm == POOL_ARM else {}
-    return {
-        **RUN_SETTINGS, "mode": "sit" if job.arm == POOL_ARM else job.arm, "seed": job.seed,
+    settings = {
+        **RUN_SETTINGS, **(extra or {}), "mode": "sit" if job.arm == POOL_ARM else job.arm, "seed": job.seed,
         "tiny_model_seed": job.seed, "max_steps": budget.max_steps, "sample_style": job.world,
-        "sample_train_images": budget.train_images, "sample_val_images": budget.val_images, **pool, **(extra or {}),
+        "sample_train_images": budget.train_images, "sample_val_images": budget.val_images, **pool,
     }
+    if settings.get("model_name_or_path") is not None:
+        settings = {key: value for key, value in settings.items() if not key.startswith("tiny_")}
+    return settings
 
 
 def run_overrides(out: Path, budget: Budget, job: Job, extra: dict | None = None) -> list[str]:
@@ -326,11 +332,20 @@ def run_experiment(
     return results
 
 
+# The keys each run sets itself (data, arm, seed, steps, where its files go): --set cannot change them.
+JOB_KEYS = ("mode", "seed", "tiny_model_seed", "max_steps", "sample_style", "sample_train_images",
+            "sample_val_images", "instruction_pool", "sample_dir", "prepared_cache_dir", "output_dir")
+
+
 def _setting(text: str) -> tuple[str, object]:
+    from sit_vqa.config import config_keys
+
     key, separator, value = text.partition("=")
-    if not separator or key not in RUN_SETTINGS:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of the run settings "
-                                         f"({', '.join(RUN_SETTINGS)})")
+    if not separator or key not in config_keys() or key in JOB_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected KEY=VALUE with KEY a train.py config key (python train.py --help lists them) "
+            f"other than the ones each run sets itself ({', '.join(JOB_KEYS)}); the run settings: "
+            f"{', '.join(RUN_SETTINGS)}")
     return key, yaml.safe_load(value)
 
 

@@ -133,7 +133,8 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
     for argv, expected in ((["--out", str(tmp_path / "o"), "--workers", "0"], "--workers must be at least 1"),
                            (["--out", str(tmp_path / "a_file")], "is a file"),
-                           (["--out", str(tmp_path / "o"), "--set", "learning_rat=1"], "KEY one of the run settings")):
+                           (["--out", str(tmp_path / "o"), "--set", "learning_rat=1"], "KEY a train.py config key"),
+                           (["--out", str(tmp_path / "o"), "--set", "max_steps=5"], "other than the ones each run sets")):
         with pytest.raises(SystemExit) as exited:
             miniature.main(argv)
         assert exited.value.code == 2 and expected in capsys.readouterr().err
@@ -179,3 +180,21 @@ def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path)
     assert [run["overall"] for run in again["worlds"][0]["runs"]] == [run["overall"] for run in world["runs"]]
     assert [path.stat().st_mtime_ns for path in checkpoints] == stamps and checkpoints
     assert again["run_seconds"] == results["run_seconds"]
+
+
+def test_set_takes_any_config_key_and_a_saved_model_drops_the_tiny_settings(tmp_path):
+    """The equal-budget recipes (docs/MINIATURE.md) load a saved model with LoRA and a 4-bit LLM through --set."""
+    parser = miniature.make_parser()
+    args = parser.parse_args(["--out", "o", "--set", "model_name_or_path=/m", "--set", "use_lora=true",
+                              "--set", "quantization_bit=4", "--set", "train_all=false"])
+    extra = dict(args.extra)
+    job = miniature.Job("named", "sit", 0)
+    settings = miniature.job_settings(miniature.QUICK, job, extra)
+    assert not [key for key in settings if key.startswith("tiny_")]
+    assert {key: settings[key] for key in extra} == {"model_name_or_path": "/m", "use_lora": True,
+                                                     "quantization_bit": 4, "train_all": False}
+    config = miniature.load_run_config(tmp_path, miniature.QUICK, job, extra)  # the config accepts the run as set
+    assert config.model.model_name_or_path == "/m" and config.model.tiny_model is None
+    assert config.model.use_lora and config.model.quantization_bit == 4 and config.data.mode == "sit"
+    built_in = miniature.job_settings(miniature.QUICK, job, {"use_lora": True})
+    assert built_in["tiny_model"] == "decoder" and built_in["tiny_model_seed"] == 0
