@@ -44,6 +44,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -250,6 +251,18 @@ def finished_run(out: Path, budget: Budget, job: Job, extra: dict | None = None)
     return run
 
 
+def exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker once the process that started it is gone (killed, interrupted, even by
+    SIGKILL). An orphaned run would go on training into OUT, beside the same run started by the next invocation."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def run_all(out: Path, budget: Budget, jobs: Sequence[Job], workers: int, extra: dict | None = None) -> list[dict]:
     """Every job not finished before, `workers` at a time in spawned processes (one thread each). Each result is
     written when its run ends, so an interrupted experiment loses only the runs in flight."""
@@ -262,7 +275,8 @@ def run_all(out: Path, budget: Budget, jobs: Sequence[Job], workers: int, extra:
               f"{workers} at a time")
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before they import torch
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(train_and_evaluate, out, budget, job, extra): job for job in todo}
         for count, future in enumerate(as_completed(futures), start=1):
             job, run = futures[future], future.result()

@@ -2,6 +2,11 @@
 learns to look at the image."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -127,6 +132,42 @@ def test_one_seed_gives_no_verdict():
     table = miniature_table.table_markdown(_results([0], baseline_overall=70.0))
     assert ONE_SEED in table and "SIT better" not in table and "SIT worse" not in table
     assert miniature_table.learning_failures(_results([0], baseline_overall=70.0)) == []
+
+
+def test_a_killed_harness_leaves_no_run_training_behind(tmp_path):
+    """The harness's workers end with it, SIGKILL included: an orphaned run would go on writing into OUT beside
+    the same run started by the next invocation (two processes, one run directory, interleaved log rows)."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import multiprocessing, os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from sit_vqa.apps.miniature import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
+        "                               initializer=exit_with_parent, initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 600)\n"
+        "    time.sleep(600)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert running(worker)  # alive while the harness is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    parent.stdout.close()
+    deadline = time.monotonic() + 30
+    while running(worker):
+        if time.monotonic() > deadline:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail(f"worker {worker} outlived the killed harness by 30 s")
+        time.sleep(0.2)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (an exited one nobody reaped yet is a zombie: state Z)."""
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
