@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gc
 import json
 import os
@@ -23,7 +24,7 @@ import resource
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -454,3 +455,45 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
 
 def write_json_atomically(path: str | Path, payload: Any) -> Path:
     return write_text_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def held_lock(path: str | Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold `path` (an flock, released by the kernel however the process ends, SIGKILL included) while the block
+    runs: one writer at a time for a folder. Another process holding it raises busy(holder), where holder says
+    which process ("process 1234"). The file is unlinked while still locked on the way out."""
+    path = Path(path)
+    handle = _lock(path, busy)
+    try:
+        yield
+    finally:
+        # unlinked while still locked: a process that opened the old file sees, once it holds the lock, that
+        # the path names another file (or none) and opens it again
+        with contextlib.suppress(OSError):
+            path.unlink()
+        handle.close()
+
+
+def _lock(path: Path, busy: Callable[[str], Exception]):
+    """The open, flock-ed lock file, holding this process's pid."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = path.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                handle.close()
+                raise busy(f"process {holder}" if holder else "a process that is starting") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                    break
+            handle.close()  # the holder removed the file between our open and our lock: open the new one
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return handle
+    except OSError as error:
+        raise write_error(path, error) from error

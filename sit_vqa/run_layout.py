@@ -36,6 +36,7 @@ DATA_REPORT_NAME = "data_report.json"
 RUN_CONFIG_NAME = "run_config.json"
 TENSORBOARD_DIR = "runs"
 MARKER_NAME = ".sit_vqa_run.json"
+LOCK_NAME = ".sit_vqa_run.lock"  # held (flock) by the run's writing process while it trains
 # sit_vqa.files.atomic_path's temporaries: .<name>.<12 hex>.partial (being written), .previous (being replaced)
 _TEMPORARY_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.(?:partial|previous)$")
 
@@ -113,6 +114,10 @@ class RunLayout:
     @property
     def marker(self) -> Path:
         return self.root / MARKER_NAME
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
 
     def checkpoint(self, step: int) -> Path:
         return self.root / checkpoint_name(step)

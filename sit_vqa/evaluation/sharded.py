@@ -36,7 +36,6 @@ output directory, so on several nodes it must be on a filesystem every node sees
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -49,7 +48,7 @@ import torch.distributed as dist
 from accelerate import PartialState  # the launcher glue the Trainer itself uses
 
 from sit_vqa.errors import EvaluationError, SitVqaError
-from sit_vqa.files import remove, write_error, write_json_atomically
+from sit_vqa.files import held_lock, remove, write_error, write_json_atomically
 from sit_vqa.modeling.generation import batches_of
 
 PARTIAL_DIR = "partial"
@@ -145,61 +144,31 @@ def generate_gathered(count: int, batch_size: int, generate: Generate, ranks: Ra
 
 @contextlib.contextmanager
 def exclusive(out_dir: str | Path, ranks: Ranks) -> Iterator[None]:
-    """Hold OUT/evaluation.lock (an flock, released by the kernel however the process ends) for the whole
-    evaluation: a second evaluation into the same OUT refuses, naming the holder's pid, instead of generating
-    everything again beside the first and reporting "continued an interrupted run". The main rank locks;
-    every rank stops with its error (none is left waiting at a barrier)."""
+    """Hold OUT/evaluation.lock (`files.held_lock`) for the whole evaluation: a second evaluation into the same OUT
+    refuses, naming the holder's pid, instead of generating everything again beside the first and reporting
+    "continued an interrupted run". The main rank locks; every rank stops with its error (none is left waiting
+    at a barrier)."""
     path = Path(out_dir) / LOCK_NAME
-    handle, problem = None, None
-    if ranks.is_main:
-        try:
-            handle = _lock(path)
-        except SitVqaError as error:
-            problem = error
-    refused = ranks.all_gather(str(problem) if problem else None)[0]
-    if problem is not None:
-        raise problem
-    if refused is not None:
-        raise EvaluationError(refused)
-    try:
-        yield
-    finally:
-        if handle is not None:
-            # unlinked while still locked: a process that opened the old file sees, once it holds the lock,
-            # that the path names another file (or none) and opens it again
-            with contextlib.suppress(OSError):
-                path.unlink()
-            handle.close()
 
+    def busy(holder: str) -> EvaluationError:
+        return EvaluationError(
+            f"{path.parent} is being written by another evaluation ({holder}, holding {path}); wait for it to "
+            "finish (its report then says what it scored), or pass another --out"
+        )
 
-def _lock(path: Path):
-    """The open, flock-ed lock file holding this process's pid; an EvaluationError naming the holder when
-    another process holds it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            handle = path.open("a+", encoding="utf-8")
+    with contextlib.ExitStack() as stack:
+        problem = None
+        if ranks.is_main:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip()
-                handle.close()
-                raise EvaluationError(
-                    f"{path.parent} is being written by another evaluation ("
-                    + (f"process {holder}" if holder else "a process that is starting") + f", holding {path}); "
-                    "wait for it to finish (its report then says what it scored), or pass another --out"
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
-                    break
-            handle.close()  # the holder removed the file between our open and our lock: open the new one
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        return handle
-    except OSError as error:
-        raise write_error(path, error) from error
+                stack.enter_context(held_lock(path, busy))
+            except SitVqaError as error:
+                problem = error
+        refused = ranks.all_gather(str(problem) if problem else None)[0]
+        if problem is not None:
+            raise problem
+        if refused is not None:
+            raise EvaluationError(refused)
+        yield
 
 
 @dataclass

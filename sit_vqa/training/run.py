@@ -126,6 +126,12 @@ def _cause_number(error: BaseException) -> int | None:
 def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) -> Path:
     args = config.training
     run_dir = RunDirectory.for_output_dir(args.output_dir, should_save=args.should_save)
+    with run_dir.exclusive():  # one training at a time writes into output_dir
+        return _train_in(run_dir, config, callbacks)
+
+
+def _train_in(run_dir: RunDirectory, config: RunConfig, callbacks: list[TrainerCallback] | None) -> Path:
+    args = config.training
     # the main process moves damaged checkpoints and clears leftovers; the others look once it is done
     with args.main_process_first(desc="claiming the output directory"):
         resume_from = run_dir.resume_checkpoint() if args.resume else None

@@ -10,6 +10,7 @@ The names of the directory's parts are sit_vqa.run_layout's; this module holds t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sit_vqa.errors import CheckpointError, ConfigError
-from sit_vqa.files import remove, write_json_atomically, write_text_atomically
+from sit_vqa.files import held_lock, remove, write_json_atomically, write_text_atomically
 from sit_vqa.modeling import checkpoint as ckpt
-from sit_vqa.run_layout import MARKER_NAME, RunLayout, temporary_of
+from sit_vqa.run_layout import LOCK_NAME, MARKER_NAME, RunLayout, temporary_of
 
 logger = logging.getLogger(__name__)
+
+_OWN = {MARKER_NAME, LOCK_NAME}  # the directory's bookkeeping, never a run's output nor a user's file
 
 
 def checkpoint_step(directory: Path) -> int | None:
@@ -54,6 +57,22 @@ class RunDirectory(RunLayout):
                 "with everything else there. Name a directory of the run's own, e.g. --output_dir runs/my_run"
             )
         return cls(root, should_save=should_save)
+
+    def exclusive(self) -> contextlib.AbstractContextManager:
+        """Hold the directory's lock (`files.held_lock`) while the writing process trains: a second run into the
+        same output_dir -- a job started twice, a relaunch while the first still runs -- refuses, naming the
+        first, instead of deleting its files under it (overwrite) or interleaving two runs' checkpoints and log
+        rows. The kernel releases the lock however the process ends; the other processes of a run hold none."""
+        if not self.should_save:
+            return contextlib.nullcontext()
+
+        def busy(holder: str) -> ConfigError:
+            return ConfigError(
+                f"output_dir {self.root} is in use by another training run ({holder}, holding {self.lock}); "
+                "wait for it to end (or stop it), then --resume it, or pass another --output_dir"
+            )
+
+        return held_lock(self.lock, busy)
 
     # --- the marker: what the run wrote here ---------------------------------------------------------
 
@@ -91,7 +110,7 @@ class RunDirectory(RunLayout):
         })
 
     def _is_recorded(self, name: str, listed: set[str]) -> bool:
-        return name == MARKER_NAME or name in listed or temporary_of(name) in listed | {MARKER_NAME}
+        return name in _OWN or name in listed or temporary_of(name) in listed | {MARKER_NAME}
 
     def foreign_entries(self) -> list[Path]:
         """What the directory holds that no marker lists: a user's files, or a run older than the marker."""
@@ -181,7 +200,7 @@ class RunDirectory(RunLayout):
             )
         if not self.should_save:
             return
-        leftovers = [path for path in self.entries() if path.name != MARKER_NAME]
+        leftovers = [path for path in self.entries() if path.name not in _OWN]
         for path in leftovers:
             remove(path)
         self._write_marker(set())

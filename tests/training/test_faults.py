@@ -483,6 +483,40 @@ def test_resume_on_a_finished_run_never_deletes_it_even_with_overwrite(tmp_path,
     assert after == before, "--resume changed the finished run"
 
 
+# ------------------------------------------------------------------------------ two runs, one output_dir
+
+
+def test_a_second_run_into_a_live_runs_directory_refuses_and_leaves_the_first_untouched(tmp_path):
+    """A job started twice (a relaunch while the first still trains): the second must neither delete the first's
+    files (--overwrite_output_dir) nor interleave its checkpoints and log rows; it names the first's process."""
+    out = tmp_path / "twice"
+    steps = ("--max_steps", "8")
+    first = subprocess.Popen(train_command("hold@6", out, *steps), cwd=REPO, env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_dir = out / "run"
+    while not (run_dir / "PAUSED").exists():
+        if first.poll() is not None:
+            pytest.fail(f"the first run ended (exit {first.returncode}) early: {first.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    before = snapshot(run_dir / "checkpoint-4")
+    for extra in (("--overwrite_output_dir", "true"), ("--resume",)):
+        second = subprocess.run([sys.executable, "train.py", *RUN, "--output_dir", str(run_dir),
+                                 "--prepared_cache_dir", str(out / "cache"), *steps, *extra],
+                                cwd=REPO, env=ENV, capture_output=True, text=True)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"in use by another training run (process {first.pid}" in second.stderr, second.stderr[-3000:]
+        assert "Traceback" not in second.stderr
+    assert snapshot(run_dir / "checkpoint-4") == before, "the refused run touched the first run's checkpoint"
+    (out / "CONTINUE").write_text("go\n")
+    first.wait(timeout=600)
+    assert first.returncode == 0, first.stderr.read()[-3000:]
+    first.stderr.close()
+    steps_logged = [row["step"] for row in log_rows(run_dir) if "loss" in row]
+    assert steps_logged == [3, 6], steps_logged
+    assert ckpt.read_manifest(run_dir / "final").global_step == 8
+    assert not (run_dir / ".sit_vqa_run.lock").exists(), "the lock outlived the run"
+
+
 # ------------------------------------------------------------------------------- leftovers of killed runs
 
 
