@@ -170,10 +170,13 @@ def _progress(message: str) -> None:
 def _progress_callback(job: Job):
     from transformers import TrainerCallback
 
+    started = time.perf_counter()
+
     class Progress(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step % PROGRESS_EVERY == 0:
-                _progress(f"{job.name}: step {state.global_step}/{state.max_steps}")
+                elapsed = (time.perf_counter() - started) / 60
+                _progress(f"{job.name}: step {state.global_step}/{state.max_steps}, {elapsed:.1f} min")
 
     return Progress()
 

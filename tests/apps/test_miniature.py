@@ -3,6 +3,7 @@ learns to look at the image."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path):
+def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path, capfd):
     """The quick variant (seed 0 of the full table's named world) end to end: every arm answers far above the
     majority answer, the two arms trained on the captions (SIT, multitask) look at the image -- 10 points over
     the best image-blind reference (measured at seed 0: SIT +13.6, multitask +24.7) --, SIT writes
@@ -193,6 +194,10 @@ def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path)
     reference, flagged) or that SIT beats either arm."""
     results = miniature.run_experiment(tmp_path, quick=True, workers=2)
     table = miniature.table_markdown(results)
+    progress = capfd.readouterr().err  # the workers' progress lines: which run, step, minutes
+    for arm in miniature.ARMS:
+        assert re.search(rf"named-{arm}-seed0: step 600/1200, \d+\.\d min", progress), progress[-2000:]
+    assert re.search(r"3 of 3 done, \d+\.\d min elapsed", progress), progress[-2000:]
     (world,) = results["worlds"]
     assert world["world"] == "named"
     assert sorted(run["arm"] for run in world["runs"]) == sorted(miniature.ARMS)
