@@ -191,7 +191,8 @@ def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path,
     "Description: ... Answer: ..." with descriptions close to the reference captions, and the table carries the
     paired differences per question type and the own-description split. Not asserted, because the full table
     does not support it (docs/MINIATURE.md): that the baseline looks (seed 0: +2.9 over the best image-blind
-    reference, flagged) or that SIT beats either arm."""
+    reference, flagged) or that SIT beats the multitask control; SIT above the baseline is (the full table's one
+    clear interval)."""
     results = miniature.run_experiment(tmp_path, quick=True, workers=2)
     table = miniature.table_markdown(results)
     progress = capfd.readouterr().err  # the workers' progress lines: which run, step, minutes
@@ -213,6 +214,9 @@ def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path,
     assert sit["own_description"]["readable_share"] > 50, table  # its descriptions state facts
     baseline = next(run for run in world["runs"] if run["arm"] == "baseline")
     assert baseline["own_description"]["readable_share"] < 5, table  # never trained to describe
+    # the one direction the full table found with a clear interval: SIT - baseline overall +14.5 [+10.3, +17.9]
+    # over 3 seeds (seed 0: +10.8); SIT - multitask was not separated anywhere, so nothing is asserted of it
+    assert sit["overall"] > baseline["overall"], table
     assert set(world["differences"]) == {"baseline", "multitask"}
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["worlds"][0]["runs"][0]["name"] == world["runs"][0]["name"]
