@@ -33,6 +33,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.arguments import ModelArguments
+from sit_vqa.modeling.families import family_names, model_family
 from sit_vqa.samples.generated import split_paths
 from sit_vqa.data.join import JoinOptions
 from sit_vqa.errors import ConfigError, unknown_options_message
@@ -286,9 +287,10 @@ def load_config(
     run = RunConfig(model, data, training, source)
     if model.model_dtype == "bfloat16" and not training.bf16:
         raise ConfigError(f"{source}: model_dtype bfloat16 needs bf16: true (bf16 autocast for the fp32 trained weights)")
-    if data.feature_cache_dir and (model.train_all or model.model_type != "instructblip"):
-        raise ConfigError(f"{source}: feature_cache_dir caches the frozen ViT of an instructblip model; it cannot be "
-                          "used with train_all (the ViT would train) or model_type causal_lm")
+    if data.feature_cache_dir and (model.train_all or not model_family(model.model_type).caches_vision_features):
+        raise ConfigError(f"{source}: feature_cache_dir caches the frozen ViT of an "
+                          f"{family_names(lambda f: f.caches_vision_features)} model; it cannot be used with "
+                          f"train_all (the ViT would train) or model_type {model.model_type}")
     _check_paths(run, data_roles, made_by_the_sample=set(sample_files), overrides=overrides)
     return run
 

@@ -41,7 +41,7 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
 from sit_vqa.modeling.generation import GenerationInputs, GenerationSettings, generate_batch
 from sit_vqa.modeling.arguments import ModelArguments
-from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.families import family_names, model_family
 from sit_vqa.modeling.loading import load_base_model
 
 MAX_QUESTION_CHARS = 1000  # checked before tokenizing, so a pasted book is refused at once
@@ -95,7 +95,8 @@ class VqaDemo:
         loaded = load_checkpoint(path, device=device, allow_partial=allow_partial, base_model=base_model)
         if not model_family(loaded.trained.model_type).answers_images:
             raise DemoInputError(f"{loaded.directory}: a {loaded.trained.model_type!r} checkpoint has no image input; "
-                                 "the demo needs an image model (model_type instructblip or image_text_to_text)")
+                                 "the demo needs an image model (model_type "
+                                 f"{family_names(lambda family: family.answers_images)})")
         return cls(loaded.model, loaded.processor, loaded.trained, source=loaded.directory)
 
     @classmethod

@@ -28,7 +28,7 @@ from sit_vqa.errors import SitVqaError
 from sit_vqa.evaluation.reports import read_report, report_task
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint import CheckpointManifest, TrainedSettings, load_checkpoint
-from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.families import family_names, model_family
 from sit_vqa.modeling.loading import align_generation_config, generation_kwargs, is_encoder_decoder
 
 EXPORT_FORMAT = "sit-vqa-export/2"  # /2: the trained settings as one record ("trained")
@@ -52,8 +52,9 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, report: str | Path
     # a run with a 4/8-bit LLM is exported on its full-precision base model (the adapters merge into that)
     loaded = load_checkpoint(checkpoint, device="cpu", base_model=base_model, full_precision=True)
     model, processor, manifest = loaded
-    if not model_family(loaded.trained.model_type).answers_images:
-        raise ExportError(f"{loaded.directory}: only image-model checkpoints (model_type instructblip or image_text_to_text) can be exported, got "
+    if model_family(loaded.trained.model_type).export_card is None:
+        raise ExportError(f"{loaded.directory}: only image-model checkpoints (model_type "
+                          f"{family_names(lambda family: family.export_card is not None)}) can be exported, got "
                           f"{loaded.trained.model_type!r}")
     if scores is not None:
         _check_report_is_of(scores, report, loaded.directory)
@@ -98,50 +99,33 @@ def _set_trained_eos(model, processor) -> None:
 
 def model_card(manifest: CheckpointManifest, info: Mapping[str, Any], report: Mapping[str, Any] | None, *,
                encoder_decoder: bool) -> str:
-    """README.md of the export: what it is, how it was trained, how to prompt it, how well it scored.
+    """README.md of the export: what it is, how it was trained, how to prompt it, how well it scored. The
+    family says what the model is and how to load it (`ModelFamily.export_card`).
     encoder_decoder: the language model is a T5 (generate returns the answer alone, no prompt to cut off)."""
     config = manifest.config
     trained = TrainedSettings.from_dict(info["trained"])
     templates, prompt = trained.templates, trained.prompt
-    base = config.get("model_name_or_path") or f"the tiny offline InstructBLIP built in code (tiny_model: {config.get('tiny_model')})"
-    weights = "every weight" if config.get("train_all") else "the Q-Former, its query tokens and the language projection (ViT and LLM frozen)"
-    if config.get("use_lora"):
-        weights = (f"LoRA adapters (r {config.get('lora_r')}) on {config.get('lora_target_modules') or 'the default placements'}, "
-                   "merged into the weights" + (", with the query tokens and language projection whole"
-                                                if config.get("train_query_tokens_and_projection", True) else ""))
-    if config.get("quantization_bit"):
-        weights += f"; trained on a {config['quantization_bit']}-bit LLM, exported in full precision"
+    instruction = getattr(templates, f"{prompt}_instruction")
+    card = model_family(trained.model_type).export_card(config, instruction, encoder_decoder=encoder_decoder)
     lines = [
         "# sit-vqa export", "",
-        f"InstructBLIP fine-tuned with sequential instruction tuning (SIT) by sit-vqa, merged into one standalone "
-        f"model directory. Base model: `{base}`. Exported from `{info['source_checkpoint']}` "
+        f"{card.model} with sequential instruction tuning (SIT) by sit-vqa, merged into one standalone "
+        f"model directory. Base model: `{card.base}`. Exported from `{info['source_checkpoint']}` "
         f"(step {trained.global_step}).", "",
         "## Training recipe", "",
         f"- mode: `{trained.mode}` (sit: describe the image, then answer; baseline: answer only)",
-        f"- trained: {weights}",
+        f"- trained: {card.trained}",
         f"- learning rate {config.get('learning_rate')}, batch {config.get('per_device_train_batch_size')} per device, "
         f"{_length(manifest)}, seed {config.get('seed')}",
         f"- target: `{(templates.sit_target if prompt == 'sit' else templates.baseline_target)!r}`", "",
         "## Prompt", "",
         f"Ask with the {prompt} instruction (the question at its end):", "",
-        "```", getattr(templates, f"{prompt}_instruction").replace("{question}", "<question>"), "```", "",
-        "```python",
-        "from PIL import Image",
-        "from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor",
-        "model = InstructBlipForConditionalGeneration.from_pretrained(DIR)",
-        "processor = InstructBlipProcessor.from_pretrained(DIR)",
-        f"prompt = {getattr(templates, f'{prompt}_instruction')!r}.format(question='What is on the table?')",
-        "inputs = processor(images=Image.open('photo.jpg').convert('RGB'), text=prompt, return_tensors='pt')",
-        "ids = model.generate(**inputs, max_new_tokens=64)",
-        "print(processor.batch_decode(ids[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)[0])"
-        if not encoder_decoder else "print(processor.batch_decode(ids, skip_special_tokens=True)[0])",
-        "```", "",
+        "```", instruction.replace("{question}", "<question>"), "```", "",
+        "```python", *card.usage, "```", "",
         "`python -m sit_vqa.apps.demo --checkpoint DIR --serve` serves it as a web page; its output splits into "
         "description and answer at the \"Description:\" / \"Answer:\" markers.", "",
         "## Scores", "",
     ]
-    if trained.model_type == "image_text_to_text":
-        lines = _chat_model_card(lines, prompt, templates, config)
     lines += _score_lines(report) if report else ["Not evaluated at export time (pass `--report` to include scores)."]
     return "\n".join(lines) + "\n"
 
@@ -153,35 +137,6 @@ def _length(manifest: CheckpointManifest) -> str:
     if manifest.epoch is None:  # a checkpoint written before the epochs were recorded
         return steps
     return f"{steps} ({manifest.epoch:.2f} epochs of the training data)"
-
-
-def _chat_model_card(lines: list[str], prompt: str, templates, config: Mapping[str, Any]) -> list[str]:
-    """The card of a chat VLM export: its own loader classes and chat template instead of InstructBLIP's."""
-    start = lines.index("```python")
-    instruction = getattr(templates, f"{prompt}_instruction")
-    code = [
-        "```python",
-        "from PIL import Image",
-        "from transformers import AutoModelForImageTextToText, AutoProcessor",
-        "model = AutoModelForImageTextToText.from_pretrained(DIR)",
-        "processor = AutoProcessor.from_pretrained(DIR)",
-        f"prompt = {instruction!r}.format(question='What is on the table?')",
-        "messages = [{'role': 'user', 'content': [{'type': 'image', 'image': Image.open('photo.jpg').convert('RGB')},",
-        "                                         {'type': 'text', 'text': prompt}]}]",
-        "inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, "
-        "return_tensors='pt')",
-        "ids = model.generate(**inputs, max_new_tokens=64)",
-        "print(processor.batch_decode(ids[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)[0])",
-        "```",
-    ]
-    end = lines.index("```", start)
-    card = lines[:start] + code + lines[end + 1:]
-    card[2] = card[2].replace("InstructBLIP fine-tuned", "A chat vision-language model fine-tuned")
-    switches = ", ".join(f"{name}: {config.get(name)}" for name in
-                         ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model", "use_lora"))
-    trained_line = f"- trained: {switches} (LoRA adapters, when used, merged into the weights)"
-    card = [trained_line if line.startswith("- trained:") else line for line in card]
-    return card
 
 
 def _vqa_report(report: str | Path) -> dict:

@@ -109,8 +109,8 @@ def _partial_load(loaded, directory: Path) -> dict | None:
 def _require(needed: str, found: str | None, source: str) -> None:
     images = model_family(needed).answers_images
     if images != model_family(found).answers_images:
-        kind = "an image model (model_type instructblip)" if images else \
-            "a text model (model_type causal_lm, e.g. --config text_sit.yaml)"
+        kind = f"an image model (model_type {needed})" if images else \
+            f"a text model (model_type {needed}, e.g. --config text_sit.yaml)"
         raise EvaluationError(f"{source}: this set is answered by {kind}, got model_type {found!r}")
 
 

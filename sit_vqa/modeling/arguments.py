@@ -10,16 +10,7 @@ from typing import Literal
 
 from sit_vqa.errors import ConfigError
 from sit_vqa.modeling import precision
-from sit_vqa.modeling.families import FAMILIES, unknown_model_type
-
-
-# use_lora without lora_target_modules: the LLM's attention query / value (peft's usual choice); for InstructBLIP
-# the Q-Former's self-attention query / value (InstructBLIP_PEFT, arXiv 2410.09489)
-DEFAULT_LORA_TARGETS = {
-    "instructblip": ("attention.attention.query", "attention.attention.value"),
-    "causal_lm": ("q_proj", "v_proj"),
-    "image_text_to_text": ("q_proj", "v_proj"),
-}
+from sit_vqa.modeling.families import FAMILIES, family_names, model_family, unknown_model_type
 
 
 @dataclass
@@ -119,9 +110,10 @@ class ModelArguments:
         if self.model_type not in FAMILIES:
             raise ConfigError(unknown_model_type(self.model_type))
         self._check_lora_and_quantization()
-        if self.model_type == "image_text_to_text" and self.tiny_model is not None:
-            raise ConfigError("model_type image_text_to_text loads model_name_or_path (a hub id or a local directory; "
-                              "tests build one with sit_vqa.modeling.chat_replicas); unset tiny_model")
+        if self.tiny_model is not None and not model_family(self.model_type).builds_tiny:
+            raise ConfigError(f"model_type {self.model_type} has no tiny offline model: it loads model_name_or_path "
+                              "(a hub id or a local directory; tests build chat VLMs with "
+                              "sit_vqa.modeling.chat_replicas); unset tiny_model")
         for name in ("max_instruction_length", "max_target_length", "lora_r", "tiny_hidden_size", "tiny_num_layers",
                      "tiny_image_size", "tiny_num_query_tokens", "cpu_threads"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
@@ -129,10 +121,10 @@ class ModelArguments:
 
     @property
     def lora_targets(self) -> list[str]:
-        """lora_target_modules, or the model type's default placements."""
+        """lora_target_modules, or the family's default placements (`ModelFamily.default_lora_targets`)."""
         if self.lora_target_modules is not None:
             return list(self.lora_target_modules)
-        return list(DEFAULT_LORA_TARGETS.get(self.model_type, DEFAULT_LORA_TARGETS["causal_lm"]))
+        return list(model_family(self.model_type).default_lora_targets)
 
     def _check_lora_and_quantization(self) -> None:
         if self.use_lora and self.train_all:
@@ -146,9 +138,9 @@ class ModelArguments:
         if self.quantization_bit not in (4, 8):
             raise ConfigError(f"quantization_bit must be 4 or 8 (bitsandbytes), got {self.quantization_bit}; leave "
                               "it out for an unquantized LLM")
-        if self.model_type != "instructblip":
-            raise ConfigError(f"quantization_bit applies to model_type instructblip (its frozen LLM), not "
-                              f"{self.model_type}")
+        if not model_family(self.model_type).quantizes_llm:
+            raise ConfigError(f"quantization_bit applies to model_type {family_names(lambda f: f.quantizes_llm)} "
+                              f"(its frozen LLM), not {self.model_type}")
         if self.tiny_model is not None:
             raise ConfigError("quantization_bit needs a model loaded through from_pretrained, and tiny_model builds "
                               "one in code: save it first (build_tiny_instructblip(...) then model.save_pretrained(DIR) "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sit_vqa.errors import ConfigError
@@ -43,6 +43,18 @@ class ModelFamily:
     # pads a batch; generation makes its inputs with it too. options: max_instruction_length,
     # max_target_length, image_pipeline, feature_cache, image_dir (a family takes those that apply to it)
     sample_transform: Callable[..., Any]
+    # the rules a config is checked against (sit_vqa.modeling.arguments, sit_vqa.config): use_lora without
+    # lora_target_modules places adapters on these module names
+    default_lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    builds_tiny: bool = True  # tiny_model builds one offline; otherwise only model_name_or_path loads
+    quantizes_llm: bool = False  # quantization_bit applies (a frozen LLM loaded in 4/8 bits)
+    caches_vision_features: bool = False  # feature_cache_dir applies (a frozen ViT whose features are cached)
+    # the config.json model_type values a model directory may hold (sit_vqa.modeling.model_dirs checks it
+    # before loading); empty: not checked
+    loads: frozenset[str] = field(default_factory=frozenset)
+    # (config, instruction, *, encoder_decoder) -> ExportCard: what the exported model's README says about
+    # the model and how to load and prompt it (sit_vqa.apps.export); None: the family does not export
+    export_card: Callable[..., Any] | None = None
 
     @property
     def default_task(self) -> str:
@@ -56,6 +68,11 @@ def model_family(model_type: str | None) -> ModelFamily:
         raise ConfigError(unknown_model_type(model_type))
     module, name = FAMILIES[model_type].split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def family_names(wanted: Callable[[ModelFamily], bool]) -> str:
+    """'a or b': the model_types whose family has a property, for messages ("the demo needs model_type ...")."""
+    return " or ".join(name for name in FAMILIES if wanted(model_family(name)))
 
 
 def unknown_model_type(model_type) -> str:

@@ -29,6 +29,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+)
 
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.arguments import ModelArguments
@@ -36,6 +40,7 @@ from sit_vqa.modeling.lora import get_peft_model
 from sit_vqa.modeling.chat_vlm import ChatSampleTransform, configure_chat_trainable, load_chat_vlm
 from sit_vqa.modeling.collate import SampleTransform
 from sit_vqa.errors import ConfigError, ModelLoadError
+from sit_vqa.modeling.export_cards import chat_vlm_card, instructblip_card
 from sit_vqa.modeling.families import ModelFamily, is_encoder_decoder, model_family  # is_encoder_decoder: also imported from here
 from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
 from sit_vqa.modeling.qformer_lora import prepare_instructblip_peft
@@ -347,14 +352,19 @@ def _chat_sample_transform(model, processor, **options):
 INSTRUCTBLIP = ModelFamily(
     name="instructblip", answers_images=True, load=_load_instructblip_family,
     prepare_for_training=_prepare_instructblip, sample_transform=SampleTransform.for_model,
+    # use_lora's default: the Q-Former's self-attention query / value (InstructBLIP_PEFT, arXiv 2410.09489)
+    default_lora_targets=("attention.attention.query", "attention.attention.value"),
+    quantizes_llm=True, caches_vision_features=True, loads=frozenset({"instructblip"}), export_card=instructblip_card,
 )
-CAUSAL_LM = ModelFamily(
+CAUSAL_LM = ModelFamily(  # use_lora's default: the attention query / value (peft's usual choice)
     name="causal_lm", answers_images=False, load=_load_causal_lm_family,
     prepare_for_training=_prepare_causal_lm, sample_transform=SampleTransform.for_model,
+    loads=frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
 )
 CHAT_VLM = ModelFamily(  # any AutoModelForImageTextToText chat VLM: sit_vqa.modeling.chat_vlm
     name="image_text_to_text", answers_images=True, load=_load_chat_vlm_family,
     prepare_for_training=_prepare_chat_vlm, sample_transform=_chat_sample_transform,
+    builds_tiny=False, loads=frozenset(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES), export_card=chat_vlm_card,
 )
 
 # ----------------------------------------------------------------------------------------------

@@ -11,19 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
-)
-
 from sit_vqa.errors import ConfigError, ModelLoadError
+from sit_vqa.modeling.families import FAMILIES, model_family
 
-# the config.json model_type values each of sit-vqa's model_type settings loads (first fit is suggested)
-LOADS = {
-    "instructblip": {"instructblip"},
-    "image_text_to_text": set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES),
-    "causal_lm": set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
-}
 _SHOWN = 3
 
 
@@ -37,13 +27,16 @@ def check_model_directory(source: str, model_type: str) -> None:
     except (OSError, ValueError):
         return
     found = config.get("model_type") if isinstance(config, dict) else None
-    if not isinstance(found, str) or "auto_map" in config or found in LOADS[model_type]:
+    loads = model_family(model_type).loads  # empty: the family does not say, nothing to check
+    if not isinstance(found, str) or "auto_map" in config or not loads or found in loads:
         return
     architectures = ", ".join(map(str, config.get("architectures") or [])) or "no architectures listed"
-    fits = [name for name, loaded in LOADS.items() if found in loaded]
+    # the family that loads it (`ModelFamily.loads`: the config.json model_types each family takes); an image
+    # family first: a VLM such as Gemma 3 also loads as a causal LM, without its images
+    fits = sorted((name for name in FAMILIES if found in model_family(name).loads),
+                  key=lambda name: not model_family(name).answers_images)
     fix = (f"set model_type: {fits[0]} (or pass --model_type {fits[0]})" if fits else
-           "sit-vqa trains InstructBLIP (model_type: instructblip), causal LMs (causal_lm) and image-text-to-text "
-           "models (image_text_to_text); pick one of those")
+           f"sit-vqa loads model_type {', '.join(FAMILIES)} (README: the model families); pick one of those")
     raise ConfigError(
         f"model_name_or_path {source} holds a {found!r} model ({architectures}, per {config_file}), which "
         f"model_type: {model_type} does not load (it would build a randomly initialised model or fail); {fix}, "

@@ -33,7 +33,7 @@ from sit_vqa.evaluation import sharded
 from sit_vqa.errors import ConfigError
 from sit_vqa.data.prompts import prompt_for_mode
 from sit_vqa.evaluation.vqa import load_eval_records, score_generations
-from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.families import family_names, model_family
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ class VqaEvalCallback(TrainerCallback):
         if not model_family(config.model.model_type).answers_images:
             raise ConfigError(
                 f"{config.source}: eval_vqa_steps scores VQA accuracy, which needs an image model "
-                f"(model_type instructblip or image_text_to_text), not {config.model.model_type}; set eval_vqa_steps: 0"
+                f"(model_type {family_names(lambda family: family.answers_images)}), not {config.model.model_type}; set "
+                "eval_vqa_steps: 0"
             )
         records = load_eval_records(
             data, split="val", prompt=prompt_for_mode(data.mode), templates=data.template_set,

@@ -4,6 +4,7 @@ the family, and is evaluated on the held-out text set, without any other change 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,14 @@ def _prepare(model, args, dtype, *, quiet=False):
 
 NORM_ONLY = ModelFamily(name="norm_only_lm", answers_images=False, load=_load, prepare_for_training=_prepare,
                         sample_transform=SampleTransform.for_model)
+LOADED_ONLY = dataclasses.replace(NORM_ONLY, name="loaded_only_lm", builds_tiny=False, default_lora_targets=("o_proj",))
 
 
 @pytest.fixture
 def registered(monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setitem(FAMILIES, NORM_ONLY.name, f"{__name__}:NORM_ONLY")  # the one entry a new family adds
+    monkeypatch.setitem(FAMILIES, LOADED_ONLY.name, f"{__name__}:LOADED_ONLY")
 
 
 def toy_config(tmp_path, *overrides: str):
@@ -75,3 +78,20 @@ def test_the_code_asks_the_family_not_the_name(registered):
     with pytest.raises(ConfigError, match="unsupported model_type 'llava'; supported: instructblip, causal_lm, "
                                           "image_text_to_text, norm_only_lm"):
         model_family("llava")
+
+
+def test_the_config_rules_are_the_family_s(registered):
+    """use_lora's default placements, tiny_model, quantization_bit and feature_cache_dir are checked against
+    the family's fields, for a registered family as for the built-in ones."""
+    def lora_targets(model_type, **source):
+        return ModelArguments(model_type=model_type, use_lora=True, **source).lora_targets
+    assert lora_targets("norm_only_lm", tiny_model="decoder") == ["q_proj", "v_proj"]  # the default
+    assert lora_targets("loaded_only_lm", model_name_or_path="m") == ["o_proj"]
+    assert lora_targets("instructblip", tiny_model="decoder") == ["attention.attention.query", "attention.attention.value"]
+    with pytest.raises(ConfigError, match="model_type loaded_only_lm has no tiny offline model"):
+        ModelArguments(model_type="loaded_only_lm", tiny_model="decoder")
+    with pytest.raises(ConfigError, match="quantization_bit applies to model_type instructblip .* not norm_only_lm"):
+        ModelArguments(model_type="norm_only_lm", model_name_or_path="m", quantization_bit=4)
+    with pytest.raises(ConfigError, match="feature_cache_dir caches the frozen ViT of an instructblip model; .* "
+                                          "model_type norm_only_lm"):
+        toy_config(Path("/tmp/unused"), "--feature_cache_dir", "/tmp/unused-cache")
