@@ -26,8 +26,10 @@ from sit_vqa.errors import CheckpointError
 from sit_vqa.files import write_json_atomically
 
 MANIFEST_NAME = "sit_vqa_checkpoint.json"
-MANIFEST_VERSION = 1  # the version this code writes
-READABLE_VERSIONS = (1,)
+# 2: the epochs the steps covered (`epoch`). Version 1 manifests load: those of main before the field have
+# none (None), those written after it and before this version carry it already.
+MANIFEST_VERSION = 2  # the version this code writes
+READABLE_VERSIONS = (1, 2)
 _FORMAT_PREFIX = "sit-vqa-checkpoint/"
 
 

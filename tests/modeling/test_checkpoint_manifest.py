@@ -58,6 +58,20 @@ def test_the_manifest_writes_back_what_it_read(tmp_path):
     assert read_manifest(tmp_path) == manifest
 
 
+def test_a_version_1_manifest_loads_and_today_s_manifest_is_version_2(tmp_path):
+    """Version 2 added `epoch`: the committed version 1 fixture has none; a version 1 manifest that carries one
+    (main wrote those before the version was bumped) keeps it; what is written now says version 2 and reads back."""
+    old = read_manifest(FIXTURE)
+    assert (old.version, old.epoch) == (1, None)
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / MANIFEST_NAME).write_text(json.dumps({**raw_manifest(), "epoch": 0.5}), encoding="utf-8")
+    assert (read_manifest(tmp_path / "v1").version, read_manifest(tmp_path / "v1").epoch) == (1, 0.5)
+    today = CheckpointManifest(model_type="instructblip", config=old.config).at_save(3, ["a"], epoch=1.25)
+    today.write(tmp_path)
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text(encoding="utf-8"))["format"] == "sit-vqa-checkpoint/2"
+    assert read_manifest(tmp_path) == today and today.version == 2 and today.epoch == 1.25
+
+
 def test_a_save_adds_its_step_and_the_tensors_it_wrote():
     run = CheckpointManifest(model_type="instructblip", config={"mode": "sit"}, frozen_dtype="bfloat16")
     saved = run.at_save(7, ["b", "a"])
@@ -75,8 +89,8 @@ def test_fields_absent_from_an_older_manifest_get_the_defaults_it_was_written_wi
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"format": "sit-vqa-checkpoint/2"}, r"'sit-vqa-checkpoint/2' is a manifest version this sit-vqa cannot read "
-                                         r"\(it reads sit-vqa-checkpoint/1\).*upgrade sit-vqa"),
+    ({"format": "sit-vqa-checkpoint/3"}, r"'sit-vqa-checkpoint/3' is a manifest version this sit-vqa cannot read "
+                                         r"\(it reads sit-vqa-checkpoint/1, sit-vqa-checkpoint/2\).*upgrade sit-vqa"),
     ({"format": "sit-vqa-checkpoint/one"}, r"cannot read"),
     ({"format": "llava-checkpoint/1"}, r"unknown checkpoint format 'llava-checkpoint/1'"),
     ({"quantization": "nf4"}, r"unknown field\(s\) quantization in a version 1 manifest"),
