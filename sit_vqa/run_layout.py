@@ -47,7 +47,7 @@ def checkpoint_name(step: int) -> str:
     return f"{CHECKPOINT_PREFIX}-{step}"
 
 
-def checkpoint_step(name: str) -> int | None:
+def step_in_name(name: str) -> int | None:
     """N for a directory named checkpoint-N, else None."""
     match = _CHECKPOINT_NAME.match(name)
     return int(match.group(1)) if match else None
@@ -64,7 +64,7 @@ def run_name(checkpoint: Path) -> str:
     checkpoint-N, else the directory's own name (a checkpoint copied out of its run)."""
     if checkpoint.name == FINAL_DIR:
         return checkpoint.resolve().parent.name
-    if checkpoint_step(checkpoint.name) is not None:
+    if step_in_name(checkpoint.name) is not None:
         return f"{checkpoint.resolve().parent.name}-{checkpoint.name}"
     return checkpoint.resolve().name
 
@@ -130,7 +130,7 @@ class RunLayout:
         if not self.root.is_dir():
             return []
         found = [(step, path) for path in self.root.iterdir()
-                 if (step := checkpoint_step(path.name)) is not None and path.is_dir()]
+                 if (step := step_in_name(path.name)) is not None and path.is_dir()]
         return [path for _, path in sorted(found, reverse=True)]
 
     def entries(self) -> list[Path]:

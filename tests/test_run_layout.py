@@ -4,13 +4,13 @@ from pathlib import Path
 
 from sit_vqa import run_layout
 from sit_vqa.modeling import checkpoint as ckpt
-from sit_vqa.run_layout import RunLayout, checkpoint_name, checkpoint_step, run_name, temporary_of
+from sit_vqa.run_layout import RunLayout, checkpoint_name, step_in_name, run_name, temporary_of
 
 
 def test_checkpoint_names_and_steps():
-    assert checkpoint_name(12) == "checkpoint-12" and checkpoint_step("checkpoint-12") == 12
+    assert checkpoint_name(12) == "checkpoint-12" and step_in_name("checkpoint-12") == 12
     for other in ("checkpoint-", "checkpoint-1a", "final", "xcheckpoint-3", "checkpoint-3.partial"):
-        assert checkpoint_step(other) is None, other
+        assert step_in_name(other) is None, other
 
 
 def test_checkpoints_are_listed_newest_first_by_step_not_by_name(tmp_path):

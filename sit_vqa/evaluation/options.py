@@ -12,7 +12,7 @@ from typing import Literal
 from sit_vqa.data.prompts import PROMPTS
 from sit_vqa.errors import DataError, EvaluationError
 
-SPLITS = {"val": "eval", "train": "train"}  # --split -> the config's data keys (eval_* / train_*)
+SPLIT_ROLES = {"val": "eval", "train": "train"}  # --split -> the config's data keys (eval_* / train_*)
 DEFAULT_DATA = {  # where data/README.md puts the real files
     "okvqa": "data/okvqa",
     "gqa": "data/gqa/testdev_balanced_questions.json",
@@ -67,8 +67,8 @@ class EvalOptions:
         "help": "the checkpoint's base model (a save_pretrained directory or hub id), when it is not where it says"})
 
     def __post_init__(self):
-        if self.split not in SPLITS:
-            raise EvaluationError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
+        if self.split not in SPLIT_ROLES:
+            raise EvaluationError(f"unknown split {self.split!r}; expected one of {', '.join(SPLIT_ROLES)}")
         if self.prompt not in PROMPTS:
             raise EvaluationError(f"unknown prompt {self.prompt!r}; expected one of {', '.join(PROMPTS)}")
         for name in ("limit", "batch_size", "max_new_tokens", "num_beams"):

@@ -86,7 +86,7 @@ def load_model(config, options: EvalOptions, device: str, model_type: str,
     if directory is None:
         _require(model_type, config.model.model_type, config.source)
         # build_model, not load_base_model: the Q-Former side gets the same dtype as in a trained checkpoint
-        dtype = precision.frozen_dtype(config.model.model_dtype, config.training.bf16)
+        dtype = precision.frozen_dtype_for(config.model.model_dtype, config.training.bf16)
         model, processor = build_model(config.model, dtype=dtype, device=device, quiet=True)
         return LoadedModel(model.eval(), processor, TrainedSettings.zero_shot(config.model, config.data))
     loaded = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load,

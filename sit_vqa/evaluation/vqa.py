@@ -39,7 +39,7 @@ from sit_vqa.data.prepared import load_prepared
 from sit_vqa.data.prompts import Templates, load_instruction_pool, parse_sit_output, resolve_prompt
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, EvaluationError
-from sit_vqa.evaluation.options import SPLITS, EvalOptions, TaskOptions
+from sit_vqa.evaluation.options import SPLIT_ROLES, EvalOptions, TaskOptions
 from sit_vqa.evaluation.protocol import EvaluationSet
 from sit_vqa.evaluation.reports import build_report, report_markdown
 from sit_vqa.metrics.sit import sit_figures
@@ -92,9 +92,9 @@ def load_eval_records(
 
 def _joined_questions(data, split: str, templates: Templates):
     """(pyarrow table of joined records, join report dict) from a prepared directory or the raw files."""
-    if split not in SPLITS:
-        raise EvaluationError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    prefix = SPLITS[split]
+    if split not in SPLIT_ROLES:
+        raise EvaluationError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_ROLES)}")
+    prefix = SPLIT_ROLES[split]
     prepared = getattr(data, f"{prefix}_dataset_dir")
     if prepared:
         dataset, report = load_prepared(prepared)
@@ -228,7 +228,7 @@ class VqaSet(EvaluationSet):
         records = load_eval_records(config.data, split=self.split, prompt=prompt, templates=trained.templates,
                                     limit=self.limit, seed=config.data.subset_seed, phrasings=phrasings)
         self.join_report = records.join_report
-        raw = config.data.raw_files(SPLITS[self.split])
+        raw = config.data.raw_files(SPLIT_ROLES[self.split])
         # the references are every caption of the image (the join kept one); a prepared dataset has no file
         self.references = load_captions(raw["captions"]).by_image if raw else None
         return records.dataset
@@ -240,7 +240,7 @@ class VqaSet(EvaluationSet):
         subtype = self.join_report.get("data_subtype")
         # the files say which split they hold (data_subtype "val2014"); --split only names the config keys
         # they were read through, and eval_* keys may well point at train2014 files
-        return {"split": self.split, "config_keys": f"{SPLITS[self.split]}_*", "data_split": split_name(subtype),
+        return {"split": self.split, "config_keys": f"{SPLIT_ROLES[self.split]}_*", "data_split": split_name(subtype),
                 "data_subtype": subtype, "legacy_metric": self.legacy, "prompt_variant": self.prompt_variant}
 
     def report(self, scored: ScoredGenerations, settings: Mapping) -> dict:

@@ -50,7 +50,7 @@ from sit_vqa.modeling.generation import GenerationSettings
 from sit_vqa.modeling.families import model_family
 from sit_vqa.modeling.loading import load_base_model, prepare_for_training
 from sit_vqa.modeling.quantization import without_quantization
-from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, checkpoint_step
+from sit_vqa.run_layout import BASE_MODEL_DIR, FINAL_DIR, RunLayout, step_in_name
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def _state_problem(directory: Path) -> str | None:
         return f"{TRAINER_STATE_NAME} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return f"{TRAINER_STATE_NAME} is damaged or truncated ({error})"
-    step = str(checkpoint_step(directory.name))
+    step = str(step_in_name(directory.name))
     if not isinstance(state, dict) or str(state.get("global_step")) != step:
         return f"{TRAINER_STATE_NAME} does not hold global_step {step}"
     return None

@@ -50,7 +50,7 @@ from sit_vqa.modeling.images import image_transform, pipeline_settings
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "sit-vqa-feature-cache/1"
+FEATURE_CACHE_FORMAT = "sit-vqa-feature-cache/1"
 KEY_FILE = "cache.json"
 DTYPES = {"bfloat16": (torch.bfloat16, np.uint16), "float32": (torch.float32, np.float32)}
 
@@ -70,12 +70,12 @@ class _Entry:
 # --------------------------------------------------------------------------------------------------- key
 
 
-def cache_key(model, processor, pipeline: str, dtype: str = "bfloat16") -> dict:
+def features_depend_on(model, processor, pipeline: str, dtype: str = "bfloat16") -> dict:
     """Everything the cached features depend on, JSON-ready."""
     vision = model.vision_model
     config = {k: v for k, v in vision.config.to_dict().items() if k != "transformers_version"}
     key = {
-        "format": FORMAT,
+        "format": FEATURE_CACHE_FORMAT,
         "states": "vision encoder last_hidden_state before post_layernorm",
         "vision_weights_sha256": vision_weights_hash(vision),
         "vision_config": config,
@@ -184,7 +184,7 @@ def build_feature_cache(
     if dtype not in DTYPES:
         raise FeatureCacheError(f"feature cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     directory = Path(directory)
-    key = cache_key(model, processor, pipeline, dtype)
+    key = features_depend_on(model, processor, pipeline, dtype)
     if (directory / KEY_FILE).exists():
         _check_key(directory, _read_key(directory), key)
     else:
@@ -341,8 +341,8 @@ def _read_key(directory: Path) -> dict:
         key = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise FeatureCacheError(f"cannot read {path}: {error}; delete {directory} and build it again") from error
-    if key.get("format") != FORMAT:
-        raise FeatureCacheError(f"{path}: unknown feature cache format {key.get('format')!r}, expected {FORMAT}; "
+    if key.get("format") != FEATURE_CACHE_FORMAT:
+        raise FeatureCacheError(f"{path}: unknown feature cache format {key.get('format')!r}, expected {FEATURE_CACHE_FORMAT}; "
                                 f"delete {directory} and build it again")
     return key
 

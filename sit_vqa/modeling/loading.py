@@ -79,7 +79,7 @@ def load_instructblip(
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """Load InstructBLIP and its processor from a hub id or a local directory (save_pretrained layout).
 
-    dtype: weights dtype, default float32 (`precision.frozen_dtype` decides it for a run).
+    dtype: weights dtype, default float32 (`precision.frozen_dtype_for` decides it for a run).
     device: where the weights go, each tensor straight from the file in `dtype` (default: the CPU). A GPU
     rank then never holds a CPU copy of the model (7B in fp32: 15.8 GB of RAM per rank otherwise).
     `query_tokens` stay fp32 whatever the dtype (the Q-Former casts them to its own dtype).
@@ -254,7 +254,7 @@ def apply_lora(
 
 def build_model(args: ModelArguments, *, dtype: torch.dtype = torch.float32, device: str | None = None, quiet: bool = False):
     """(model, processor) as a config asks: the base model (hub id, local directory or tiny offline model) with
-    its frozen weights in `dtype` (decide it with `precision.frozen_dtype`), LoRA or the freezing policy applied,
+    its frozen weights in `dtype` (decide it with `precision.frozen_dtype_for`), LoRA or the freezing policy applied,
     trained weights in fp32. For causal_lm the 'processor' is the tokenizer. Prints trainable / total counts
     unless quiet."""
     model, processor = load_base_model(args, dtype=dtype, device=device)

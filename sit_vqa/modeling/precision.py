@@ -2,7 +2,7 @@
 
 - Compute: bf16 mixed precision (autocast) by default on a CUDA GPU that supports it, fp32 otherwise
   (`bf16_by_default`). Never fp16 by default: Flan-T5 overflows to NaN in fp16 and the Q-Former is unstable.
-- Frozen weights: bf16 only when the compute runs under bf16 autocast (`frozen_dtype`); trained weights and
+- Frozen weights: bf16 only when the compute runs under bf16 autocast (`frozen_dtype_for`); trained weights and
   `query_tokens` stay fp32, so small updates are not rounded away (`keep_trained_fp32`).
 - Quantized weights (a 4/8-bit LLM, `sit_vqa.modeling.quantization`) are integers: never cast, never counted here.
 - A model holding low-precision weights runs forward and generate under autocast to that dtype
@@ -27,7 +27,7 @@ def bf16_by_default(use_cpu: bool = False) -> bool:
     return bool(not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def frozen_dtype(model_dtype: ModelDtype, bf16: bool) -> torch.dtype:
+def frozen_dtype_for(model_dtype: ModelDtype, bf16: bool) -> torch.dtype:
     """Dtype of the frozen weights: bfloat16 when asked, or with `auto` when the compute is bf16; else float32."""
     if model_dtype == "bfloat16" or (model_dtype == "auto" and bf16):
         return torch.bfloat16

@@ -150,7 +150,7 @@ def _train_in(run_dir: RunDirectory, config: RunConfig, callbacks: list[TrainerC
         return run_dir.final
     run_dir.clear_partial_writes()
 
-    frozen_dtype = precision.frozen_dtype(config.model.model_dtype, args.bf16)
+    frozen_dtype = precision.frozen_dtype_for(config.model.model_dtype, args.bf16)
     # straight onto this rank's device in the frozen dtype: no CPU copy of the whole model per rank
     base_model, processor = load_base_model(config.model, device=str(args.device), dtype=frozen_dtype)
     manifest, base_model_dir = run_manifest(config, base_model, processor, run_dir, args.should_save, frozen_dtype)

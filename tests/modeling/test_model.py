@@ -32,7 +32,7 @@ from sit_vqa.modeling.loading import (
     load_causal_lm,
     load_instructblip,
 )
-from sit_vqa.modeling.precision import bf16_by_default, frozen_dtype, keep_trained_fp32
+from sit_vqa.modeling.precision import bf16_by_default, frozen_dtype_for, keep_trained_fp32
 from sit_vqa.modeling.tiny import (
     IMAGE_TOKEN,
     TINY_VOCAB_WORDS,
@@ -195,10 +195,10 @@ def test_backward_reaches_only_trainable_weights(red_image):
 
 def test_one_precision_rule_frozen_bf16_only_with_bf16_compute():
     assert not bf16_by_default(use_cpu=True)
-    assert frozen_dtype("auto", bf16=False) == torch.float32
-    assert frozen_dtype("auto", bf16=True) == torch.bfloat16
-    assert frozen_dtype("float32", bf16=True) == torch.float32
-    assert frozen_dtype("bfloat16", bf16=True) == torch.bfloat16
+    assert frozen_dtype_for("auto", bf16=False) == torch.float32
+    assert frozen_dtype_for("auto", bf16=True) == torch.bfloat16
+    assert frozen_dtype_for("float32", bf16=True) == torch.float32
+    assert frozen_dtype_for("bfloat16", bf16=True) == torch.bfloat16
 
 
 def test_set_precision_keeps_trainable_weights_and_query_tokens_fp32(red_image):
