@@ -41,6 +41,9 @@ class ModelArguments:
                                 "(0: a random tiny model learns to look sooner; the config classes' default is 0.1)."})
     tiny_random_query_tokens: bool = field(default=False, metadata={"help": "Tiny InstructBLIP: start the query "
                                            "tokens random (std 0.02, as LAVIS) instead of at zero (transformers)."})
+    tiny_init: Literal["transformers", "pytorch"] = field(default="transformers", metadata={
+        "help": "Tiny InstructBLIP: initial weights of the linear and convolution layers: transformers' (std 0.02) "
+                "or PyTorch's (uniform +-1/sqrt(fan_in)), with which the baseline arm learns to look sooner."})
     train_vision_post_layernorm: bool = field(
         default=False, metadata={"help": "Also train the ViT's final layer norm (LAVIS trains ln_vision)."}
     )

@@ -293,7 +293,7 @@ def _load_instructblip_family(args: ModelArguments, *, dtype: torch.dtype, devic
         patch_size=args.tiny_patch_size, num_query_tokens=args.tiny_num_query_tokens,
         hidden_size=args.tiny_hidden_size, num_layers=args.tiny_num_layers,
         num_heads=args.tiny_num_heads, dropout=args.tiny_dropout,
-        random_query_tokens=args.tiny_random_query_tokens,
+        random_query_tokens=args.tiny_random_query_tokens, init=args.tiny_init,
     )
 
 

@@ -119,6 +119,7 @@ def build_tiny_instructblip(
     num_heads: int = 2,
     dropout: float = 0.0,
     random_query_tokens: bool = False,
+    init: str = "transformers",
 ) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
     """A randomly initialised InstructBLIP, built offline (about 0.1 M parameters at the defaults).
 
@@ -130,6 +131,11 @@ def build_tiny_instructblip(
     default, 0.1, is meant for pretrained models; on a random tiny model it slows learning to look).
     random_query_tokens: start the query tokens random (std 0.02, as LAVIS does) instead of at zero
     (transformers' init); off by default, so the tests' untrained models keep their outputs.
+    init: "transformers" (every linear layer normal with std 0.02, the hub configs' initializer_range) or
+    "pytorch" (the linear and convolution layers start as PyTorch builds them, uniform in +-1/sqrt(fan_in):
+    2-2.5x larger at these widths; embeddings and norms as transformers starts them). With "transformers" the
+    image reaches a random tiny model's LM two 0.02-std projections deep and its ViT barely trains unless
+    captions are in the targets (docs/MINIATURE.md, Sizing).
     Same classes as the hub models (config, model, processor with BlipImageProcessorPil), so every
     code path the real model takes is exercised. Weights are a deterministic function of seed.
     """
@@ -159,6 +165,12 @@ def build_tiny_instructblip(
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(seed)
         model = InstructBlipForConditionalGeneration(config)
+        if init == "pytorch":
+            for module in model.modules():
+                if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                    module.reset_parameters()
+        elif init != "transformers":
+            raise ValueError(f"init must be 'transformers' or 'pytorch', not {init!r}")
         if random_query_tokens:
             # transformers starts the query tokens at zero: identical queries, whose symmetry only the LM's
             # positions break, slowly. LAVIS (and the hub checkpoints' pretraining) start them random.

@@ -79,6 +79,30 @@ def test_tiny_weights_depend_only_on_the_seed():
     assert not torch.equal(first_state["language_projection.weight"], other_state["language_projection.weight"])
 
 
+def test_pytorch_init_starts_linear_layers_as_pytorch_does_and_only_them():
+    """init="pytorch": every linear and convolution layer uniform in +-1/sqrt(fan_in) (PyTorch's own start),
+    embeddings and norms as transformers starts them; still a function of the seed alone."""
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    model, _ = build_tiny_instructblip("decoder", seed=1, hidden_size=64, init="pytorch")
+    assert torch.equal(torch.rand(1), before)  # the caller's RNG stream is untouched
+    default, _ = build_tiny_instructblip("decoder", seed=1, hidden_size=64)
+    again, _ = build_tiny_instructblip("decoder", seed=1, hidden_size=64, init="pytorch")
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    for layer in layers:
+        bound = 1 / layer.weight[0].numel() ** 0.5  # fan_in
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+    projection = model.language_projection.weight  # fan_in 64: std 1/sqrt(3 * 64) = 0.072, 3.6x transformers'
+    assert projection.std() > 2.5 * default.language_projection.weight.std()
+    state, again_state, default_state = model.state_dict(), again.state_dict(), default.state_dict()
+    assert all(torch.equal(state[k], again_state[k]) for k in state)
+    embedding = "language_model.model.embed_tokens.weight"
+    assert torch.equal(state[embedding], default_state[embedding])
+    with pytest.raises(ValueError, match="init must be"):
+        build_tiny_instructblip("decoder", init="xavier")
+
+
 def test_unknown_lm_kind_is_refused():
     with pytest.raises(ValueError, match="lm_kind must be 'decoder'"):
         build_tiny_instructblip("opt")
