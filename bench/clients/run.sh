@@ -36,16 +36,16 @@ framework() {
         trl) PACKAGE=trl==1.16.0 FORMAT=trl EXTRA="$EXTRA pillow" ;;
         llamafactory) PACKAGE=llamafactory==0.9.5 FORMAT=llamafactory DROP="torchvision torchaudio"
             STUBS=torchaudio IMAGE_ROOT=$SAMPLE/train2014 ;;
-        swift) PACKAGE=ms-swift==4.6.0 FORMAT=swift DROP="torchvision torchaudio" ;;
+        swift) PACKAGE=ms-swift==4.6.0 FORMAT=swift ;;  # requires neither torchvision nor torchaudio
         # LAVIS's image processors are torchvision transforms, imported with `import lavis`: it gets the real
         # torchvision, and so PyPI's default (CUDA) torch build, which runs on the CPU; numpy<2 for its pinned
         # opencv-python-headless 4.5.5.64
         lavis) PACKAGE=salesforce-lavis==1.0.2 FORMAT=lavis IMAGE_ROOT=$SAMPLE/train2014
             TORCH="torch==2.14.1 torchvision==0.29.1" PINS="numpy<2" ;;
         # llava-torch pins torch 2.0.1 / torchvision 0.15.2; its data code imports neither torchvision nor timm
-        # (timm pulls torchvision), and gradio is its demo server's
-        llava) PACKAGE=llava-torch==1.2.2.post1 FORMAT=llava IMAGE_ROOT=$SAMPLE/train2014
-            DROP="torch torchvision timm gradio gradio-client" ;;
+        # (timm pulls torchvision), and gradio is its demo server's; it needs pillow, which it does not list
+        llava) PACKAGE=llava-torch==1.2.2.post1 FORMAT=llava IMAGE_ROOT=$SAMPLE/train2014 EXTRA="$EXTRA pillow"
+            DROP="torch torchvision timm gradio gradio-client" PINS="numpy<2" ;;  # its scikit-learn 1.2.2: numpy 1
         *) echo "run.sh: unknown framework '$1'; choose from trl llamafactory swift lavis llava" >&2; exit 2 ;;
     esac
 }

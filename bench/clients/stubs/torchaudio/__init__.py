@@ -7,9 +7,6 @@ absent by importlib.metadata (so transformers does not take torchaudio as availa
 """
 
 
-class StubbedError(ImportError, AttributeError):
-    """An AttributeError too, so that hasattr() probes read the stub as lacking the attribute."""
-
-
 def __getattr__(name):
-    raise StubbedError(f"torchaudio is a stub in this venv (bench/clients/stubs): torchaudio.{name} is unavailable")
+    # AttributeError, so that hasattr() probes read the stub as lacking the attribute
+    raise AttributeError(f"torchaudio is a stub in this venv (bench/clients/stubs): torchaudio.{name} is unavailable")
