@@ -50,13 +50,16 @@ def build_tokenizer(directory: str | Path, texts: list[str], *, legacy: bool = F
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(sorted(set(texts)) + ["USER: ASSISTANT: A chat"]), model_writer=model,
         vocab_size=1000, hard_vocab_limit=False, model_type="bpe", byte_fallback=True, split_digits=True,
+        # Llama's: no normalization (a newline stays a newline, <0x0A>), spaces kept, a dummy prefix
+        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
     (directory / "tokenizer.model").write_bytes(model.getvalue())
     (directory / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "legacy": legacy, "add_bos_token": True, "add_eos_token": False,
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 4096}))
     tokenizer = AutoTokenizer.from_pretrained(directory, use_fast=False)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"], "pad_token": "<pad>"})
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})  # first, as in llava-1.5-7b-hf
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
     tokenizer.save_pretrained(directory)
     return tokenizer
 
