@@ -35,7 +35,7 @@ def main(export_dir: str, work_dir: str) -> None:
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     args = SFTConfig(output_dir=str(Path(work_dir) / "out"), assistant_only_loss=True, max_steps=2,
                      per_device_train_batch_size=4, learning_rate=1e-3, report_to="none", save_strategy="no",
-                     use_cpu=True, logging_steps=1, seed=0)
+                     use_cpu=True, bf16=False, logging_steps=1, seed=0)  # SFTConfig defaults to bf16
     trainer = SFTTrainer(model=model, processing_class=processor, train_dataset=dataset, args=args)
     failures, expected = [], reported_records(export_dir)
     loaded = len(trainer.train_dataset)
