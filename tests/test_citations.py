@@ -18,7 +18,7 @@ EXTERNAL = {
     "vqa_eval.py", "lavis/common/vqa_tools/vqa_eval.py",  # LAVIS's copy of it
     "eval.py", "gqa-eval.py",  # GQA's official scorer
     "make_instruct_data.py", "LAVIS/make_instruct_data.py",  # the SIT paper's data script
-    "llava/train/train_mem.py",  # LLaVA's training entry point
+    "llava/train/train_mem.py", "llava/train/train.py",  # LLaVA's training entry point and its data code
     "modeling_instructblip.py",  # transformers' InstructBLIP
 }
 DATA_FILES = {"sit_vqa.json", "sit_vqa.jsonl"}  # export file names that look like module paths
