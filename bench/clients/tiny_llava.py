@@ -83,7 +83,8 @@ def build_tiny_llava(directory: str | Path, texts: list[str], *, hidden: int = 3
                        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
                        max_position_embeddings=512, tie_word_embeddings=False, **ids)
     vision = CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                              num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=hidden)
+                              num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE,
+                              projection_dim=hidden)
     config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
                          vision_feature_select_strategy="default",
                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"), **ids)
