@@ -23,6 +23,7 @@ LAYERS = {
     "config": 3,
     "training": 4, "evaluation": 4,
     "apps": 5,
+    "integrations": 6,  # other frameworks' plugins (lmms-eval): they load models as the demo does
 }
 
 

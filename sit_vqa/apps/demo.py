@@ -81,18 +81,19 @@ class VqaDemo:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, *, allow_partial: bool = False,
-             base_model: str | Path | None = None) -> VqaDemo:
+             base_model: str | Path | None = None, dtype: torch.dtype | None = None) -> VqaDemo:
         """From a run dir, a checkpoint dir (checkpoint-N, final) or a model directory written by sit_vqa.apps.export.
         allow_partial: load a weights file that lacks some trained tensors; base_model: the base model to
-        rebuild on instead of the one the checkpoint names (a copy elsewhere)."""
+        rebuild on instead of the one the checkpoint names (a copy elsewhere); dtype: of the frozen weights
+        (default: a checkpoint's as trained, an exported model's float32)."""
         path = Path(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not path.is_dir():
             raise DemoInputError(f"checkpoint directory not found: {path}; pass a run directory, a checkpoint-N "
                                  "or final directory written by train.py, or a model exported by sit_vqa.apps.export")
         if (path / "config.json").is_file():
-            return cls._load_exported(path, device)
-        loaded = load_checkpoint(path, device=device, allow_partial=allow_partial, base_model=base_model)
+            return cls._load_exported(path, device, dtype or torch.float32)
+        loaded = load_checkpoint(path, device=device, dtype=dtype, allow_partial=allow_partial, base_model=base_model)
         if not model_family(loaded.trained.model_type).answers_images:
             raise DemoInputError(f"{loaded.directory}: a {loaded.trained.model_type!r} checkpoint has no image input; "
                                  "the demo needs an image model (model_type "
@@ -100,13 +101,13 @@ class VqaDemo:
         return cls(loaded.model, loaded.processor, loaded.trained, source=loaded.directory)
 
     @classmethod
-    def _load_exported(cls, path: Path, device: str) -> VqaDemo:
+    def _load_exported(cls, path: Path, device: str, dtype: torch.dtype) -> VqaDemo:
         """An exported model (or any save_pretrained InstructBLIP directory: then asked zero-shot, baseline)."""
         info_path = path / EXPORT_MANIFEST_NAME
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
         trained = TrainedSettings.from_dict(info.get("trained", {}))
         args = ModelArguments(model_type=trained.model_type, model_name_or_path=str(path), local_files_only=True)
-        model, processor = load_base_model(args, device=device)
+        model, processor = load_base_model(args, dtype=dtype, device=device)
         return cls(model.eval(), processor, trained, source=path)
 
     @property

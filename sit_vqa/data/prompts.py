@@ -156,6 +156,14 @@ _DESCRIPTION_RE = re.compile(r"description\s*:", re.IGNORECASE)
 _ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
 _LINE_START_ANSWER_RE = re.compile(r"^[ \t]*answer\s*:", re.IGNORECASE | re.MULTILINE)
 
+# The answer rule of `parse_sit_output` as one regular expression, matched once from the start of the text; its
+# one group is the answer (before stripping). Branches, tried in order: up to the FIRST "Answer:" that starts a
+# line; else up to the last "Answer:" anywhere (one-line outputs); else past leading "Description: ..." lines (no
+# marker: the first other line). Frameworks that read answers with a regex use this very string (the lmms-eval
+# tasks in sit_vqa/integrations/lmms_eval/tasks/), so they read the answer evaluate.py scores.
+ANSWER_PATTERN = r"(?ims)\A(?:.*?^[ \t]*answer\s*:|.*answer\s*:|(?:\s*description[^\S\n]*:[^\n]*)*)\s*([^\n]*)"
+_ANSWER_TEXT_RE = re.compile(ANSWER_PATTERN)
+
 
 def answer_line(text: str, start: int = 0) -> re.Match | None:
     """The first "Answer:" marker that starts a line (any case) at or after `start`, or None: where a
@@ -168,34 +176,28 @@ def parse_sit_output(text: str) -> ParsedOutput:
 
     Tolerant of case ("ANSWER:"), of spaces before the colon, of text around the markers and of
     missing markers:
-    - the answer marker is the first "Answer:" that starts a line (so a model that goes on with
-      "\nQuestion: ...\nAnswer: ..." keeps its first answer, and "Answer:" inside a description does
-      not count), else the last "Answer:" anywhere (one-line outputs); the answer is the rest of
-      that marker's line;
+    - the answer marker is the first "Answer:" that starts a line, else the last "Answer:" anywhere
+      (one-line outputs); the answer is the rest of that marker's line. The first, not the last: the
+      prompts hold no "Answer:" line, so a second one comes from a model that went on past its answer
+      with "\nQuestion: ...\nAnswer: ..." -- an answer to a question it made up -- and "Answer:" inside
+      a description does not count;
     - without an "Answer:" marker, the answer is the first non-empty line that is not the
       description line (a baseline-style output: trailing "\nQuestion: ..." lines are dropped);
     - the description is the text after "Description:" up to the answer marker or the end of its
       line, or None without a marker.
+    The answer is `ANSWER_PATTERN`'s group, the one regex that other frameworks' filters use too.
     """
     text = text.strip()
     answer_match = _LINE_START_ANSWER_RE.search(text) or _last(_ANSWER_RE.finditer(text))
     description_match = _DESCRIPTION_RE.search(text)
+    answer = _ANSWER_TEXT_RE.match(text).group(1).strip()  # always matches: every part of it is optional
 
     description = None
     if description_match:
         end = answer_match.start() if answer_match and answer_match.start() >= description_match.end() else None
         rest = text[description_match.end() : end]
         description = rest.strip() if end is not None else rest.strip().split("\n", 1)[0].strip()
-
-    if answer_match:
-        answer = text[answer_match.end() :].strip().split("\n", 1)[0].strip()
-        return ParsedOutput(description, answer, True)
-
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
-    if description_match:
-        lines = [line for line in lines if not _DESCRIPTION_RE.match(line)]
-    answer = lines[0] if lines else ""
-    return ParsedOutput(description, answer, False)
+    return ParsedOutput(description, answer, answer_match is not None)
 
 
 def _last(matches):

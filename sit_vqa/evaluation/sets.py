@@ -120,7 +120,7 @@ class GqaSet(EvaluationSet):
             raise DataError(f"GQA questions file not found: {path}; pass --task-data FILE (e.g. "
                             "testdev_balanced_questions.json, see data/README.md)")
         self._check_image_dir()
-        return {ENGLISH: _subset(_balanced(read_gqa_records(path, self.image_dir)), limit, seed)}
+        return {ENGLISH: _subset(balanced_records(read_gqa_records(path, self.image_dir)), limit, seed)}
 
     def _check_image_dir(self) -> None:
         if not self.image_dir.is_dir():
@@ -157,7 +157,7 @@ class GqaSet(EvaluationSet):
             rows = [(r, g) for r, g in zip(records, generations) if r["language"] == lang]
             rows_predictions = [self._prediction(record, text) for record, text in rows]
             official = [{"questionId": p["question_id"], "prediction": p["answer"]} for p in rows_predictions]
-            scores = score_gqa(_gqa_questions([r for r, _ in rows]), official, normalize=self.normalize,
+            scores = score_gqa(gqa_questions([r for r, _ in rows]), official, normalize=self.normalize,
                                source=f"{lang} predictions")
             for prediction in rows_predictions:
                 prediction["correct"] = scores["perQuestion"][prediction["question_id"]]
@@ -221,7 +221,7 @@ class XgqaSet(GqaSet):
         files = language_files(options.data_path, XGQA_FILE, options.languages, "xGQA")
         english_path = options.data_path / XGQA_FILE.format(ENGLISH)
         self._check_image_dir()
-        english = _balanced(read_gqa_records(english_path, self.image_dir))
+        english = balanced_records(read_gqa_records(english_path, self.image_dir))
         self.english_questions = {r["question_id"]: r["question"] for r in english}
         chosen = seeded_subset([r["question_id"] for r in english], limit, seed)
         by_language = {}
@@ -370,7 +370,7 @@ def _squad_as_alpaca(record: Mapping) -> dict:
             "output": record["answers"][0]}
 
 
-def _balanced(records: list[dict]) -> list[dict]:
+def balanced_records(records: list[dict]) -> list[dict]:
     return [record for record in records if record["is_balanced"]]  # the official eval.py scores only these
 
 
@@ -379,7 +379,7 @@ def _subset(records: list[dict], limit, seed) -> list[dict]:
     return [record for record in records if record["question_id"] in chosen]
 
 
-def _gqa_questions(records: list[dict]) -> dict[str, dict]:
+def gqa_questions(records: list[dict]) -> dict[str, dict]:
     """The GQA questions (official field names) of records, for `score_gqa`."""
     return {r["question_id"]: {"imageId": r["image_id"], "question": r["question"], "answer": r["answer"],
                                "isBalanced": r["is_balanced"],

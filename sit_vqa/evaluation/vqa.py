@@ -82,7 +82,7 @@ def load_eval_records(
         raise EvaluationError(f"limit must be a positive number of questions, got {limit}")
     templates = templates or Templates()
     table, join_report = _joined_questions(data, split, templates)
-    rows = _one_row_per_question(table)
+    rows = one_row_per_question(table)
     if limit is not None and limit < len(rows):
         rng = np.random.default_rng(seed)
         rows = rows[np.sort(rng.choice(len(rows), size=limit, replace=False))]
@@ -105,17 +105,24 @@ def _joined_questions(data, split: str, templates: Templates):
             f"no {split} data in the config: set {prefix}_questions, {prefix}_annotations, {prefix}_captions "
             f"and {prefix}_image_dir (or {prefix}_dataset_dir, a dataset prepared by `python -m sit_vqa.apps.prepare`)"
         )
-    # one record per question, its first caption (only a custom template would show it); the prompt comes later
-    options = JoinOptions(mode="baseline", caption_policy="first", answer_policy=data.answer_policy,
-                          check_images=data.check_images)
+    return join_eval_files(raw, data.answer_policy, data.check_images)
+
+
+def join_eval_files(raw: Mapping[str, str], answer_policy: str = "multiple_choice_answer",
+                    check_images: bool = False):
+    """(pyarrow table, join report dict) of raw VQAv2-format files {questions, annotations, captions, image_dir}
+    joined for evaluation: one record per question, its first caption (only a custom template would show it);
+    the prompt comes later. The lmms-eval task reads its questions through here too (the same questions)."""
+    options = JoinOptions(mode="baseline", caption_policy="first", answer_policy=answer_policy,
+                          check_images=check_images)
     table, report = join_records(
-        read_questions(raw["questions"]), read_annotations(raw["annotations"], data.answer_policy),
+        read_questions(raw["questions"]), read_annotations(raw["annotations"], answer_policy),
         load_captions(raw["captions"]), raw["image_dir"], options,
     )
     return table, report.to_dict()
 
 
-def _one_row_per_question(table) -> np.ndarray:
+def one_row_per_question(table) -> np.ndarray:
     """Rows of the first record of each question, in table order (prepared datasets may hold a question
     twice -- mixed mode, caption policy "all" -- and "describe" records, which are not questions)."""
     question_ids = table["question_id"].to_numpy()
