@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sit_vqa.evaluation.reports import partial_load_lines, question_set_hash, sit_lines
+from sit_vqa.evaluation.reports import partial_load_lines, set_report, sit_lines
 
 if TYPE_CHECKING:  # types only: the model side is not needed to describe a set
     from sit_vqa.modeling.checkpoint import TrainedSettings
@@ -40,10 +40,6 @@ class Scored:
     results: dict[str, object]
     numbers: dict
     question_keys: list
-
-    @property
-    def results_files(self) -> dict[str, object]:
-        return self.results
 
 
 class EvaluationSet:
@@ -73,13 +69,7 @@ class EvaluationSet:
 
     def report(self, scored: Scored, settings: Mapping) -> dict:
         """report.json: the keys every report carries (what --compare reads), then the set's own numbers."""
-        return {
-            "task": self.task, "score_name": self.score_name, "metric": self.metric,
-            **scored.numbers,
-            "num_questions": len(scored.question_keys),
-            "question_set_sha256": question_set_hash(scored.question_keys),
-            "settings": {**settings, "metric": self.metric},
-        }
+        return set_report(self.task, self.score_name, self.metric, scored.numbers, scored.question_keys, settings)
 
     def markdown_lines(self, report: Mapping) -> list[str]:
         """The set's own tables in report.md."""

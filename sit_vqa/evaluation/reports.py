@@ -1,14 +1,14 @@
 """Evaluation reports and comparisons: what an evaluation writes, and the side-by-side table of several.
 
-- `build_report` / `write_outputs` -- results.json (official format), predictions.jsonl, report.json and
-  report.md, with the share of outputs that carried the "Answer:" / "Description:" markers;
+- `set_report` -- report.json of any set; `vqa_numbers` / `build_report` / `report_markdown` -- the VQA
+  report's numbers (with the share of outputs that carried the "Answer:" / "Description:" markers) and tables;
 - `write_report_files` -- the files of any set's evaluation (results files, predictions.jsonl, report.md,
   report.json last);
 - `compare_runs` / `compare_markdown` / `write_comparison` -- a side-by-side table of several runs' reports, with
   deltas against the first (a partially loaded checkpoint's row says so), refused when the runs were scored on
   different tasks, questions or metric versions; `default_compare_dir` is where it goes without --out.
 
-Every report (VQAv2's built here, the other sets' by `sit_vqa.evaluation.protocol.EvaluationSet.report`) carries the keys a comparison reads:
+Every report (built by `sit_vqa.evaluation.protocol.EvaluationSet.report` through `set_report`) carries the keys a comparison reads:
 `task`, `metric`, `score_name` (what `overall` is), `overall`, `columns` (the table's other numbers, e.g. per
 answer type or per language) and `question_set_sha256`. Reports written before `task` and `columns` existed
 are VQA reports: their columns are `perAnswerType`.
@@ -44,18 +44,28 @@ def question_set_hash(question_ids: Sequence[int | str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build_report(
-    scored, settings: Mapping | None = None, join_report: Mapping | None = None
-) -> dict:
-    """report.json: the official numbers, marker rates, question counts, what the join dropped, settings."""
+def set_report(task: str, score_name: str, metric: str, numbers: Mapping, question_keys: Sequence,
+               settings: Mapping) -> dict:
+    """report.json of any set (`EvaluationSet.report`): the keys every report carries (what --compare reads),
+    then the set's own numbers."""
+    return {
+        "task": task, "score_name": score_name, "metric": metric,
+        **numbers,
+        "num_questions": len(question_keys),
+        "question_set_sha256": question_set_hash(question_keys),
+        "settings": {**settings, "metric": metric},
+    }
+
+
+def vqa_numbers(scored, join_report: Mapping | None = None) -> dict:
+    """The VQA report's numbers of scored generations (`sit_vqa.evaluation.vqa.score_generations`): the
+    official ones, marker rates, question counts, what the join dropped."""
     predictions = scored.predictions
     count = len(predictions)
     with_answer = sum(p["has_answer_marker"] for p in predictions)
     with_description = sum(p["description"] is not None for p in predictions)
     join_report = join_report or {}
     return {
-        "task": "vqa",
-        "score_name": "VQA accuracy",
         "overall": scored.metrics["overall"],
         "columns": scored.metrics["perAnswerType"],
         "perAnswerType": scored.metrics["perAnswerType"],
@@ -63,16 +73,19 @@ def build_report(
         "answer_marker_rate": round(with_answer / count, 4),
         "description_marker_rate": round(with_description / count, 4),
         "outputs_without_answer_marker": count - with_answer,
-        "num_questions": count,
         "questions_per_answer_type": dict(Counter(p["answer_type"] for p in predictions)),
         "questions_per_question_type": dict(Counter(p["question_type"] for p in predictions)),
-        "question_set_sha256": question_set_hash([p["question_id"] for p in predictions]),
-        "metric": scored.metric_version,
         "dropped": dict(join_report.get("dropped", {})),
         "questions_read": join_report.get("questions_read"),
         "questions_joined": join_report.get("joined"),
-        "settings": {**(settings or {}), "metric": scored.metric_version},
     }
+
+
+def build_report(scored, settings: Mapping | None = None, join_report: Mapping | None = None) -> dict:
+    """The VQA report.json of scored generations, as `VqaSet.report` writes it (without the SIT figures, which
+    need the images' captions): `set_report` of `vqa_numbers`."""
+    return set_report("vqa", "VQA accuracy", scored.metric_version, vqa_numbers(scored, join_report),
+                      [p["question_id"] for p in scored.predictions], settings or {})
 
 
 def partial_load_lines(settings: Mapping) -> list[str]:
@@ -169,12 +182,6 @@ def _ordered(per_answer_type: Mapping[str, float]) -> list[tuple[str, float]]:
     columns of the other sets keep the order their reports list them in)."""
     rank = {name: i for i, name in enumerate(ANSWER_TYPES)}
     return sorted(per_answer_type.items(), key=lambda item: rank.get(item[0], len(rank)))
-
-
-def write_outputs(out_dir: str | Path, scored, report: Mapping) -> dict[str, Path]:
-    """results.json, predictions.jsonl, report.json and report.md in out_dir; returns their paths."""
-    return write_report_files(out_dir, {"results.json": scored.results}, scored.predictions, report,
-                              report_markdown(report))
 
 
 def write_report_files(

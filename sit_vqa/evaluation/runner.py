@@ -171,7 +171,7 @@ def run_evaluation(config, options: EvalOptions = EvalOptions(), task: TaskOptio
             return EvalRun(out_dir, None, reused=generated.reused)
         scored = evaluation_set.score(records, generated.texts)
         report = evaluation_set.report(scored, settings)
-        paths = write_report_files(out_dir, scored.results_files, scored.predictions, report,
+        paths = write_report_files(out_dir, scored.results, scored.predictions, report,
                                    evaluation_set.markdown(report))
         sharded.remove_partial(out_dir)  # only now: a crash before this line keeps every generated output
     return EvalRun(out_dir, report, paths, generated.reused, evaluation_set.summary(report))

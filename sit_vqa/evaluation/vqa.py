@@ -10,7 +10,8 @@
 - `score_generations` -- every output goes through the shared parser `parse_sit_output`: its answer is
   what gets scored (a baseline output has no marker and is its own answer); the official VQAv2 accuracy
   (`sit_vqa.metrics.vqa`) of those answers against the records' ten annotator answers.
-- `VqaSet` -- the two as a set: its report (`sit_vqa.evaluation.reports.build_report`) names the split by the
+- `VqaSet` -- the two as a set: its report (`sit_vqa.evaluation.reports.vqa_numbers`, through the protocol's
+  `report` like every set's) names the split by the
   questions file's `data_subtype` (val2014 -> "val"), not by the config keys it was read through.
 
 Generation length: `generation_max_new_tokens` of the config (64 by default), or `--max-new-tokens`. 64 tokens
@@ -40,8 +41,8 @@ from sit_vqa.data.prompts import Templates, load_instruction_pool, parse_sit_out
 from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, EvaluationError
 from sit_vqa.evaluation.options import SPLIT_ROLES, EvalOptions, TaskOptions
-from sit_vqa.evaluation.protocol import EvaluationSet
-from sit_vqa.evaluation.reports import build_report, report_markdown
+from sit_vqa.evaluation.protocol import EvaluationSet, Scored
+from sit_vqa.evaluation.reports import report_markdown, vqa_numbers
 from sit_vqa.metrics.sit import sit_figures
 from sit_vqa.metrics.vqa import evaluate_vqa, question_accuracy
 
@@ -154,16 +155,14 @@ def _with_instructions(table, templates: Templates, prompt: str, phrasings: Sequ
 
 @dataclass
 class ScoredGenerations:
-    """Per-question rows (predictions.jsonl), the official results list and the official metric."""
+    """The official metric's view of VQA generations: per-question rows (predictions.jsonl), the official
+    results list and the official metric. What the in-training evaluation logs; `VqaSet.score` makes the
+    protocol's `Scored` of it."""
 
     predictions: list[dict]
     results: list[dict]
     metrics: dict  # overall, perAnswerType, perQuestionType (percentages, official rounding)
     metric_version: str
-
-    @property
-    def results_files(self) -> dict[str, object]:
-        return {"results.json": self.results}
 
 
 def score_generations(records, generations: Sequence[str], legacy: bool = False) -> ScoredGenerations:
@@ -240,8 +239,10 @@ class VqaSet(EvaluationSet):
         self.references = load_captions(raw["captions"]).by_image if raw else None
         return records.dataset
 
-    def score(self, records, generations: Sequence[str]) -> ScoredGenerations:
-        return score_generations(records, generations, legacy=self.legacy)
+    def score(self, records, generations: Sequence[str]) -> Scored:
+        scored = score_generations(records, generations, legacy=self.legacy)
+        return Scored(scored.predictions, {"results.json": scored.results}, vqa_numbers(scored, self.join_report),
+                      [prediction["question_id"] for prediction in scored.predictions])
 
     def settings(self) -> dict:
         subtype = self.join_report.get("data_subtype")
@@ -250,8 +251,8 @@ class VqaSet(EvaluationSet):
         return {"split": self.split, "config_keys": f"{SPLIT_ROLES[self.split]}_*", "data_split": split_name(subtype),
                 "data_subtype": subtype, "legacy_metric": self.legacy, "prompt_variant": self.prompt_variant}
 
-    def report(self, scored: ScoredGenerations, settings: Mapping) -> dict:
-        report = build_report(scored, settings, self.join_report)
+    def report(self, scored: Scored, settings: Mapping) -> dict:
+        report = super().report(scored, settings)
         report["sit"] = sit_figures(scored.predictions, self.references)
         return report
 

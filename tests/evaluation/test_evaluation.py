@@ -34,7 +34,7 @@ from sit_vqa.evaluation.reports import (
     question_set_hash,
     report_markdown,
     write_comparison,
-    write_outputs,
+    write_report_files,
 )
 from sit_vqa.modeling.tiny import build_tiny_instructblip
 from tests.data.conftest import build_official_data, write_official_files
@@ -307,9 +307,11 @@ def test_scoring_refuses_a_count_mismatch():
         score_generations(hand_made_records(), HAND_MADE_GENERATIONS[:3])
 
 
-def test_write_outputs_official_results_and_predictions(tmp_path):
+def test_report_files_official_results_and_predictions(tmp_path):
     scored = score_generations(hand_made_records(), HAND_MADE_GENERATIONS)
-    paths = write_outputs(tmp_path, scored, build_report(scored, {"name": "hand"}))
+    report = build_report(scored, {"name": "hand"})
+    paths = write_report_files(tmp_path, {"results.json": scored.results}, scored.predictions, report,
+                               report_markdown(report))
     assert json.loads(paths["results.json"].read_text()) == scored.results
     lines = [json.loads(line) for line in paths["predictions.jsonl"].read_text().splitlines()]
     assert [line["generation"] for line in lines] == HAND_MADE_GENERATIONS
