@@ -42,7 +42,7 @@ from sit_vqa.data.vqav2 import read_annotations, read_questions
 from sit_vqa.errors import ConfigError, EvaluationError
 from sit_vqa.evaluation.options import SPLIT_ROLES, EvalOptions, TaskOptions
 from sit_vqa.evaluation.protocol import EvaluationSet, Scored
-from sit_vqa.evaluation.reports import report_markdown, vqa_numbers
+from sit_vqa.evaluation.reports import report_markdown, set_report, vqa_numbers
 from sit_vqa.metrics.sit import sit_figures
 from sit_vqa.metrics.vqa import evaluate_vqa, question_accuracy
 
@@ -252,7 +252,9 @@ class VqaSet(EvaluationSet):
                 "data_subtype": subtype, "legacy_metric": self.legacy, "prompt_variant": self.prompt_variant}
 
     def report(self, scored: Scored, settings: Mapping) -> dict:
-        report = super().report(scored, settings)
+        # the protocol's report, whose task is "vqa" for OK-VQA too: both write VQA reports (what the export's
+        # model card and --compare read); their question sets tell them apart
+        report = set_report("vqa", self.score_name, self.metric, scored.numbers, scored.question_keys, settings)
         report["sit"] = sit_figures(scored.predictions, self.references)
         return report
 
