@@ -30,7 +30,7 @@ from PIL import Image
 from transformers import BlipImageProcessorPil
 
 from sit_vqa.modeling.collate import SampleTransform
-from sit_vqa.samples.photo_like import write_photo_like_jpegs
+from sit_vqa.modeling.builders_for_tests import write_photo_like_jpegs
 from sit_vqa.modeling.images import image_transform
 from sit_vqa.modeling.tiny import (
     IMAGE_TOKEN,

@@ -19,7 +19,8 @@ from PIL import Image
 
 from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.modeling.loading import generation_kwargs, load_instructblip
-from sit_vqa.modeling.replicas import force_lm_output, replica_generation_config, save_replica
+from sit_vqa.modeling.builders_for_tests import force_lm_output
+from sit_vqa.modeling.replicas import replica_generation_config, save_replica
 
 MAX_NEW_TOKENS = 8
 

@@ -33,7 +33,7 @@ from train_throughput import FULL_SIZE, build
 from transformers import BlipImageProcessorPil, InstructBlipProcessor
 
 from sit_vqa.modeling import loading as model_lib
-from sit_vqa.samples.photo_like import write_photo_like_jpegs
+from sit_vqa.modeling.builders_for_tests import write_photo_like_jpegs
 from sit_vqa.data.prompts import Templates
 from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 

@@ -20,7 +20,6 @@ in-process on the tiny vocabulary: any text encodes.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -172,12 +171,3 @@ def build_chat_replica(kind: ChatReplicaKind, *, seed: int = 0, hidden: int = 32
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     return model.eval(), processor
-
-
-def save_chat_replica(kind: ChatReplicaKind, directory: str | Path, **options) -> Path:
-    """Build the replica and save it as a hub-style directory (safetensors + processor files)."""
-    directory = Path(directory)
-    model, processor = build_chat_replica(kind, **options)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory

@@ -250,33 +250,3 @@ def _write_json(path: Path, payload: dict) -> None:
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-
-
-# ------------------------------------------------------------------------------- scripted LM outputs
-
-
-@torch.no_grad()
-def force_lm_output(model: InstructBlipForConditionalGeneration, token_ids: list[int]) -> None:
-    """Set a decoder-only LM's weights so that greedy decoding after any prompt emits token_ids[0],
-    token_ids[1], ... and then repeats the last one.
-
-    Every layer's output projections are zeroed, so the last hidden state is the current token's
-    (normalised) embedding: the next token then depends on the current one only. Prompt tokens share one
-    embedding direction that the lm_head maps to token_ids[0]; token_ids[i] gets direction i + 1, mapped
-    to token_ids[i + 1]. For tests and demos of stopping criteria (a model that says "red </s> blue").
-    """
-    lm = model.language_model
-    if len(set(token_ids)) != len(token_ids) or len(token_ids) + 1 > lm.config.hidden_size:
-        raise ValueError("token_ids must be distinct and fewer than the LM's hidden size")
-    for name, param in lm.named_parameters():
-        if name.endswith(("o_proj.weight", "down_proj.weight")):
-            param.zero_()
-    embeddings = lm.get_input_embeddings().weight
-    head = lm.get_output_embeddings().weight
-    basis = torch.eye(lm.config.hidden_size, dtype=embeddings.dtype, device=embeddings.device)
-    embeddings.copy_(basis[0].expand_as(embeddings))
-    head.zero_()
-    for i, token in enumerate(token_ids):
-        embeddings[token] = basis[i + 1]
-        head[token] += basis[i]  # the previous state (prompt: 0) -> this token
-    head[token_ids[-1]] += basis[len(token_ids)]  # the last token repeats

@@ -1,4 +1,5 @@
-"""Procedural photo-like JPEGs (COCO size), for the image-pipeline benchmarks and tests.
+"""Procedural photo-like JPEGs (COCO size), for the image-pipeline benchmarks and tests (a directory of them:
+`sit_vqa.modeling.builders_for_tests.write_photo_like_jpegs`).
 
 The flat coloured shapes of `sit_vqa.samples.scenes` compress to almost nothing and resize without
 error; real photographs do not. These images have what makes decoding and resampling work hard and
@@ -10,7 +11,6 @@ as COCO's are. A function of the seed only (numpy's PCG64), so every run sees th
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -35,19 +35,6 @@ def photo_like_jpeg(seed: int, size: tuple[int, int] = COCO_SIZE, quality: int =
     buffer = io.BytesIO()
     photo_like_image(seed, size).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-def write_photo_like_jpegs(directory: str | Path, count: int, *, seed: int = 0, size=COCO_SIZE, quality=90) -> list[Path]:
-    """Write `count` JPEGs (photo_<i>.jpg) into directory, reusing files already there; return their paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = directory / f"photo_{size[0]}x{size[1]}_q{quality}_{seed + index:06d}.jpg"
-        if not path.exists():
-            path.write_bytes(photo_like_jpeg(seed + index, size, quality))
-        paths.append(path)
-    return paths
 
 
 def _gradient(rng: np.random.Generator, width: int, height: int) -> np.ndarray:

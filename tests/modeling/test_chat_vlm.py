@@ -18,7 +18,8 @@ from sit_vqa.config import load_config
 from sit_vqa.errors import ConfigError
 from sit_vqa.evaluation.options import EvalOptions
 from sit_vqa.evaluation.runner import run_evaluation
-from sit_vqa.modeling.chat_replicas import CHAT_REPLICA_KINDS, build_chat_replica, save_chat_replica
+from sit_vqa.modeling.builders_for_tests import save_chat_replica
+from sit_vqa.modeling.chat_replicas import CHAT_REPLICA_KINDS, build_chat_replica
 from sit_vqa.modeling.chat_vlm import IGNORE_INDEX, ChatSampleTransform, part_of
 from sit_vqa.modeling.checkpoint import load_checkpoint
 from sit_vqa.training.run import run_training

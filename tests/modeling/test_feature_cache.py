@@ -12,7 +12,8 @@ import torch
 
 from sit_vqa.modeling.collate import SampleError, SampleTransform, TransformedDataset
 from sit_vqa.config import load_config
-from sit_vqa.samples.photo_like import photo_like_jpeg, write_photo_like_jpegs
+from sit_vqa.modeling.builders_for_tests import write_photo_like_jpegs
+from sit_vqa.samples.photo_like import photo_like_jpeg
 from sit_vqa.errors import ConfigError
 from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.modeling.feature_cache import (

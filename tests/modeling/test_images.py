@@ -11,7 +11,8 @@ from transformers import BlipImageProcessorPil
 
 from sit_vqa.modeling.collate import SampleError, SampleTransform
 from sit_vqa.config import load_config
-from sit_vqa.samples.photo_like import photo_like_image, write_photo_like_jpegs
+from sit_vqa.modeling.builders_for_tests import write_photo_like_jpegs
+from sit_vqa.samples.photo_like import photo_like_image
 from sit_vqa.errors import ConfigError, SitVqaError
 from sit_vqa.modeling.images import ImagePipelineError, image_transform, pipeline_settings
 from sit_vqa.modeling.tiny import build_tiny_instructblip

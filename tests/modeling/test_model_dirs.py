@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.arguments import ModelArguments
-from sit_vqa.modeling.chat_replicas import save_chat_replica
+from sit_vqa.modeling.builders_for_tests import save_chat_replica
 from sit_vqa.modeling.loading import load_base_model
 from sit_vqa.modeling.tiny import build_tiny_causal_lm
 

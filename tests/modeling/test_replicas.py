@@ -13,7 +13,7 @@ import train
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling.generation import GenerationSettings, generate_texts
 from sit_vqa.modeling.loading import generation_kwargs, load_instructblip
-from sit_vqa.modeling.replicas import force_lm_output
+from sit_vqa.modeling.builders_for_tests import force_lm_output
 
 REPO = Path(__file__).resolve().parents[2]
 
