@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from sit_vqa.modeling.generation import GenerationSettings, generate_texts
-from sit_vqa.modeling.loading import generation_kwargs, load_instructblip
+from sit_vqa.modeling.generation import generation_kwargs
+from sit_vqa.modeling.loading import load_instructblip
 from sit_vqa.modeling.builders_for_tests import force_lm_output
 from sit_vqa.modeling.replicas import replica_generation_config, save_replica
 

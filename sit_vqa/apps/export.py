@@ -29,7 +29,8 @@ from sit_vqa.evaluation.reports import read_report, report_task
 from sit_vqa.files import atomic_path
 from sit_vqa.modeling.checkpoint import CheckpointManifest, TrainedSettings, load_checkpoint
 from sit_vqa.modeling.families import family_names, model_family
-from sit_vqa.modeling.loading import align_generation_config, generation_kwargs, is_encoder_decoder
+from sit_vqa.modeling.families import is_encoder_decoder
+from sit_vqa.modeling.generation import align_generation_config, generation_kwargs
 
 EXPORT_FORMAT = "sit-vqa-export/2"  # /2: the trained settings as one record ("trained")
 EXPORT_MANIFEST_NAME = "sit_vqa_export.json"  # beside the standalone model; sit_vqa.apps.demo reads it

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sit_vqa.errors import EvaluationError, InputError
+from sit_vqa.errors import ConfigError, EvaluationError, InputError
 from sit_vqa.modeling import precision
 from sit_vqa.modeling.collate import TransformedDataset
-from sit_vqa.modeling.families import model_family
-from sit_vqa.modeling.loading import decode_generated, generation_kwargs, is_encoder_decoder
+from sit_vqa.modeling.families import is_encoder_decoder, model_family
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +191,47 @@ class _ProgressLog:
         eta = (self.total - self.done) / rate
         logger.info("generated %d of %d records (%.2f records/s, ETA %s)", self.done, self.total, rate,
                     time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+
+# ---------------------------------------------------------------------------------- the EOS and the prompt echo
+
+
+def generation_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """eos_token_id and pad_token_id for `generate()`, from the tokenizer the targets were built with.
+
+    Every `generate()` call (evaluation, the in-training evaluation, the demo) passes these. The hub's
+    Salesforce/instructblip-vicuna-7b says eos 1 in its LM config and generation config while its tokenizer's
+    EOS (ending every training target) is "</s>" = 2; InstructBLIP's generate runs the language model's
+    generate with the LM's own generation config, so without these it never stops.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError("the LM tokenizer has no eos_token: generation could not stop (set one in its "
+                          "tokenizer_config.json)")
+    pad = tokenizer.pad_token_id
+    return {"eos_token_id": eos, "pad_token_id": eos if pad is None else pad}
+
+
+def align_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Write `generation_kwargs(tokenizer)` into the model's generation configs: its own (saved by
+    save_pretrained, so an exported model stops at the right EOS) and, for InstructBLIP, the language model's
+    (the one InstructBLIP's generate actually uses). The model configs keep the hub's values."""
+    ids = generation_kwargs(tokenizer)
+    language_model = getattr(model, "language_model", None)
+    for owner in (model, language_model):
+        config = getattr(owner, "generation_config", None)
+        if config is not None:
+            for key, value in ids.items():
+                setattr(config, key, value)
+
+
+def decode_generated(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, generated_ids: torch.Tensor, prompt_length: int
+) -> list[str]:
+    """Decode `generate()` output to texts, without the prompt.
+
+    Decoder-only LMs return prompt + new tokens, so the first prompt_length (the padded prompt
+    width, `input_ids.shape[1]`) columns are dropped; encoder-decoders return only decoder ids.
+    """
+    new_ids = generated_ids if is_encoder_decoder(model) else generated_ids[:, prompt_length:]
+    return [text.strip() for text in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]

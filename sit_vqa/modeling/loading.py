@@ -1,7 +1,6 @@
 """Real models: the model families InstructBLIP, the text-only causal LM and chat VLMs (their `ModelFamily`
 objects; `sit_vqa.modeling.families.FAMILIES` lists them), loading InstructBLIP or a causal LM (hub id or local directory), what trains
-(the paper's freezing policy, LoRA), the precision of the weights (`sit_vqa.modeling.precision` decides it), and
-the generation helpers every consumer shares.
+(the paper's freezing policy, LoRA), and the precision of the weights (`sit_vqa.modeling.precision` decides it).
 
     model, processor = build_model(config.model, dtype=torch.bfloat16)   # loaded, frozen, fp32 trained weights
     model_family(config.model.model_type).answers_images                  # what the code asks of a family
@@ -39,9 +38,10 @@ from sit_vqa.modeling.arguments import ModelArguments
 from sit_vqa.modeling.lora import get_peft_model
 from sit_vqa.modeling.chat_vlm import ChatSampleTransform, configure_chat_trainable, load_chat_vlm
 from sit_vqa.modeling.collate import SampleTransform
-from sit_vqa.errors import ConfigError, ModelLoadError
+from sit_vqa.errors import ModelLoadError
 from sit_vqa.modeling.export_cards import chat_vlm_card, instructblip_card
-from sit_vqa.modeling.families import ModelFamily, is_encoder_decoder, model_family  # is_encoder_decoder: also imported from here
+from sit_vqa.modeling.families import ModelFamily, model_family
+from sit_vqa.modeling.generation import align_generation_config
 from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
 from sit_vqa.modeling.qformer_lora import prepare_instructblip_peft
 from sit_vqa.modeling.quantization import quantization_config
@@ -366,48 +366,3 @@ CHAT_VLM = ModelFamily(  # any AutoModelForImageTextToText chat VLM: sit_vqa.mod
     prepare_for_training=_prepare_chat_vlm, sample_transform=_chat_sample_transform,
     builds_tiny=False, loads=frozenset(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES), export_card=chat_vlm_card,
 )
-
-# ----------------------------------------------------------------------------------------------
-# Generation helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def generation_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
-    """eos_token_id and pad_token_id for `generate()`, from the tokenizer the targets were built with.
-
-    Every `generate()` call (evaluation, the in-training evaluation, the demo) passes these. The hub's
-    Salesforce/instructblip-vicuna-7b says eos 1 in its LM config and generation config while its tokenizer's
-    EOS (ending every training target) is "</s>" = 2; InstructBLIP's generate runs the language model's
-    generate with the LM's own generation config, so without these it never stops.
-    """
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ConfigError("the LM tokenizer has no eos_token: generation could not stop (set one in its "
-                          "tokenizer_config.json)")
-    pad = tokenizer.pad_token_id
-    return {"eos_token_id": eos, "pad_token_id": eos if pad is None else pad}
-
-
-def align_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Write `generation_kwargs(tokenizer)` into the model's generation configs: its own (saved by
-    save_pretrained, so an exported model stops at the right EOS) and, for InstructBLIP, the language model's
-    (the one InstructBLIP's generate actually uses). The model configs keep the hub's values."""
-    ids = generation_kwargs(tokenizer)
-    language_model = getattr(model, "language_model", None)
-    for owner in (model, language_model):
-        config = getattr(owner, "generation_config", None)
-        if config is not None:
-            for key, value in ids.items():
-                setattr(config, key, value)
-
-
-def decode_generated(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, generated_ids: torch.Tensor, prompt_length: int
-) -> list[str]:
-    """Decode `generate()` output to texts, without the prompt.
-
-    Decoder-only LMs return prompt + new tokens, so the first prompt_length (the padded prompt
-    width, `input_ids.shape[1]`) columns are dropped; encoder-decoders return only decoder ids.
-    """
-    new_ids = generated_ids if is_encoder_decoder(model) else generated_ids[:, prompt_length:]
-    return [text.strip() for text in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]

@@ -27,7 +27,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from sit_vqa.errors import SitVqaError
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
-from sit_vqa.modeling.loading import is_encoder_decoder
+from sit_vqa.modeling.families import is_encoder_decoder
 from sit_vqa.training.compat import RunningLoss, TrainerCompat, check_trainer_internals
 from sit_vqa.training.run_dir import RunDirectory
 

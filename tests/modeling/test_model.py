@@ -28,10 +28,10 @@ from sit_vqa.modeling.loading import (
     apply_lora,
     configure_trainable,
     count_parameters,
-    decode_generated,
     load_causal_lm,
     load_instructblip,
 )
+from sit_vqa.modeling.generation import decode_generated
 from sit_vqa.modeling.precision import bf16_by_default, frozen_dtype_for, keep_trained_fp32
 from sit_vqa.modeling.tiny import (
     IMAGE_TOKEN,

@@ -12,7 +12,8 @@ import evaluate
 import train
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling.generation import GenerationSettings, generate_texts
-from sit_vqa.modeling.loading import generation_kwargs, load_instructblip
+from sit_vqa.modeling.generation import generation_kwargs
+from sit_vqa.modeling.loading import load_instructblip
 from sit_vqa.modeling.builders_for_tests import force_lm_output
 
 REPO = Path(__file__).resolve().parents[2]
