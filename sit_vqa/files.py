@@ -49,12 +49,21 @@ def read_bytes(path: str | Path, what: str) -> bytes:
         raise DataError(f"cannot read {what} {path}: {error.strerror}") from None
 
 
-def decode_json(path: str | Path, schema: type, expected: str, data: bytes | None = None):
-    """`path` decoded into `schema` (msgspec); any failure is a DataError saying where and what `expected` is."""
+def decode_json(path: str | Path, schema: type, expected: str, data: bytes | None = None, *,
+                kind: str | None = None, wrong_file_note: str = ""):
+    """`path` decoded into `schema` (msgspec); any failure is a DataError saying where and what `expected` is.
+
+    kind: the `describe_json_shape` kind of the right file. A file that fails validation and is recognisably of
+    another kind (a GQA file where a SQuAD one belongs) is named as such, "this looks like ..., not <expected>",
+    followed by `wrong_file_note`, instead of the field that failed."""
     path = Path(path)
     data = read_bytes(path, expected) if data is None else data
     try:
         return msgspec.json.decode(data, type=schema)
+    except msgspec.ValidationError as error:
+        hint = wrong_file_hint(data, kind, expected) if kind else None
+        raise (DataError(f"{path}: {hint}{wrong_file_note}") if hint else
+               json_error(path, data, error, expected)) from None
     except msgspec.MsgspecError as error:
         raise json_error(path, data, error, expected) from None
     except UnicodeDecodeError:

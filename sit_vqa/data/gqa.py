@@ -28,10 +28,8 @@ import msgspec
 from sit_vqa.errors import DataError
 from sit_vqa.files import (
     check_same_ids,
-    encoding_error,
-    json_error,
+    decode_json,
     read_bytes,
-    wrong_file_hint,
 )
 
 QUESTIONS_FILE = (
@@ -60,18 +58,9 @@ def read_gqa_questions(path: str | Path) -> dict[str, GqaQuestion]:
     """Read and validate a GQA (or xGQA) questions file: question id -> question, in file order."""
     path = Path(path)
     data = read_bytes(path, "GQA questions file")
-    try:
-        questions = msgspec.json.decode(data, type=dict[str, GqaQuestion])
-    except msgspec.ValidationError as error:
-        hint = wrong_file_hint(data, "gqa_questions", QUESTIONS_FILE)
-        if hint:
-            raise DataError(f"{path}: {hint}. VQAv2 and OK-VQA files are read by sit_vqa.data.vqav2, "
-                            "scored by sit_vqa.metrics.vqa") from None
-        raise json_error(path, data, error, QUESTIONS_FILE) from None
-    except msgspec.DecodeError as error:
-        raise json_error(path, data, error, QUESTIONS_FILE) from None
-    except UnicodeDecodeError:
-        raise encoding_error(path, data, QUESTIONS_FILE) from None
+    questions = decode_json(path, dict[str, GqaQuestion], QUESTIONS_FILE, data, kind="gqa_questions",
+                            wrong_file_note=". VQAv2 and OK-VQA files are read by sit_vqa.data.vqav2, scored by "
+                            "sit_vqa.metrics.vqa")
     if not questions:
         raise DataError(f"{path}: holds no questions; expected {QUESTIONS_FILE}")
     return questions

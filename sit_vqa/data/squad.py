@@ -20,10 +20,8 @@ import msgspec
 from sit_vqa.errors import DataError
 from sit_vqa.files import (
     check_same_ids,
-    encoding_error,
-    json_error,
+    decode_json,
     read_bytes,
-    wrong_file_hint,
 )
 
 SQUAD_FILE = (
@@ -62,17 +60,7 @@ def read_squad(path: str | Path) -> SquadFile:
     """Read and validate a SQuAD v1.1-format file: types, unique question ids, at least one answer each."""
     path = Path(path)
     data = read_bytes(path, "SQuAD-format file")
-    try:
-        document = msgspec.json.decode(data, type=SquadFile)
-    except msgspec.ValidationError as error:
-        hint = wrong_file_hint(data, "squad", SQUAD_FILE)
-        if hint:
-            raise DataError(f"{path}: {hint}") from None
-        raise json_error(path, data, error, SQUAD_FILE) from None
-    except msgspec.DecodeError as error:
-        raise json_error(path, data, error, SQUAD_FILE) from None
-    except UnicodeDecodeError:
-        raise encoding_error(path, data, SQUAD_FILE) from None
+    document = decode_json(path, SquadFile, SQUAD_FILE, data, kind="squad")
     _check_questions(document, path)
     return document
 

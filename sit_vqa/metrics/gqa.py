@@ -42,10 +42,8 @@ from sit_vqa.metrics import cli
 from sit_vqa.errors import DataError, SitVqaError
 from sit_vqa.files import (
     check_same_ids,
-    encoding_error,
-    json_error,
+    decode_json,
     read_bytes,
-    wrong_file_hint,
     write_text_atomically,
 )
 
@@ -72,17 +70,9 @@ def load_gqa_predictions(path: str | Path) -> list[GqaPrediction]:
     path = Path(path)
     try:
         data = read_bytes(path, "GQA predictions file")
-        return msgspec.json.decode(data, type=list[GqaPrediction])
+        return decode_json(path, list[GqaPrediction], PREDICTIONS_FORMAT, data, kind="gqa_predictions")
     except DataError as error:
         raise GQAMetricError(str(error)) from None
-    except msgspec.ValidationError as error:
-        hint = wrong_file_hint(data, "gqa_predictions", PREDICTIONS_FORMAT)
-        message = f"{path}: {hint}" if hint else str(json_error(path, data, error, PREDICTIONS_FORMAT))
-        raise GQAMetricError(message) from None
-    except msgspec.DecodeError as error:
-        raise GQAMetricError(str(json_error(path, data, error, PREDICTIONS_FORMAT))) from None
-    except UnicodeDecodeError:
-        raise GQAMetricError(str(encoding_error(path, data, PREDICTIONS_FORMAT))) from None
 
 
 def _examples(ids, limit: int = 5) -> str:
