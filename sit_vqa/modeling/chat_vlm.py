@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sit_vqa.errors import ConfigError, ModelLoadError
-from sit_vqa.modeling.collate import IGNORE_INDEX, SampleError, UnreadableImageError, _record_name, _text_field
+from sit_vqa.modeling.collate import IGNORE_INDEX, SampleError, image_file, record_name, text_field, with_record_image
 from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
 
 LORA_ABOVE_PARAMS = 1_000_000_000  # freeze_language_model unset: LoRA on LMs above this size, full training below
@@ -155,34 +155,21 @@ class ChatSampleTransform:
         """Records are checked per sample (the processor counts image tokens itself)."""
 
     def image_path(self, record: Mapping[str, Any]) -> Path:
-        path = Path(record["image_path"])
-        return Path(self.image_dir) / path if self.image_dir is not None and not path.is_absolute() else path
+        return image_file(record, self.image_dir)
 
     def __call__(self, record: Mapping[str, Any], *, with_target: bool = True) -> dict[str, Any]:
-        instruction = _text_field(record, "instruction")
+        instruction = text_field(record, "instruction")
         image = self._image(record)
-        target = _text_field(record, "target") if with_target else None
+        target = text_field(record, "target") if with_target else None
         if target is not None and not target.strip():
-            raise SampleError(f"record {_record_name(record)} has an empty target")
+            raise SampleError(f"record {record_name(record)} has an empty target")
         encoded = answer_labels(self.processor, image, instruction, target, self.suffix_labels)
         return {key: value[0] for key, value in encoded.items()}
 
     def _image(self, record: Mapping[str, Any]) -> Image.Image:
-        image = record.get("image")
-        if image is not None:
-            if not isinstance(image, Image.Image):
-                raise SampleError(f"record {_record_name(record)}: 'image' must be a PIL image, got {type(image).__name__}")
-            return image.convert("RGB")
-        if not record.get("image_path"):
-            raise SampleError(f"record {_record_name(record)} has no image (image_path or image)")
-        path = self.image_path(record)
-        try:
-            with Image.open(path) as opened:
-                return opened.convert("RGB")
-        except OSError as error:
-            name = _record_name(record)
-            raise UnreadableImageError(f"cannot read image {path} of record {name}: {error}", record=name,
-                                       path=path) from error
+        if record.get("image") is None and not record.get("image_path"):
+            raise SampleError(f"record {record_name(record)} has no image (image_path or image)")
+        return with_record_image(record, self.image_dir, lambda image: image.convert("RGB"))
 
 
 def chat_messages(image: Image.Image, instruction: str, target: str | None) -> list[dict]:

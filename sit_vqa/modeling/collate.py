@@ -30,7 +30,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -42,6 +42,7 @@ from sit_vqa.modeling.images import image_transform
 from sit_vqa.modeling.families import is_encoder_decoder
 
 IGNORE_INDEX = -100
+T = TypeVar("T")
 
 
 class SampleError(DataError):
@@ -194,10 +195,10 @@ class SampleTransform:
 
     def __call__(self, record: Mapping[str, Any], *, with_target: bool = True) -> dict[str, Any]:
         """One sample; with_target=False gives the prompt only (for generate())."""
-        instruction = _text_field(record, "instruction")
+        instruction = text_field(record, "instruction")
         has_image = _has_image(record)
         if has_image and self.image_processor is None:
-            raise SampleError(f"record {_record_name(record)} has an image but this transform is text-only")
+            raise SampleError(f"record {record_name(record)} has an image but this transform is text-only")
         pixel_values = self._pixel_values(record) if has_image else None
         num_image_tokens = self.num_query_tokens if has_image else 0
 
@@ -218,7 +219,7 @@ class SampleTransform:
         if not with_target:
             input_ids, labels = prompt, None
         else:
-            target_ids = self._target_ids(_text_field(record, "target"), record)
+            target_ids = self._target_ids(text_field(record, "target"), record)
             if self.is_encoder_decoder:
                 input_ids, labels = prompt, target_ids
             else:
@@ -241,7 +242,7 @@ class SampleTransform:
             index = next((i for i, value in enumerate(values) if isinstance(value, str) and text in value), None)
             if index is not None:
                 raise SampleError(
-                    f"record {_record_name(records[index])}: its {key} contains the image token text {text!r}, "
+                    f"record {record_name(records[index])}: its {key} contains the image token text {text!r}, "
                     "which the model reserves for the image placeholders; remove it from the data (the caption, "
                     "question or answer it came from)"
                 )
@@ -254,10 +255,10 @@ class SampleTransform:
 
     def _target_ids(self, target: str, record: Mapping[str, Any]) -> list[int]:
         if not target.strip():
-            raise SampleError(f"record {_record_name(record)} has an empty target")
+            raise SampleError(f"record {record_name(record)} has an empty target")
         ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
         if self.image_token_id is not None and self.image_token_id in ids:
-            raise SampleError(f"record {_record_name(record)}: the target contains the image token text "
+            raise SampleError(f"record {record_name(record)}: the target contains the image token text "
                               f"{self.image_token_text!r}; remove it from the data")
         return ids[: self.max_target_length - 1] + [self.tokenizer.eos_token_id]
 
@@ -266,7 +267,7 @@ class SampleTransform:
         found = sum(1 for token in prompt if token == self.image_token_id) if self.image_token_id is not None else 0
         if found != expected:
             raise SampleError(
-                f"record {_record_name(record)}: {found} image tokens in the LM input, expected {expected} "
+                f"record {record_name(record)}: {found} image tokens in the LM input, expected {expected} "
                 f"(num_query_tokens); does the instruction contain the image token text?"
             )
 
@@ -274,31 +275,14 @@ class SampleTransform:
         image = record.get("image")
         if self.feature_cache is not None:
             if image is not None:
-                raise SampleError(f"record {_record_name(record)} holds an in-memory image, which the feature cache "
+                raise SampleError(f"record {record_name(record)} holds an in-memory image, which the feature cache "
                                   "cannot look up; give it an image_path or unset feature_cache_dir")
             return self.feature_cache.features(self.image_path(record))
-        if image is not None:
-            if not isinstance(image, Image.Image):
-                name = _record_name(record)
-                raise SampleError(f"record {name}: 'image' must be a PIL image, got {type(image).__name__}")
-            return self._image_to_pixels(image.convert("RGB"))
-        path = self.image_path(record)
-        try:
-            with Image.open(path) as opened:
-                # the image transform reads the pixels (the fast one at a reduced JPEG scale), so the file is
-                # checked here; it gets the file still undecoded so that it can choose that scale
-                return self._image_to_pixels(opened)
-        except OSError as error:  # missing, unreadable, truncated or not an image (UnidentifiedImageError)
-            name = _record_name(record)
-            raise UnreadableImageError(f"cannot read image {path} of record {name}: {error}", record=name,
-                                       path=path) from error
+        # the image transform reads the pixels (the fast one at a reduced JPEG scale): it gets the file undecoded
+        return with_record_image(record, self.image_dir, self._image_to_pixels)
 
     def image_path(self, record: Mapping[str, Any]) -> Path:
-        """The record's image file, relative paths resolved against image_dir."""
-        path = Path(record["image_path"])
-        if self.image_dir is not None and not path.is_absolute():
-            path = Path(self.image_dir) / path
-        return path
+        return image_file(record, self.image_dir)
 
 
 def _left_truncating(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -311,21 +295,49 @@ def _has_image(record: Mapping[str, Any]) -> bool:
     return record.get("image") is not None or bool(record.get("image_path"))
 
 
-def _text_field(record: Mapping[str, Any], key: str) -> str:
+def text_field(record: Mapping[str, Any], key: str) -> str:
     value = record.get(key)
     if not isinstance(value, str):
         raise SampleError(
-            f"record {_record_name(record)} needs a text field {key!r}, got {type(value).__name__} "
+            f"record {record_name(record)} needs a text field {key!r}, got {type(value).__name__} "
             f"(record keys: {sorted(record)})"
         )
     return value
 
 
-def _record_name(record: Mapping[str, Any]) -> str:
+def record_name(record: Mapping[str, Any]) -> str:
     for key in ("question_id", "id", "source_index"):
         if record.get(key) is not None:
             return f"{key}={record[key]}"
     return "<without question_id>"
+
+
+def image_file(record: Mapping[str, Any], image_dir) -> Path:
+    """The record's image file, relative paths resolved against image_dir."""
+    path = Path(record["image_path"])
+    if image_dir is not None and not path.is_absolute():
+        path = Path(image_dir) / path
+    return path
+
+
+def with_record_image(record: Mapping[str, Any], image_dir, use: Callable[[Image.Image], T]) -> T:
+    """`use` of the record's image: its in-memory PIL `image` (as RGB), else its image file opened but not yet
+    decoded (so that `use` may decode at a reduced JPEG scale). The file is checked here: missing, unreadable,
+    truncated or not an image, an UnreadableImageError names the file and the record (the collator of
+    InstructBLIP and text samples and the chat VLM samples both read their images through here)."""
+    image = record.get("image")
+    if image is not None:
+        if not isinstance(image, Image.Image):
+            raise SampleError(f"record {record_name(record)}: 'image' must be a PIL image, got {type(image).__name__}")
+        return use(image.convert("RGB"))
+    path = image_file(record, image_dir)
+    try:
+        with Image.open(path) as opened:
+            return use(opened)
+    except OSError as error:  # UnidentifiedImageError is an OSError
+        name = record_name(record)
+        raise UnreadableImageError(f"cannot read image {path} of record {name}: {error}", record=name,
+                                   path=path) from error
 
 
 class TransformedDataset(torch.utils.data.Dataset):
