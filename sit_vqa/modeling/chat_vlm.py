@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from huggingface_hub.errors import HFValidationError
 from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.collate import IGNORE_INDEX, SampleError, image_file, record_name, text_field, with_record_image
-from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
+from sit_vqa.modeling.model_dirs import load_pretrained
 
 LORA_ABOVE_PARAMS = 1_000_000_000  # freeze_language_model unset: LoRA on LMs above this size, full training below
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "visual.merger", "mm_projector")
@@ -41,21 +40,11 @@ def load_chat_vlm(name_or_path: str | os.PathLike, *, dtype: torch.dtype | None 
                   local_files_only: bool = False, trust_remote_code: bool = False):
     """(model, processor) of an AutoModelForImageTextToText checkpoint; ModelLoadError when it cannot load."""
     source = str(name_or_path)
-    check_model_directory(source, "image_text_to_text")
-    options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
-    try:
-        processor = AutoProcessor.from_pretrained(source, **options)
-        model, loading_info = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=dtype or torch.float32, device_map=None if device is None else {"": torch.device(device)},
-            output_loading_info=True, **options)
-    except (OSError, HFValidationError) as error:
-        raise ModelLoadError(f"could not load the image-text-to-text model {source!r}: "
-                             f"{str(error).strip().splitlines()[0]}") from error
-    except ValueError as error:  # an architecture AutoModelForImageTextToText does not map
-        raise ModelLoadError(f"{source!r} is not an image-text-to-text model ({error}); model_type "
-                             "image_text_to_text takes AutoModelForImageTextToText checkpoints (LLaVA, Idefics3, "
-                             "SmolVLM, PaliGemma, Gemma 3, Qwen2.5-VL, ...)") from error
-    check_all_weights_loaded(source, model, loading_info)
+    model, processor = load_pretrained(
+        source, "image_text_to_text", "an image-text-to-text model", AutoModelForImageTextToText, AutoProcessor,
+        dtype=dtype, device=device, options=dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code),
+        other_architecture="model_type image_text_to_text takes AutoModelForImageTextToText checkpoints (LLaVA, "
+                           "Idefics3, SmolVLM, PaliGemma, Gemma 3, Qwen2.5-VL, ...)")
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise ModelLoadError(f"{source!r}: its processor ({type(processor).__name__}) has no image processor and "
                              "tokenizer; model_type image_text_to_text needs a multimodal processor")

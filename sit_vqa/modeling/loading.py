@@ -15,10 +15,8 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from huggingface_hub.errors import HFValidationError
 from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM,
@@ -42,7 +40,7 @@ from sit_vqa.errors import ModelLoadError
 from sit_vqa.modeling.export_cards import chat_vlm_card, instructblip_card
 from sit_vqa.modeling.families import ModelFamily, model_family
 from sit_vqa.modeling.generation import align_generation_config
-from sit_vqa.modeling.model_dirs import check_all_weights_loaded, check_model_directory
+from sit_vqa.modeling.model_dirs import load_pretrained
 from sit_vqa.modeling.qformer_lora import prepare_instructblip_peft
 from sit_vqa.modeling.quantization import quantization_config
 from sit_vqa.modeling.tiny import IMAGE_TOKEN, build_tiny_causal_lm, build_tiny_instructblip
@@ -87,20 +85,10 @@ def load_instructblip(
     quantizes while loading, onto `device` (default: the CPU).
     Raises ModelLoadError, saying how to use a local copy, when the files cannot be found or fetched.
     """
-    source = str(name_or_path)
-    check_model_directory(source, "instructblip")
-    options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
-    placement = dict(device_map=_device_map(device))
-    if quantization_config is not None:  # bitsandbytes quantizes on the device the weights are placed on
-        placement = dict(quantization_config=quantization_config, device_map=_device_map(device or "cpu"))
-    try:
-        processor = InstructBlipProcessor.from_pretrained(source, **options)
-        model, loading_info = InstructBlipForConditionalGeneration.from_pretrained(
-            source, dtype=dtype or torch.float32, output_loading_info=True, **placement, **options
-        )
-    except (OSError, HFValidationError) as error:
-        raise ModelLoadError(_load_error_message("InstructBLIP", source, error)) from error
-    check_all_weights_loaded(source, model, loading_info)
+    model, processor = load_pretrained(
+        str(name_or_path), "instructblip", "InstructBLIP", InstructBlipForConditionalGeneration, InstructBlipProcessor,
+        dtype=dtype, device=device, quantization_config=quantization_config,
+        options=dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code))
     _ensure_image_token(model, processor)
     align_generation_config(model, processor.tokenizer)
     # transformers upcasts `_keep_in_fp32_modules` (query_tokens) only for fp16 loads, not bf16
@@ -118,47 +106,13 @@ def load_causal_lm(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer (text-only path) from a hub id or a local directory (dtype and
     device as for `load_instructblip`)."""
-    source = str(name_or_path)
-    check_model_directory(source, "causal_lm")
-    options = dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model, loading_info = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype or torch.float32, device_map=_device_map(device), output_loading_info=True, **options
-        )
-    except (OSError, HFValidationError) as error:
-        raise ModelLoadError(_load_error_message("the causal LM", source, error)) from error
-    except ValueError as error:  # a hub model whose architecture AutoModelForCausalLM does not map
-        raise ModelLoadError(f"{source!r} is not a causal LM ({str(error).strip().splitlines()[0]}); model_type "
-                             "causal_lm takes AutoModelForCausalLM checkpoints (set model_type: instructblip or "
-                             "image_text_to_text for an image model)") from error
-    check_all_weights_loaded(source, model, loading_info)
+    model, tokenizer = load_pretrained(
+        str(name_or_path), "causal_lm", "a causal LM", AutoModelForCausalLM, AutoTokenizer, dtype=dtype, device=device,
+        options=dict(local_files_only=local_files_only, trust_remote_code=trust_remote_code),
+        other_architecture="model_type causal_lm takes AutoModelForCausalLM checkpoints (set model_type: "
+                           "instructblip or image_text_to_text for an image model)")
     align_generation_config(model, tokenizer)
     return model.eval(), tokenizer
-
-
-def _device_map(device: str | torch.device | None) -> dict[str, torch.device] | None:
-    # the whole model on one device (no accelerate dispatch across devices)
-    return None if device is None else {"": torch.device(device)}
-
-
-def _load_error_message(what: str, source: str, error: Exception) -> str:
-    first_line = str(error).strip().split("\n", 1)[0]
-    if Path(source).is_dir():
-        return (
-            f"Could not load {what} from the directory {source!r}: {first_line}\n"
-            "The directory must hold a complete save_pretrained() copy (config.json, the weights, and the "
-            "tokenizer / processor files). Re-download it with `hf download <hub id> --local-dir "
-            f"{source}`."
-        )
-    return (
-        f"Could not load {what} {source!r}: {first_line}\n"
-        f"It is not a local directory, and the Hugging Face Hub could not serve it (no network, offline mode, "
-        f"a gated or misspelled repo). On a machine with network run `hf download {source} --local-dir DIR` "
-        "(`huggingface-cli download` in older huggingface_hub releases), copy DIR here and pass DIR instead of "
-        "the hub id. If the model is already in the local Hugging Face cache, set local_files_only=True "
-        "(or HF_HUB_OFFLINE=1)."
-    )
 
 
 def _ensure_image_token(model: InstructBlipForConditionalGeneration, processor: InstructBlipProcessor) -> None:

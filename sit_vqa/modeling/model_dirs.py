@@ -1,4 +1,5 @@
-"""Is a model directory what the config's model_type loads, and did loading fill every weight?
+"""The one `from_pretrained` path of every family (`load_pretrained`): is a model directory what the config's
+model_type loads, and did loading fill every weight?
 
 transformers loads whatever it is given: a LLaVA directory loaded as InstructBLIP becomes a randomly initialised
 InstructBLIP (only a MISSING/UNEXPECTED report hints at it) that trains "fine". So the directory's config.json is
@@ -11,10 +12,67 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from huggingface_hub.errors import HFValidationError
+
 from sit_vqa.errors import ConfigError, ModelLoadError
 from sit_vqa.modeling.families import FAMILIES, model_family
 
 _SHOWN = 3
+
+
+def load_pretrained(source: str, model_type: str, what: str, model_class, processor_class, *,
+                    dtype: torch.dtype | None = None, device=None, options: dict, quantization_config=None,
+                    other_architecture: str | None = None):
+    """(model, processor or tokenizer) from a hub id or a local directory (save_pretrained layout), as every
+    family loads: the directory checked against `model_type` first; each weight straight from the file onto
+    `device` (default: the CPU) in `dtype` (default float32), or quantized there by bitsandbytes
+    (`quantization_config`); every weight filled from the files. `what` names the model in messages
+    ("InstructBLIP", "a causal LM"). Raises ModelLoadError, saying how to use a local copy, when the files cannot
+    be found or fetched; with `other_architecture` (the fix to say), also when `model_class` does not map the
+    checkpoint's architecture.
+    """
+    check_model_directory(source, model_type)
+    placement = dict(device_map=device_map(device))
+    if quantization_config is not None:  # bitsandbytes quantizes on the device the weights are placed on
+        placement = dict(quantization_config=quantization_config, device_map=device_map(device or "cpu"))
+    try:
+        processor = processor_class.from_pretrained(source, **options)
+        model, loading_info = model_class.from_pretrained(
+            source, dtype=dtype or torch.float32, output_loading_info=True, **placement, **options)
+    except (OSError, HFValidationError) as error:
+        raise ModelLoadError(load_error_message(what, source, error)) from error
+    except ValueError as error:  # an architecture model_class does not map
+        if other_architecture is None:
+            raise
+        raise ModelLoadError(f"{source!r} is not {what} ({str(error).strip().splitlines()[0]}); "
+                             f"{other_architecture}") from error
+    check_all_weights_loaded(source, model, loading_info)
+    return model, processor
+
+
+def device_map(device: str | torch.device | None) -> dict[str, torch.device] | None:
+    # the whole model on one device (no accelerate dispatch across devices)
+    return None if device is None else {"": torch.device(device)}
+
+
+def load_error_message(what: str, source: str, error: Exception) -> str:
+    first_line = str(error).strip().split("\n", 1)[0]
+    if Path(source).is_dir():
+        return (
+            f"Could not load {what} from the directory {source!r}: {first_line}\n"
+            "The directory must hold a complete save_pretrained() copy (config.json, the weights, and the "
+            "tokenizer / processor files). Re-download it with `hf download <hub id> --local-dir "
+            f"{source}`."
+        )
+    return (
+        f"Could not load {what} {source!r}: {first_line}\n"
+        f"It is not a local directory, and the Hugging Face Hub could not serve it (no network, offline mode, "
+        f"a gated or misspelled repo). On a machine with network run `hf download {source} --local-dir DIR` "
+        "(`huggingface-cli download` in older huggingface_hub releases), copy DIR here and pass DIR instead of "
+        "the hub id. If the model is already in the local Hugging Face cache, set local_files_only=True "
+        "(or HF_HUB_OFFLINE=1)."
+    )
 
 
 def check_model_directory(source: str, model_type: str) -> None:
