@@ -133,8 +133,9 @@ class FastImageTransform:
         """Ask a not-yet-decoded JPEG for a reduced-scale decode; return the resize box it implies (or None).
 
         Image.draft picks the largest scale 1/s (s in 8, 4, 2) that keeps the image at least the requested
-        size; it does nothing on other formats or once the pixels are loaded."""
-        if image.format != "JPEG" or getattr(image, "_im", None) is not None:
+        size; it does nothing on other formats or once the pixels are loaded (Pillow's documented behaviour,
+        where it returns None: no private attribute needs asking)."""
+        if image.format != "JPEG":
             return None
         drafted = image.draft("RGB", (self.width, self.height))
         return drafted[1] if drafted else None  # the original extent in the reduced image's coordinates
