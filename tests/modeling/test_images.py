@@ -68,6 +68,16 @@ def test_on_photo_like_jpegs_fast_stays_close_to_plain(jpegs):
     assert max(d.max().item() for d in differences) > 1e-3
 
 
+def test_a_jpeg_already_decoded_is_not_drafted(jpegs):
+    """Loaded pixels are resized from the full decode (Pillow's draft does nothing once they are loaded): the
+    fast pipeline then matches plain up to float rounding, as on a PNG."""
+    processor = processor_224()
+    plain, fast = image_transform(processor, "plain"), image_transform(processor, "fast")
+    with Image.open(jpegs[0]) as first, Image.open(jpegs[0]) as second:
+        second.load()
+        assert (fast(second) - plain(first)).abs().max().item() < 1e-5
+
+
 @pytest.mark.parametrize("image_size", [32, 224])
 def test_vit_features_of_fast_and_plain_pixels_agree(jpegs, image_size):
     """The tiny model's ViT sees almost the same image: features differ by a few percent, while the
