@@ -15,7 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
-from sit_vqa.apps.demo import GenerationOptions, VqaDemo
+from sit_vqa.apps.demo import VqaDemo
+from sit_vqa.modeling.generation import GenerationSettings
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "data" / "sample" / "val2014" / "COCO_val2014_000000325422.jpg"
 QUESTION = "What color is the shape?"
@@ -25,10 +26,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-new-tokens", type=int, default=GenerationOptions.max_new_tokens)
+    parser.add_argument("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    options = GenerationOptions(max_new_tokens=args.max_new_tokens)
+    options = GenerationSettings(max_new_tokens=args.max_new_tokens)
 
     start = time.perf_counter()
     demo = VqaDemo.load(args.checkpoint, device=args.device)

@@ -36,8 +36,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from sit_vqa.data.prompts import PROMPTS, parse_sit_output, resolve_prompt
 from sit_vqa.apps.export import EXPORT_MANIFEST_NAME
-from sit_vqa.apps.image_input import DemoInputError, ImageSource, load_image  # noqa: F401  (the demo's API)
-from sit_vqa.errors import SitVqaError
+from sit_vqa.apps.image_input import ImageSource, load_image  # noqa: F401  (the demo's API)
+from sit_vqa.errors import InputError, SitVqaError
 from sit_vqa.modeling.checkpoint import TrainedSettings, load_checkpoint
 from sit_vqa.modeling.generation import GenerationInputs, GenerationSettings, generate_batch
 from sit_vqa.modeling.arguments import ModelArguments
@@ -47,12 +47,10 @@ from sit_vqa.modeling.loading import load_base_model
 MAX_QUESTION_CHARS = 1000  # checked before tokenizing, so a pasted book is refused at once
 
 
-# DemoInputError (an image, question or setting the demo cannot use) and load_image live in image_input, which
-# the web page imports too: the page never imports this module, so the two form no import loop.
-
-# The demo asks with the one generation-settings type (its defaults are the evaluation's: greedy, 64 new tokens);
-# the old name stays for the API's users.
-GenerationOptions = GenerationSettings
+# load_image lives in image_input, which the web page imports too: the page never imports this module, so the two
+# form no import loop. An image, question or setting the demo cannot use is an InputError (sit_vqa.errors); the
+# demo asks with the one generation-settings type, GenerationSettings (the evaluation's defaults: greedy, 64
+# new tokens).
 
 
 @dataclass(frozen=True)
@@ -89,13 +87,13 @@ class VqaDemo:
         path = Path(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not path.is_dir():
-            raise DemoInputError(f"checkpoint directory not found: {path}; pass a run directory, a checkpoint-N "
+            raise InputError(f"checkpoint directory not found: {path}; pass a run directory, a checkpoint-N "
                                  "or final directory written by train.py, or a model exported by sit_vqa.apps.export")
         if (path / "config.json").is_file():
             return cls._load_exported(path, device, dtype or torch.float32)
         loaded = load_checkpoint(path, device=device, dtype=dtype, allow_partial=allow_partial, base_model=base_model)
         if not model_family(loaded.trained.model_type).answers_images:
-            raise DemoInputError(f"{loaded.directory}: a {loaded.trained.model_type!r} checkpoint has no image input; "
+            raise InputError(f"{loaded.directory}: a {loaded.trained.model_type!r} checkpoint has no image input; "
                                  "the demo needs an image model (model_type "
                                  f"{family_names(lambda family: family.answers_images)})")
         return cls(loaded.model, loaded.processor, loaded.trained, source=loaded.directory)
@@ -121,10 +119,10 @@ class VqaDemo:
     def instruction(self, question: str, prompt: str = "auto") -> str:
         """The instruction for `question`, rendered with the checkpoint's templates; checks the question."""
         if not isinstance(question, str) or not question.strip():
-            raise DemoInputError("the question is empty; type a question about the image")
+            raise InputError("the question is empty; type a question about the image")
         question = question.strip()
         if len(question) > MAX_QUESTION_CHARS:
-            raise DemoInputError(f"the question is {len(question):,} characters long; ask in at most "
+            raise InputError(f"the question is {len(question):,} characters long; ask in at most "
                                  f"{MAX_QUESTION_CHARS:,}")
         kind = resolve_prompt(prompt or "auto", self.trained.mode)
         instruction = self.trained.templates.render(kind, question=question)[0]
@@ -132,17 +130,17 @@ class VqaDemo:
         length = len(self.tokenizer(instruction)["input_ids"])
         limit = self.trained.max_instruction_length
         if length > limit:
-            raise DemoInputError(f"the question is too long: with the instruction it is {length} tokens, and this "
+            raise InputError(f"the question is too long: with the instruction it is {length} tokens, and this "
                                  f"checkpoint reads at most {limit} (its max_instruction_length); shorten it")
         return instruction
 
     def ask(self, image: ImageSource, question: str, *, prompt: str = "auto",
-            options: GenerationOptions = GenerationOptions()) -> Reply:
+            options: GenerationSettings = GenerationSettings()) -> Reply:
         """Describe (SIT checkpoints) and answer: one image, one question."""
         return self.ask_many([(image, question)], prompt=prompt, options=options)[0]
 
     def ask_many(self, pairs: Sequence[tuple[ImageSource, str]], *, prompt: str = "auto",
-                 options: GenerationOptions = GenerationOptions(), batch_size: int = 8) -> list[Reply]:
+                 options: GenerationSettings = GenerationSettings(), batch_size: int = 8) -> list[Reply]:
         """One Reply per (image, question) pair, in order, generated `batch_size` at a time."""
         records = [self._record(image, question, prompt, index) for index, (image, question) in enumerate(pairs)]
         replies: list[Reply] = []
@@ -153,7 +151,7 @@ class VqaDemo:
         return replies
 
     def stream(self, image: ImageSource, question: str, *, prompt: str = "auto",
-               options: GenerationOptions = GenerationOptions()) -> Iterator[Reply]:
+               options: GenerationSettings = GenerationSettings()) -> Iterator[Reply]:
         """Replies for the text generated so far, growing token by token; the last one equals `ask`'s.
 
         Beam search keeps several candidates until the end, so with num_beams > 1 only the final reply comes.
@@ -194,13 +192,13 @@ class VqaDemo:
         try:
             image = load_image(image, reduce_above=self.reduce_above)
             return {"instruction": self.instruction(question, prompt), "image": image, "id": index}
-        except DemoInputError as error:
-            raise DemoInputError(f"pair {index}: {error}" if index else str(error)) from None
+        except InputError as error:
+            raise InputError(f"pair {index}: {error}" if index else str(error)) from None
 
     def _batch(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return self.inputs.batch(records)
 
-    def _generate(self, batch: dict[str, torch.Tensor], options: GenerationOptions, **extra) -> list[str]:
+    def _generate(self, batch: dict[str, torch.Tensor], options: GenerationSettings, **extra) -> list[str]:
         return generate_batch(self.model, self.tokenizer, batch, options, **extra)
 
 
@@ -248,7 +246,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-partial-load", action="store_true",
                         help="load a checkpoint whose weights file lacks some trained tensors (they keep the base "
                         "model's values)")
-    defaults = GenerationOptions()
+    defaults = GenerationSettings()
     generation = parser.add_argument_group("generation (defaults: the evaluation's)")
     generation.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     generation.add_argument("--num-beams", type=int, default=defaults.num_beams, help="1: greedy")
@@ -267,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve == bool(args.image):
         parser.error("pass --image (and --question) to ask from the command line, or --serve for the web page")
     try:
-        options = GenerationOptions(
+        options = GenerationSettings(
             max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.do_sample,
             temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
         )
@@ -304,7 +302,7 @@ def _load(args: argparse.Namespace) -> VqaDemo:
     return VqaDemo.load(args.checkpoint, args.device, allow_partial=args.allow_partial_load, base_model=args.base_model)
 
 
-def _interactive(demo: VqaDemo, image: Image.Image, prompt: str, options: GenerationOptions) -> int:
+def _interactive(demo: VqaDemo, image: Image.Image, prompt: str, options: GenerationSettings) -> int:
     """Questions about one image, one per line, until end of input; a bad question is reported, not fatal."""
     status = 0
     if sys.stdin.isatty():
@@ -314,7 +312,7 @@ def _interactive(demo: VqaDemo, image: Image.Image, prompt: str, options: Genera
             continue
         try:
             _print_reply(demo.ask(image, line.strip(), prompt=prompt, options=options))
-        except DemoInputError as error:
+        except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             status = 2
         sys.stdout.flush()

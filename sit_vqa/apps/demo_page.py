@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from sit_vqa.apps.image_input import load_image  # noqa: E402
-from sit_vqa.modeling.generation import GenerationSettings as GenerationOptions  # noqa: E402  (the demo's name)
+from sit_vqa.modeling.generation import GenerationSettings  # noqa: E402
 from sit_vqa.errors import SitVqaError  # noqa: E402
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -47,7 +47,7 @@ def sample_examples(count: int = NUM_EXAMPLES) -> list[list[str]]:
     return examples
 
 
-def build_page(demo, prompt: str = "auto", options: GenerationOptions = GenerationOptions()) -> gr.Blocks:
+def build_page(demo, prompt: str = "auto", options: GenerationSettings = GenerationSettings()) -> gr.Blocks:
     """The page's layout and its one event, `ask` (also the API name gradio_client calls)."""
 
     def ask(image, question, prompt, max_new_tokens, num_beams, do_sample, temperature, top_p,
@@ -59,7 +59,7 @@ def build_page(demo, prompt: str = "auto", options: GenerationOptions = Generati
         if not image or not image.get("path"):
             raise _rejected("upload an image first (or pick one of the examples)")
         try:
-            settings = GenerationOptions(
+            settings = GenerationSettings(
                 max_new_tokens=int(max_new_tokens), num_beams=int(num_beams), do_sample=bool(do_sample),
                 temperature=float(temperature), top_p=float(top_p), repetition_penalty=float(repetition_penalty),
             )
@@ -114,7 +114,7 @@ def _rejected(message: str) -> gr.Error:
 
 
 def serve(demo, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-          prompt: str = "auto", options: GenerationOptions = GenerationOptions()) -> None:
+          prompt: str = "auto", options: GenerationSettings = GenerationSettings()) -> None:
     """Serve the page until interrupted (Ctrl-C or SIGTERM); the upload directory is removed on the way out."""
     with tempfile.TemporaryDirectory(prefix="sit_vqa_demo_uploads_") as uploads:
         # Uploads go under GRADIO_TEMP_DIR; gradio reads it when a component is created, i.e. below.

@@ -15,12 +15,9 @@ from sit_vqa.errors import InputError
 
 ImageSource = Union[str, Path, bytes, Image.Image]
 
-# An image, question or generation setting the demo cannot use; the message says what to change.
-DemoInputError = InputError
-
 
 def load_image(source: ImageSource, name: str | None = None, *, reduce_above: int | None = None) -> Image.Image:
-    """An RGB PIL image from a path, the bytes of an image file or a PIL image; DemoInputError otherwise.
+    """An RGB PIL image from a path, the bytes of an image file or a PIL image; InputError otherwise.
 
     Images over PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) are refused, not just warned
     about: one such upload would take the server's memory. `reduce_above` (a side in pixels): an image whose
@@ -36,9 +33,9 @@ def load_image(source: ImageSource, name: str | None = None, *, reduce_above: in
     elif isinstance(source, (str, Path)):
         name, opened = name or str(source), Path(source)
         if not opened.is_file():
-            raise DemoInputError(f"image file not found: {source}; pass the path of a JPEG or PNG file")
+            raise InputError(f"image file not found: {source}; pass the path of a JPEG or PNG file")
     else:
-        raise DemoInputError(f"an image must be a path, bytes or a PIL image, got {type(source).__name__}")
+        raise InputError(f"an image must be a path, bytes or a PIL image, got {type(source).__name__}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -49,14 +46,14 @@ def load_image(source: ImageSource, name: str | None = None, *, reduce_above: in
                 return _reduced(image.convert("RGB"), reduce_above)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # PIL's own message names its hard limit (twice this one); quote the one that refused the image
-        raise DemoInputError(
+        raise InputError(
             f"{name} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); scale it down "
             "below that"
         ) from None
     except Image.UnidentifiedImageError:
-        raise DemoInputError(f"{name} is not an image file PIL can read; upload a JPEG, PNG or WebP image") from None
+        raise InputError(f"{name} is not an image file PIL can read; upload a JPEG, PNG or WebP image") from None
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data inside a known format
-        raise DemoInputError(f"{name} is truncated or corrupt ({error}); upload the complete image file") from None
+        raise InputError(f"{name} is truncated or corrupt ({error}); upload the complete image file") from None
 
 
 def _at_least(size: tuple[int, int], short_side: int) -> tuple[int, int]:

@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from sit_vqa.apps.demo import GenerationOptions, VqaDemo
+from sit_vqa.apps.demo import VqaDemo
+from sit_vqa.modeling.generation import GenerationSettings
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data" / "sample" / "val2014"
@@ -178,7 +179,7 @@ def test_gradio_client_calls_the_same_server(server, api, tmp_path):
     client = Client(url, verbose=False)
     settings = ("auto", 24, 1, False, 1.0, 1.0, 1.0)  # prompt, max new tokens, beams, sample, temperature, ...
     description, answer, raw = client.predict(handle_file(str(FIRST_IMAGE)), "Is it red?", *settings, api_name="/ask")
-    expected = api.ask(FIRST_IMAGE, "Is it red?", options=GenerationOptions(max_new_tokens=24))
+    expected = api.ask(FIRST_IMAGE, "Is it red?", options=GenerationSettings(max_new_tokens=24))
     assert (description, answer, raw) == (expected.description or "", expected.answer, expected.raw)
 
     not_an_image = tmp_path / "scan.png"

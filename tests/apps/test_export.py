@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from sit_vqa.apps.demo import GenerationOptions, VqaDemo
+from sit_vqa.apps.demo import VqaDemo
+from sit_vqa.modeling.generation import GenerationSettings
 from sit_vqa.apps.export import ExportError, export_model, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def run_with_wrong_eos(quickstart_run, tmp_path_factory):
 def test_export_loads_with_plain_transformers_and_generates_as_the_api(run_with_wrong_eos, tmp_path):
     out = export_model(run_with_wrong_eos, tmp_path / "exported")
     demo = VqaDemo.load(run_with_wrong_eos)
-    replies = demo.ask_many(list(zip(IMAGES, QUESTIONS)), options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS))
+    replies = demo.ask_many(list(zip(IMAGES, QUESTIONS)), options=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
     requests = [[str(image), reply.prompt] for image, reply in zip(IMAGES, replies)]
     done = subprocess.run([sys.executable, "-c", PLAIN_TRANSFORMERS, str(out), json.dumps(requests)],
                           capture_output=True, text=True, cwd=tmp_path)
@@ -67,7 +68,7 @@ def test_export_loads_with_plain_transformers_and_generates_as_the_api(run_with_
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))  # safetensors only
     exported = VqaDemo.load(out)  # the demo reads the export too, with the run's training mode
     assert exported.trained_mode == "sit"
-    assert exported.ask(IMAGES[0], QUESTIONS[0], options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS)) == replies[0]
+    assert exported.ask(IMAGES[0], QUESTIONS[0], options=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)) == replies[0]
 
 
 def test_model_card_holds_recipe_prompt_and_scores(quickstart_run, tmp_path, monkeypatch):
