@@ -29,6 +29,18 @@ renamed hook be silently skipped (an override of a method that no longer exists 
    resumed from: TensorBoard then hides the killed segment's events from that step on. It also keeps the
    writer thread's failure (a disk made read-only) from printing a second traceback: the Trainer's thread
    raises the same error at its next flush, and the run reports it there.
+5. `transformers.trainer_utils.rotate_checkpoints(output_dir, save_total_limit=...)`: the Trainer's own rule for
+   which checkpoints save_total_limit removes (the oldest by step, never the newest). Item 1 publishes a
+   checkpoint after the point where the Trainer rotates, so `rotate_checkpoints` here runs that rule again
+   then. A module function of trainer_utils, not a documented API.
+6. `Trainer.model_accepts_loss_kwargs`: decided at construction from the model's forward (**kwargs: yes); when
+   set, the Trainer passes num_items_in_batch to the model and takes the loss as normalised by it (no division
+   by the accumulation steps, a product with the process count). InstructBLIP's forward takes **kwargs but its
+   T5 branch returns a plain mean: `loss_is_a_plain_mean()` clears it. (The documented `loss_is_scaled_for_ga`
+   covers only the accumulation half.)
+7. `PreTrainedModel._keep_in_fp32_modules` (InstructBLIP: query_tokens), read by
+   `sit_vqa.modeling.precision.keep_trained_fp32` so that a bf16 model keeps those weights fp32 as transformers'
+   own loading does for fp16. The modeling layer cannot import this module: the item is listed and tested here.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ import torch
 import transformers
 from transformers import Trainer
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import rotate_checkpoints as _trainer_rotation
 
 from sit_vqa.errors import SitVqaError
 from sit_vqa.files import is_write_failure
@@ -112,6 +125,15 @@ class TrainerCompat(Trainer):
     def load_resume_weights(self, checkpoint_dir: str, model) -> None:
         raise NotImplementedError
 
+    def loss_is_a_plain_mean(self) -> None:  # item 6
+        """The model returns a plain mean loss although its forward takes **kwargs: the Trainer must divide it by
+        the accumulation steps and average it over processes itself."""
+        if not hasattr(self, "model_accepts_loss_kwargs"):
+            raise TrainerApiChanged(f"transformers {transformers.__version__}: the Trainer has no "
+                                    "model_accepts_loss_kwargs; adapt sit_vqa.training.compat item 6 (written "
+                                    f"against transformers {TESTED_WITH})")
+        self.model_accepts_loss_kwargs = False
+
     @property
     def saving_a_checkpoint(self) -> bool:
         """Whether `save_model` is being called for a checkpoint-N (written in staging) rather than final/."""
@@ -135,6 +157,11 @@ class TrainerCompat(Trainer):
                 f"{', '.join(missing) or '_tr_loss as a tensor'} during training; a resumed run cannot restore "
                 f"its loss log. sit_vqa.training.compat is written against transformers {TESTED_WITH}"
             )
+
+
+def rotate_checkpoints(output_dir: str, save_total_limit: int | None) -> None:  # item 5
+    """Remove the oldest checkpoint-N of output_dir beyond save_total_limit, as the Trainer's rotation does."""
+    _trainer_rotation(output_dir, save_total_limit=save_total_limit)
 
 
 class ResumableTensorBoard(TensorBoardCallback):  # item 4

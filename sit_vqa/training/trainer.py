@@ -22,13 +22,12 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import rotate_checkpoints
 
 from sit_vqa.errors import SitVqaError
 from sit_vqa.files import atomic_path, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling.families import is_encoder_decoder
-from sit_vqa.training.compat import RunningLoss, TrainerCompat, check_trainer_internals
+from sit_vqa.training.compat import RunningLoss, TrainerCompat, check_trainer_internals, rotate_checkpoints
 from sit_vqa.training.run_dir import RunDirectory
 
 
@@ -53,7 +52,7 @@ class SitTrainer(TrainerCompat):
             # InstructBLIP's forward takes **kwargs, so the Trainer assumes it normalises the loss by
             # num_items_in_batch; its T5 branch returns a plain mean instead, and the loss would then be
             # neither divided by the accumulation steps nor averaged over processes (x GA, x world size).
-            self.model_accepts_loss_kwargs = False
+            self.loss_is_a_plain_mean()
         self.checkpoint_manifest = checkpoint_manifest
         self.base_model_dir = base_model_dir
         self.run_layout = RunDirectory(Path(self.args.output_dir), should_save=self.args.should_save)

@@ -137,3 +137,43 @@ def test_the_running_loss_accessors_refuse_a_trainer_without_the_attributes(tmp_
     trainer = compat.TrainerCompat(model=model, args=args, processing_class=processor)
     with pytest.raises(TrainerApiChanged, match="_tr_loss"):
         trainer.running_loss()
+
+
+def test_rotate_checkpoints_removes_the_oldest_by_step(tmp_path):
+    """Item 5, `trainer_utils.rotate_checkpoints`: with save_total_limit 2 the two highest steps stay (by number:
+    checkpoint-10 is newer than checkpoint-9), and other directories are left alone."""
+    for name in ("checkpoint-1", "checkpoint-9", "checkpoint-10", "final"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trainable.safetensors").write_bytes(b"x")
+    compat.rotate_checkpoints(str(tmp_path), save_total_limit=2)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-9", "final"]
+
+
+def test_model_accepts_loss_kwargs_is_decided_from_forward_and_cleared_for_a_plain_mean(tmp_path):
+    """Item 6, `Trainer.model_accepts_loss_kwargs`: InstructBLIP's forward takes **kwargs, so the Trainer sets it;
+    a T5 InstructBLIP's SitTrainer clears it (its loss is a plain mean); without the attribute, a clear error."""
+    from sit_vqa.modeling.tiny import build_tiny_instructblip
+
+    model, processor = build_tiny_instructblip("t5")
+    args = config_for(tmp_path / "run", tmp_path / "cache").training
+    trainer = compat.TrainerCompat(model=model, args=args, processing_class=processor)
+    assert trainer.model_accepts_loss_kwargs is True
+    trainer.loss_is_a_plain_mean()
+    assert trainer.model_accepts_loss_kwargs is False
+    del trainer.model_accepts_loss_kwargs
+    with pytest.raises(TrainerApiChanged, match="model_accepts_loss_kwargs"):
+        trainer.loss_is_a_plain_mean()
+
+
+def test_keep_in_fp32_modules_names_the_query_tokens_and_keeps_them_fp32():
+    """Item 7, `PreTrainedModel._keep_in_fp32_modules`: InstructBLIP lists query_tokens, and
+    precision.keep_trained_fp32 keeps what it lists in fp32 while the other frozen weights go to bf16."""
+    from sit_vqa.modeling.precision import keep_trained_fp32
+    from sit_vqa.modeling.tiny import build_tiny_instructblip
+
+    model, _ = build_tiny_instructblip("decoder")
+    assert "query_tokens" in model._keep_in_fp32_modules
+    model.requires_grad_(False)
+    keep_trained_fp32(model, torch.bfloat16)
+    assert model.query_tokens.dtype == torch.float32
+    assert model.language_projection.weight.dtype == torch.bfloat16
