@@ -151,7 +151,7 @@ def test_rotate_checkpoints_removes_the_oldest_by_step(tmp_path):
 
 def test_model_accepts_loss_kwargs_is_decided_from_forward_and_cleared_for_a_plain_mean(tmp_path):
     """Item 6, `Trainer.model_accepts_loss_kwargs`: InstructBLIP's forward takes **kwargs, so the Trainer sets it;
-    a T5 InstructBLIP's SitTrainer clears it (its loss is a plain mean); without the attribute, a clear error."""
+    loss_is_a_plain_mean (what SitTrainer calls for a T5 LM) clears it; without the attribute, a clear error."""
     from sit_vqa.modeling.tiny import build_tiny_instructblip
 
     model, processor = build_tiny_instructblip("t5")
