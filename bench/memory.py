@@ -170,13 +170,16 @@ def _rss_gib(key: str) -> float:
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes the parameters hold, bitsandbytes' scales included (int8: fp32 SCB per row; nf4: fp32 absmax per block)."""
-    held = 0
-    for param in model.parameters():
-        held += param.numel() * param.element_size()
-        quant_state = getattr(param, "quant_state", None)
-        scales = [getattr(param, "SCB", None), getattr(quant_state, "absmax", None)]
-        held += sum(s.numel() * s.element_size() for s in scales if s is not None)
+    """Bytes the parameters hold, bitsandbytes' scales included (int8: fp32 SCB per row, on the weight until the
+    first forward moves it to the layer's `state`; nf4: fp32 absmax per block, in the weight's quant_state)."""
+    held = sum(param.numel() * param.element_size() for param in model.parameters())
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        row_scales = getattr(weight, "SCB", None)
+        if row_scales is None:
+            row_scales = getattr(getattr(module, "state", None), "SCB", None)
+        block_scales = getattr(getattr(weight, "quant_state", None), "absmax", None)
+        held += sum(s.numel() * s.element_size() for s in (row_scales, block_scales) if s is not None)
     return held
 
 
