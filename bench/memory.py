@@ -56,7 +56,8 @@ from pathlib import Path
 import torch
 from transformers import InstructBlipForConditionalGeneration, LlamaConfig
 
-from sit_vqa.modeling.arguments import DEFAULT_LORA_TARGETS, ModelArguments
+from sit_vqa.modeling.arguments import ModelArguments
+from sit_vqa.modeling.families import model_family
 from sit_vqa.modeling.loading import configure_trainable
 from sit_vqa.modeling.qformer_lora import lora_target_names
 from sit_vqa.modeling.replicas import replica_config
@@ -64,7 +65,7 @@ from sit_vqa.modeling.replicas import replica_config
 GIB = 2**30
 TRAINABLE_BYTES = 16  # fp32 weight + grad + two AdamW moments
 LORA_R = next(f.default for f in dataclasses.fields(ModelArguments) if f.name == "lora_r")  # a run's default rank
-LORA_TARGETS = list(DEFAULT_LORA_TARGETS["instructblip"])
+LORA_TARGETS = list(model_family("instructblip").default_lora_targets)
 VICUNA_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40)
 LLM_BYTES = {  # bytes per weight of a frozen LLM Linear in a decoder layer, plus bytes per output row
     "bf16": (2.0, 0.0),
@@ -226,7 +227,8 @@ def measure_cell(cell: str, replica_dir: str) -> dict:
 
 
 def run_cells(cells: list[str], replica_dir: Path) -> list[dict]:
-    """Each recipe in a fresh child process, one after the other (a child's JSON is its last stdout line)."""
+    """Each recipe in a fresh child process, one after the other (a child's JSON is its last stdout line; each is
+    also printed to stderr as it comes, so a later failure loses none)."""
     results = []
     for cell in cells:
         print(f"[memory] measuring {cell} ...", file=sys.stderr, flush=True)
@@ -235,6 +237,7 @@ def run_cells(cells: list[str], replica_dir: Path) -> list[dict]:
         if done.returncode != 0:
             sys.exit(f"bench/memory.py: the {cell} child failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"[memory] {json.dumps(results[-1])}", file=sys.stderr, flush=True)
     return results
 
 
