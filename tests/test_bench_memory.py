@@ -55,10 +55,9 @@ def test_every_recipe_is_measured_as_it_runs_and_counted_exactly(measured):
     assert "| nf4-lora | uint8 |" in stdout and "step peak / bf16-full" in stdout
 
 
-def test_the_7b_arithmetic_counts_the_hub_checkpoint_and_the_default_lora_placements():
+def test_the_7b_arithmetic_counts_the_hub_models_trained_parameters_and_the_default_lora_placements():
     bench = load_bench()
     counts = bench.count(bench.build_meta(bench.replica_config("vicuna-7b", hidden=None, layers=None)))
-    assert counts.total == 7_913_210_624  # Salesforce/instructblip-vicuna-7b
     full = bench.recipe_bytes(counts, "bf16", "full")
     assert full["trainable_params"] == 188_834_560  # the hub model's Q-Former + queries + projection
     # r=8 on the 12 self-attention query and value Linears (768 -> 768): 12 * 2 * 8 * (768 + 768)
