@@ -8,9 +8,12 @@ Parses the README's arguments (`--stage sft --do_train --dataset sit_vqa --datas
 `get_dataset`. Checks: every record the join wrote is in the tokenized dataset; each holds as many `<image>`
 tokens as LLaMA-Factory's llava plugin expands one image to (16 here); its labels are one span that spells
 " " + target + "</s>" in context (the answer's first token carries the space after "ASSISTANT:") and
-target + "</s>" decoded alone.
+target + "</s>" decoded alone. Then the README's command itself, `llamafactory-cli train` with its flags
+(`--finetuning_type lora`), on the tiny model with `--template llava` for 2 steps: it must exit 0 and save the
+LoRA adapter.
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,9 +55,24 @@ def main(export_dir: str, work_dir: str, media_dir: str | None = None) -> None:
     failures += first_differences([s[0] for s in spelled], [" " + t + eos for t in targets])
     failures += first_differences([s[1] for s in spelled], [t + eos for t in targets])
     exact = sum(s[0] == " " + t + eos for s, t in zip(spelled, targets))
+    failures += recipe(model_dir, export_dir, Path(work_dir) / "saves", media_dir)
     verdict("LLaMA-Factory", ("llamafactory", "transformers", "torch", "datasets"),
             {"records": len(train), "expected": expected, "labels_exact": exact, "image_tokens": image_counts,
              "media_dir": media_dir is not None}, failures)
+
+
+def recipe(model_dir: Path, export_dir: str, output_dir: Path, media_dir: str | None) -> list[str]:
+    """The README's llamafactory-cli line (model and template swapped for the tiny one), 2 steps."""
+    command = [str(Path(sys.executable).parent / "llamafactory-cli"), "train", "--stage", "sft", "--do_train",
+               "--model_name_or_path", str(model_dir), "--template", "llava", "--dataset", "sit_vqa",
+               "--dataset_dir", export_dir, "--finetuning_type", "lora", "--output_dir", str(output_dir),
+               "--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none"]
+    if media_dir is not None:
+        command += ["--media_dir", media_dir]
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0 or not (output_dir / "adapter_model.safetensors").is_file():
+        return [f"llamafactory-cli train exit {run.returncode}: {run.stderr[-1500:]}"]
+    return []
 
 
 if __name__ == "__main__":

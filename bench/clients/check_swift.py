@@ -7,9 +7,11 @@ Loads the processor of a tiny LLaVA-1.5 directory (tiny_llava.py) with ms-swift'
 mode, the JSON Lines file with ms-swift's `load_dataset` (a local path, no registration) and encodes every row with
 its `EncodePreprocessor`. Checks: both hold every record the join wrote; each holds as many `<image>` tokens as
 the template expands one image to (16 here); its labels are one span that spells " " + target + "</s>" in context
-and target + "</s>" decoded alone.
+and target + "</s>" decoded alone. Then the README's command itself, `swift sft --model DIR --model_type
+llava1_5_hf --tuner_type lora --dataset FILE --output_dir OUT`, for 2 steps: it must exit 0 and save a checkpoint.
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,9 +47,22 @@ def main(export_dir: str, work_dir: str) -> None:
     failures += first_differences([s[0] for s in spelled], [" " + t + eos for t in targets])
     failures += first_differences([s[1] for s in spelled], [t + eos for t in targets])
     exact = sum(s[0] == " " + t + eos for s, t in zip(spelled, targets))
+    failures += recipe(model_dir, path, Path(work_dir) / "output")
     verdict("ms-swift", ("ms-swift", "transformers", "torch", "datasets"),
             {"records": len(encoded), "expected": expected, "labels_exact": exact, "image_tokens": image_counts,
              "template": template.template_meta.template_type}, failures)
+
+
+def recipe(model_dir: Path, dataset: str, output_dir: Path) -> list[str]:
+    """The README's swift sft line for a local model directory, 2 steps."""
+    command = [str(Path(sys.executable).parent / "swift"), "sft", "--model", str(model_dir),
+               "--model_type", "llava1_5_hf", "--tuner_type", "lora", "--dataset", dataset,
+               "--output_dir", str(output_dir),
+               "--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none"]
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0 or not list(output_dir.rglob("adapter_model.safetensors")):
+        return [f"swift sft exit {run.returncode}: {run.stderr[-1500:]}"]
+    return []
 
 
 if __name__ == "__main__":
