@@ -83,7 +83,11 @@ def evaluate(checkpoint: Path, work: Path) -> dict[str, dict]:
         per_question = {str(r["question_id"]): (r["generation"], r["answer"], 100 * float(r[score])) for r in rows}
         report = json.loads((out / "report.json").read_text())
         found[task] = {"questions": per_question, "overall": report["overall"]}
+        _reference_ids[task] = list(per_question)
     return found
+
+
+_reference_ids: dict[str, list[str]] = {}  # evaluate.py's question ids in file order, per task
 
 
 def lmms_eval(model_dir: Path, batch_size: int, out: Path) -> dict[str, dict]:
@@ -100,9 +104,11 @@ def lmms_eval(model_dir: Path, batch_size: int, out: Path) -> dict[str, dict]:
     found = {}
     for task, (_, metric) in TASKS.items():
         samples_file = _one(glob.glob(f"{out}/**/*_samples_{task}.jsonl", recursive=True))
-        samples = [json.loads(line) for line in Path(samples_file).read_text().splitlines()]
-        per_question = {str(s["doc"]["question_id"]): (s["resps"][0][0], s["filtered_resps"][0], s[metric])
-                        for s in samples}
+        # lmms-eval 0.7.3 logs no doc here: doc_id is the document's index, in file order (as evaluate.py's rows)
+        samples = sorted((json.loads(line) for line in Path(samples_file).read_text().splitlines()),
+                         key=lambda sample: sample["doc_id"])
+        ids = list(_reference_ids[task])
+        per_question = {ids[s["doc_id"]]: (s["resps"][0], s["filtered_resps"], s[metric]) for s in samples}
         found[task] = {"questions": per_question, "overall": results["results"][task][f"{metric},sit-answer"]}
     return found
 
