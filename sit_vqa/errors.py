@@ -31,6 +31,11 @@ class WriteError(SitVqaError, OSError):
     """An output could not be written (no space left, read-only, no permission); nothing partial is left."""
 
 
+class PeerLostError(SitVqaError, RuntimeError):
+    """A process of the same distributed run (another node's, or this node's) stopped or stopped answering, so
+    this one stopped too; the message names the last intact checkpoint to --resume from."""
+
+
 class EvaluationError(SitVqaError, ValueError):
     """An evaluation that cannot run, or runs that cannot be compared; the message says what to fix."""
 

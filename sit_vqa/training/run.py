@@ -13,13 +13,15 @@ import errno
 import json
 import logging
 import os
+import traceback
 from pathlib import Path
 
+import torch.distributed as dist
 from safetensors import SafetensorError
 from transformers import TrainerCallback, set_seed
 
 from sit_vqa.config import RunConfig
-from sit_vqa.errors import ConfigError, SitVqaError, WriteError
+from sit_vqa.errors import ConfigError, PeerLostError, SitVqaError, WriteError
 from sit_vqa.files import is_write_failure, write_error, write_json_atomically
 from sit_vqa.modeling import checkpoint as ckpt
 from sit_vqa.modeling import precision
@@ -49,6 +51,8 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
             raise
         raise type(error)(message) from error
     except (OSError, RuntimeError, SafetensorError) as error:  # a library writing through its own code
+        if _failed_in_a_collective(error):
+            raise _peer_lost(error, output_dir) from error
         if not is_write_failure(error):
             raise
         # name the file it failed on when the library says (a TensorBoard events file, a safetensors file)
@@ -92,6 +96,31 @@ def _worker_message(error: SitVqaError) -> str | None:
     return text.rsplit(marker, 1)[1].strip()
 
 
+def _failed_in_a_collective(error: BaseException) -> bool:
+    """Whether `error` came out of a torch.distributed collective of a run of several processes: what the others
+    see when one process dies (gloo: a RuntimeError "Connection reset by peer" from the collective's wait(); NCCL:
+    a DistBackendError) or hangs (a DistBackendError once ddp_timeout has passed)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    raised_in = frames[-1].filename.replace(os.sep, "/") if frames else ""
+    return isinstance(error, dist.DistError) or "/torch/distributed/" in raised_in
+
+
+def _peer_lost(error: BaseException, output_dir: str | Path) -> PeerLostError:
+    last = ckpt.latest_checkpoint(output_dir)
+    restart = (f"the last intact checkpoint is {last}; start the run again on every node, with the same number of "
+               "nodes and processes per node, adding --resume" if last else
+               "no checkpoint was written yet; start the run again on every node")
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return PeerLostError(
+        f"process {dist.get_rank()} of {dist.get_world_size()} stopped: a collective operation with the run's "
+        f"other processes failed ({first_line}). Most often another process of the run (on another node) was "
+        "killed, preempted or ran out of memory: its node's log shows why. Nothing is lost but the steps since the "
+        f"last checkpoint: {restart} (what a save cut short left is removed then)."
+    )
+
+
 _NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
 _OUT_OF_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, None}  # None: a write cut short, no errno told
 
@@ -132,8 +161,10 @@ def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) ->
 
 def _train_in(run_dir: RunDirectory, config: RunConfig, callbacks: list[TrainerCallback] | None) -> Path:
     args = config.training
-    # the main process moves damaged checkpoints and clears leftovers; the others look once it is done
-    with args.main_process_first(desc="claiming the output directory"):
+    # the main process moves damaged checkpoints and clears leftovers; the others look once it is done. The main
+    # process of the whole run (local=False), not one per node: output_dir is one directory on a filesystem every
+    # node sees (rank 0 writes each checkpoint once; every process reads it on --resume)
+    with args.main_process_first(local=False, desc="claiming the output directory"):
         resume_from = run_dir.resume_checkpoint() if args.resume else None
         if resume_from is None:
             if args.resume:
