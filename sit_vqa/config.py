@@ -175,6 +175,16 @@ class SitTrainingArguments(TrainingArguments):
                   "package trains gets one. Set true only for a model with trainable weights off the loss path."},
     )
 
+    # TrainingArguments' own key, typed as what it is now (transformers 5.x turns its legacy strings such as
+    # "full_shard auto_wrap" into fsdp_config entries and then into True): the sharding itself is set in fsdp_config.
+    fsdp: bool = field(
+        default=False,
+        metadata={"help": "Shard the model over the run's processes (FSDP2 through accelerate; launch with torchrun "
+                  "or accelerate launch, 2+ processes). fsdp_config says how: transformer_layer_cls_to_wrap "
+                  "(the blocks sharded as units), reshard_after_forward, cpu_offload, activation_checkpointing. "
+                  "See sit_vqa.training.sharding."},
+    )
+
     def __post_init__(self):
         _check_ranges(self)
         if self.bf16 is None:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from sit_vqa.modeling import precision
 from sit_vqa.data.prompts import Templates, load_templates, prompt_for_mode
@@ -65,10 +66,25 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
 
 
-def save_trainable_weights(model: torch.nn.Module, path: str | os.PathLike) -> Path:
-    """Write the trainable parameters to a safetensors file atomically."""
+def gathered_trainable_weights(model: torch.nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
+    """The trainable parameters as whole CPU tensors (what a checkpoint holds). Under FSDP each process holds a
+    shard of each of them (a DTensor), gathered here from every process: a collective, which every process must
+    call, and which visits the parameters in the same order in each. Only where `keep` (the process that writes)
+    are the gathered tensors kept; the others get {}."""
+    weights = {}
+    for name, param in trainable_state_dict(model).items():
+        whole = param.full_tensor() if isinstance(param, DTensor) else param
+        if keep:
+            weights[name] = whole.contiguous().cpu()
+    return weights
+
+
+def save_trainable_weights(model: torch.nn.Module, path: str | os.PathLike,
+                           weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the trainable parameters (or `weights`, those `gathered_trainable_weights` returned) to a safetensors
+    file atomically."""
     path = Path(path)
-    tensors = {name: tensor.contiguous().cpu() for name, tensor in trainable_state_dict(model).items()}
+    tensors = gathered_trainable_weights(model) if weights is None else weights
     if not tensors:
         raise CheckpointError(f"refusing to write {path}: the model has no trainable parameters")
     with atomic_path(path) as temporary:
@@ -125,9 +141,18 @@ def load_trainable_weights(
                 f"{tuple(param.shape)} (a checkpoint of a different model size?)"
             )
         with torch.no_grad():
-            param.copy_(tensor)
+            param.copy_(_laid_out_like(tensor, param))
         loaded.append(name)
     return loaded
+
+
+def _laid_out_like(tensor: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """`tensor` as `param` holds it: under FSDP (a DTensor) this process's shard, cut from the whole tensor that
+    every process read from the same file (src_data_rank=None: no communication)."""
+    if not isinstance(param, DTensor):
+        return tensor
+    tensor = tensor.to(device=param.device, dtype=param.dtype)
+    return distribute_tensor(tensor, param.device_mesh, param.placements, src_data_rank=None)
 
 
 # ----------------------------------------------------------------------------------------- the directory
@@ -135,14 +160,14 @@ def load_trainable_weights(
 
 def write_checkpoint(
     directory: str | Path, model, processor, manifest: CheckpointManifest, *, global_step: int,
-    epoch: float | None = None, base_model_dir: Path | None = None,
+    epoch: float | None = None, base_model_dir: Path | None = None, weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write trainable weights, processor files, a copy of `base_model_dir` (a tiny model's base weights) and
-    (last, atomically) the manifest, with the step, the epochs it covered and the trained tensors, into
-    `directory`."""
+    """Write trainable weights (`weights`, when they were gathered already), processor files, a copy of
+    `base_model_dir` (a tiny model's base weights) and (last, atomically) the manifest, with the step, the epochs
+    it covered and the trained tensors, into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_trainable_weights(model, directory / WEIGHTS_NAME)
+    save_trainable_weights(model, directory / WEIGHTS_NAME, weights)
     if processor is not None:
         processor.save_pretrained(directory)
     if base_model_dir is not None:
@@ -175,7 +200,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------ resuming
 
 TRAINER_STATE_NAME = "trainer_state.json"
-RESUME_FILES = ("optimizer.pt", "scheduler.pt")  # without them the Trainer silently starts afresh
+# Without them the Trainer silently starts afresh. The optimizer's state is optimizer.pt, or under FSDP optimizer.bin
+# (the Trainer's FSDP format: the state gathered whole, keyed by parameter name).
+OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin")
+SCHEDULER_FILE = "scheduler.pt"
 
 
 def resume_problem(directory: Path) -> str | None:
@@ -215,10 +243,12 @@ def _state_problem(directory: Path) -> str | None:
 def _archives_problem(directory: Path) -> str | None:
     """torch.save writes zip archives with a CRC per entry: testzip reads every byte without unpickling."""
     present = {path.name for path in directory.iterdir()}
-    for name in RESUME_FILES:
-        if name not in present:
-            return f"{name} is missing"
-    for path in sorted(p for p in directory.iterdir() if p.name in RESUME_FILES or p.match("rng_state*.pth")):
+    if not present & set(OPTIMIZER_FILES):
+        return f"{OPTIMIZER_FILES[0]} is missing"
+    if SCHEDULER_FILE not in present:
+        return f"{SCHEDULER_FILE} is missing"
+    archives = (*OPTIMIZER_FILES, SCHEDULER_FILE)
+    for path in sorted(p for p in directory.iterdir() if p.name in archives or p.match("rng_state*.pth")):
         try:
             with zipfile.ZipFile(path) as archive:
                 damaged = archive.testzip()

@@ -3,6 +3,7 @@
 The rest of the package uses public hooks only: `save_model` (trainable weights only), `compute_loss`, `log`,
 callbacks and `TrainerState`. What follows cannot be done through them; each item says why, and
 tests/training/test_compat.py has one test per item that fails loudly when a transformers release changes it.
+Items 8 and 9 are exercised by the FSDP runs of tests/training/test_fsdp.py.
 `check_trainer_internals()` runs when a `SitTrainer` is built and names what changed, instead of letting a
 renamed hook be silently skipped (an override of a method that no longer exists is never called).
 
@@ -41,32 +42,52 @@ renamed hook be silently skipped (an override of a method that no longer exists 
 7. `PreTrainedModel._keep_in_fp32_modules` (InstructBLIP: query_tokens), read by
    `sit_vqa.modeling.precision.keep_trained_fp32` so that a bf16 model keeps those weights fp32 as transformers'
    own loading does for fp16. The modeling layer cannot import this module: the item is listed and tested here.
+8. `create_accelerator_and_postprocess()` and `is_fsdp_enabled`, with accelerate's `AcceleratorState`
+   (`distributed_type`, `fsdp_plugin`): accelerate (1.15) turns FSDP on only for GPU-like devices (its
+   AcceleratorState switches MULTI_GPU, MULTI_XPU, ... to FSDP); CPU processes (gloo) stay MULTI_CPU, the plugin
+   is dropped and the Trainer runs DDP without a word. torch's FSDP2 `fully_shard` shards on CPU, so for CPU
+   processes this sets what accelerate sets for GPUs (the plugin, distributed_type FSDP). Either way, a run with
+   `fsdp: true` that the Trainer would not shard stops here (TrainerApiChanged) instead of training unsharded.
+9. `_save_optimizer_and_scheduler(output_dir)`: under FSDP the Trainer writes, beside the optimizer's state,
+   the whole model gathered on the first process (accelerate's save_fsdp_model: pytorch_model_fsdp.bin, the
+   frozen LLM included, in every checkpoint). A checkpoint here holds the trained weights only (`save_model`), so
+   this writes the optimizer's state gathered whole (optimizer.bin, the name and format the Trainer's FSDP
+   resume reads: keyed by parameter name, trainable parameters only) and the scheduler, as the Trainer does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import threading
 from dataclasses import dataclass
 
+import accelerate
 import torch
 import transformers
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 from transformers import Trainer
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import rotate_checkpoints as _trainer_rotation
+from transformers.trainer import SCHEDULER_NAME
 
 from sit_vqa.errors import SitVqaError
 from sit_vqa.files import is_write_failure
 
 TESTED_WITH = "5.23"
+ACCELERATE_TESTED_WITH = "1.15"
 
 # name -> the parameters it must take (the order the Trainer passes them in)
 PRIVATE_METHODS = {
     "_save_checkpoint": ("model", "trial"),
     "_get_output_dir": ("trial",),
     "_load_from_checkpoint": ("resume_from_checkpoint", "model"),
+    "create_accelerator_and_postprocess": (),
+    "_save_optimizer_and_scheduler": ("output_dir",),
 }
+FSDP_OPTIMIZER_NAME = "optimizer.bin"  # accelerate's save_fsdp_optimizer / load_fsdp_optimizer name (FULL_STATE_DICT)
 RUNNING_LOSS_ATTRIBUTES = ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")
 
 
@@ -99,7 +120,7 @@ class RunningLoss:
 
 
 class TrainerCompat(Trainer):
-    """The private hooks (items 1-3). A subclass supplies `checkpoint_staging()`, a context manager that
+    """The private hooks (items 1-3, 8, 9). A subclass supplies `checkpoint_staging()`, a context manager that
     yields the directory the checkpoint is written under and publishes it when the block ends, and
     `load_resume_weights(checkpoint_dir, model)`."""
 
@@ -118,6 +139,34 @@ class TrainerCompat(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:  # item 2
         self.load_resume_weights(resume_from_checkpoint, model if model is not None else self.model)
+
+    def create_accelerator_and_postprocess(self) -> None:  # item 8
+        super().create_accelerator_and_postprocess()
+        if not self.args.fsdp or self.is_fsdp_enabled:
+            return
+        state = self.accelerator.state
+        if state.distributed_type == DistributedType.MULTI_CPU:  # what AcceleratorState does for a GPU
+            plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            if state.mixed_precision != "no":
+                plugin.set_mixed_precision(state.mixed_precision)
+            state.fsdp_plugin = plugin
+            state.distributed_type = DistributedType.FSDP
+            self.is_fsdp_enabled = True
+            return
+        raise TrainerApiChanged(
+            f"fsdp is set, but accelerate {accelerate.__version__} did not turn FSDP on for this run "
+            f"({state.distributed_type}): it would train unsharded. sit_vqa.training.compat item 8 is written "
+            f"against transformers {TESTED_WITH} and accelerate {ACCELERATE_TESTED_WITH}")
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:  # item 9
+        if not self.is_fsdp_enabled:
+            return super()._save_optimizer_and_scheduler(output_dir)
+        # a collective: every process takes part; with cpu_offload only the first one receives the whole state
+        state = get_optimizer_state_dict(self.model, self.optimizer,
+                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.args.should_save:
+            torch.save(state, os.path.join(output_dir, FSDP_OPTIMIZER_NAME))
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
 
     def checkpoint_staging(self) -> contextlib.AbstractContextManager:
         raise NotImplementedError

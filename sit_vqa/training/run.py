@@ -32,6 +32,7 @@ from sit_vqa.training.compat import use_resumable_tensorboard
 from sit_vqa.training.manifest import run_manifest
 from sit_vqa.training.records import load_training_records, training_dataset
 from sit_vqa.training.run_dir import RunDirectory, checkpoint_step
+from sit_vqa.training.sharding import refuse_unknown_layer_classes, refuse_unworkable_fsdp
 from sit_vqa.training.trainer import FiniteGradientsCallback, JsonlLogCallback, SitTrainer
 from sit_vqa.training.unreadable import unreadable_images_report
 
@@ -65,7 +66,8 @@ def run_training(config: RunConfig, callbacks: list[TrainerCallback] | None = No
 # manifest without being what trains (or would splice two schedules): refused.
 RESUME_FIXED_KEYS = ("learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio",
                      "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "optim", "optim_args",
-                     "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps", "seed")
+                     "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+                     "fsdp")  # the optimizer's state is saved in the layout of the run's sharding
 
 
 def _refuse_changed_resume_settings(config: RunConfig, recorded_path: Path) -> None:
@@ -75,7 +77,8 @@ def _refuse_changed_resume_settings(config: RunConfig, recorded_path: Path) -> N
     except (OSError, ValueError):  # a run from before run_config.json, or a damaged one: nothing to hold to
         return
     now = json.loads(json.dumps(config.to_dict(), default=str))  # as run_config.json holds them
-    changed = [key for key in RESUME_FIXED_KEYS if key in recorded and recorded[key] != now.get(key)]
+    changed = [key for key in RESUME_FIXED_KEYS
+               if key in recorded and _as_compared(key, recorded[key]) != _as_compared(key, now.get(key))]
     if changed:
         shown = "; ".join(f"{key} {now.get(key)!r} now, {recorded[key]!r} in {recorded_path}" for key in changed)
         raise ConfigError(
@@ -83,6 +86,11 @@ def _refuse_changed_resume_settings(config: RunConfig, recorded_path: Path) -> N
             f"cannot take other values for them ({shown}). Drop {', '.join('--' + key for key in changed)} (or set "
             "the recorded values) to continue it, or start a new run with them in another --output_dir."
         )
+
+
+def _as_compared(key: str, value):
+    """A recorded setting as it is compared: runs from before `fsdp` was a bool recorded null for off."""
+    return bool(value) if key == "fsdp" else value
 
 
 def _worker_message(error: SitVqaError) -> str | None:
@@ -154,6 +162,7 @@ def _cause_number(error: BaseException) -> int | None:
 
 def _run_training(config: RunConfig, callbacks: list[TrainerCallback] | None) -> Path:
     args = config.training
+    refuse_unworkable_fsdp(config)
     run_dir = RunDirectory.for_output_dir(args.output_dir, should_save=args.should_save)
     with run_dir.exclusive():  # one training at a time writes into output_dir
         return _train_in(run_dir, config, callbacks)
@@ -187,6 +196,7 @@ def _train_in(run_dir: RunDirectory, config: RunConfig, callbacks: list[TrainerC
     manifest, base_model_dir = run_manifest(config, base_model, processor, run_dir, args.should_save, frozen_dtype)
     set_seed(args.seed)  # peft draws the adapters' initial weights from the global RNG: the run's seed decides them
     model = prepare_for_training(base_model, config.model, frozen_dtype)
+    refuse_unknown_layer_classes(config, model)
     use_cpu_threads(model, args.device, config.model.cpu_threads)
 
     records, data_report = load_training_records(config.data, config.model.model_type)

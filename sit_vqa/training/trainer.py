@@ -1,10 +1,10 @@
 """`SitTrainer`: the HF Trainer with what this package needs, through public hooks (the private ones it cannot
 avoid are in sit_vqa.training.compat).
 
-The loop, mixed precision, gradient accumulation, DDP, schedulers and checkpoint rotation are the Trainer's.
-- saving (`save_model`): trainable weights only (safetensors) + manifest (last) + processor; checkpoints
-  appear atomically (written in the run's staging directory, then renamed), so a run killed mid-save keeps
-  its previous checkpoint;
+The loop, mixed precision, gradient accumulation, DDP, FSDP, schedulers and checkpoint rotation are the Trainer's.
+- saving (`save_model`): trainable weights only (safetensors; under FSDP gathered whole from the shards) +
+  manifest (last) + processor; checkpoints appear atomically (written in the run's staging directory, then
+  renamed), so a run killed mid-save keeps its previous checkpoint;
 - resuming: loads a checkpoint's trainable weights back (the Trainer itself restores optimizer, scheduler,
   RNG and the data position) and the running loss sums, so a resumed run repeats the uninterrupted run's
   losses, log and train_loss;
@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 from transformers import TrainerCallback
 
 from sit_vqa.errors import SitVqaError
@@ -64,17 +65,19 @@ class SitTrainer(TrainerCompat):
     # Saving: trainable weights only, atomically ------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Write a checkpoint of the trainable weights to `output_dir` (default: the run directory)."""
+        """Write a checkpoint of the trainable weights to `output_dir` (default: the run directory). Every process
+        calls it: under FSDP each holds a shard of every trained tensor, and all take part in gathering it."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        weights = ckpt.gathered_trainable_weights(model, keep=self.args.should_save)
         if not self.args.should_save:
             return
         output_dir = Path(output_dir or self.args.output_dir)
-        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         # a checkpoint-N is written in its staging copy, published whole; `final` gets its own atomic write
         publish = contextlib.nullcontext(output_dir) if self.saving_a_checkpoint else atomic_path(output_dir)
         with publish as directory:
             ckpt.write_checkpoint(directory, model, self.processing_class, self.checkpoint_manifest,
                                   global_step=self.state.global_step, epoch=self.state.epoch,
-                                  base_model_dir=self.base_model_dir)
+                                  base_model_dir=self.base_model_dir, weights=weights)
 
     @contextlib.contextmanager
     def checkpoint_staging(self):
@@ -185,6 +188,8 @@ def gradients_are_finite(grads: list[torch.Tensor]) -> bool:
     either.) Testing the tensors one by one launched two kernels per tensor, ~10-50x slower for InstructBLIP's
     331 trained tensors (bench/bench_finite_grads.py); the max-abs norm would be exact but is ~10x slower."""
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True)
+    if isinstance(total, DTensor):  # under FSDP: every process's shards summed, so all of them decide alike
+        total = total.full_tensor()
     return bool(torch.isfinite(total))
 
 
