@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 import evaluate
 from sit_vqa.config import load_config
 from sit_vqa.modeling import checkpoint as ckpt
-from sit_vqa.modeling.chat_replicas import save_chat_replica
+from sit_vqa.modeling.builders_for_tests import save_chat_replica
 from sit_vqa.modeling.checkpoint import load_checkpoint
 from sit_vqa.training.run import run_training
 from tests.training.test_training import logged_losses
