@@ -96,7 +96,8 @@ def test_a_node_killed_mid_run_resumes_to_the_uninterrupted_two_node_run(tmp_pat
     ended = run_nodes_until_killed("logged@6:rank1", cut)
     assert [code != 0 for code, _ in ended] == [True, True], "both nodes' torchrun report the failure"
     # the survivor says why it stopped and how to go on, in a paragraph (the collective's traceback is not shown)
-    said = [line for _, stderr in ended for line in stderr.splitlines() if line.startswith("error: process 0 of 2")]
+    start = "error: process 0 of 2"  # on a line a progress bar may have begun (no newline after its \r)
+    said = [line[line.index(start):] for _, stderr in ended for line in stderr.splitlines() if start in line]
     assert len(said) == 1, [stderr[-3000:] for _, stderr in ended]
     assert "a collective operation with the run's other processes failed" in said[0], said
     assert "the last intact checkpoint is" in said[0] and "checkpoint-4;" in said[0] and "--resume" in said[0], said
