@@ -26,6 +26,7 @@ import glob
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -140,9 +141,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="a new folder for the runs")
     parser.add_argument("--steps", type=int, default=40, help="training steps of the tiny checkpoint")
+    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint to check instead of training one "
+                        "(e.g. the quickstart's final/: its outputs carry the Description:/Answer: markers)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=False)
-    checkpoint = train(args.work, args.steps)
+    checkpoint = args.checkpoint.resolve() if args.checkpoint else train(args.work, args.steps)
     exported = export(checkpoint, args.work)
     reference = evaluate(checkpoint, args.work)
     runs = {"checkpoint, batch 8": lmms_eval(checkpoint, 8, args.work / "lmms-b8"),
@@ -151,10 +154,10 @@ def main() -> int:
     problems = [problem for name, found in runs.items() for problem in differences(reference, found, name)]
     summary = {
         "lmms_eval": version("lmms_eval"), "torch": version("torch"), "transformers": version("transformers"),
-        "steps": args.steps,
+        "steps": None if args.checkpoint else args.steps, "checkpoint": str(checkpoint),
         "evaluate.py": {task: {"questions": len(found["questions"]), "overall": found["overall"],
-                               "with_answer_marker": sum(a is not None and "answer:" in g.lower()
-                                                         for g, a, _ in found["questions"].values())}
+                               "with_answer_marker": sum(re.search(r"(?im)^\s*answer\s*:", g) is not None
+                                                         for g, _, _ in found["questions"].values())}
                         for task, found in reference.items()},
         "lmms-eval": {name: {task: found[task]["overall"] for task in TASKS} for name, found in runs.items()},
         "differences": problems,
