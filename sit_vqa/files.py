@@ -484,15 +484,16 @@ def held_lock(path: str | Path, busy: Callable[[str], Exception]) -> Iterator[No
 
 
 def _lock(path: Path, busy: Callable[[str], Exception]):
-    """The open, flock-ed lock file, holding this process's pid."""
+    """The open, flock-ed lock file, holding this process's pid. The lock is taken on a read-only descriptor and
+    the pid written through a second, closed at once (flock belongs to the descriptor that took it): the run
+    keeps no file open for writing, so its directory can still be remounted read-only under it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = path.open("a+", encoding="utf-8")
+            handle = open(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644), encoding="utf-8")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
                 holder = handle.read().strip()
                 handle.close()
                 raise busy(f"process {holder}" if holder else "a process that is starting") from None
@@ -500,9 +501,11 @@ def _lock(path: Path, busy: Callable[[str], Exception]):
                 if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
                     break
             handle.close()  # the holder removed the file between our open and our lock: open the new one
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        except OSError:
+            handle.close()
+            raise
         return handle
     except OSError as error:
         raise write_error(path, error) from error
