@@ -97,13 +97,15 @@ MARGIN_OVER_PRIOR = 3.0
 # the quickstart's model and optimiser (configs/quickstart.yaml): a 1.3 M-weight InstructBLIP (hidden 128,
 # 4 heads, 2 layers, 64 px images in 8 px patches, 8 query tokens, no dropout), every weight trained; AdamW
 # 1e-3, weight decay 0.01, 50 warm-up steps, cosine, batch 32, clip 1, 1,200 steps (the prototype's size:
-# at hidden 64 the runs sat at the tipping point between looking and guessing, docs/MINIATURE.md).
+# at hidden 64 the runs sat at the tipping point between looking and guessing, docs/MINIATURE.md), with
+# PyTorch's own init for linear and convolution layers: from transformers' std-0.02 init the baseline's ViT
+# hardly trains and the baseline stays near the question prior (docs/MINIATURE.md, "Sizing").
 # `--set KEY=VALUE` overrides any of them, or sets any other train.py key, for every run (sizing, recipes);
 # results.json records what ran.
 RUN_SETTINGS = {
     "model_type": "instructblip", "tiny_model": "decoder", "tiny_hidden_size": 128, "tiny_num_layers": 2,
     "tiny_image_size": 64, "tiny_patch_size": 8, "tiny_num_query_tokens": 8, "tiny_num_heads": 4,
-    "tiny_dropout": 0.0, "tiny_random_query_tokens": True, "train_all": True, "caption_policy": "random",
+    "tiny_dropout": 0.0, "tiny_random_query_tokens": True, "tiny_init": "pytorch", "train_all": True, "caption_policy": "random",
     "use_cpu": True, "learning_rate": 1e-3, "weight_decay": 0.01,
     "warmup_steps": 50, "lr_scheduler_type": "cosine", "max_grad_norm": 1.0, "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64, "logging_steps": 50, "save_strategy": "no", "report_to": "none",
