@@ -4,7 +4,7 @@ runner (`sit_vqa.evaluation.runner`) evaluates them all the same way.
 A set is built from the options, `SetClass(task, options, config)` (its files read and checked there, before any
 model loads; `sit_vqa.evaluation.registry.SETS` lists the sets by --task name), and answers:
 
-- `task`, `model_type` (the model kind that answers it), `metric`, `score_name` (what `overall` is), `reads`
+- `task`, `takes_images` (answered by an image model, a family that `answers_images`, or a text one), `metric`, `score_name` (what `overall` is), `reads`
   (the set-specific options it takes: any other one given is refused);
 - `prompt(requested, trained)`: the prompt to ask with, from --prompt and what the model was trained with
   (a `TrainedSettings`);
@@ -46,7 +46,7 @@ class EvaluationSet:
     """The defaults of the protocol; a set overrides what it does differently."""
 
     task: str
-    model_type: str
+    takes_images: bool
     metric: str
     score_name: str
     reads: frozenset[str] = frozenset()  # of TaskOptions' flags and EvalOptions' split, legacy_metric, prompt_variant

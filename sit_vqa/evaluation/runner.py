@@ -48,7 +48,7 @@ from sit_vqa.modeling.checkpoint import (
     WEIGHTS_NAME, CheckpointManifest, TrainedSettings, load_checkpoint, resolve_checkpoint,
 )
 from sit_vqa.modeling.generation import GenerationSettings, generate_batches
-from sit_vqa.modeling.families import model_family
+from sit_vqa.modeling.families import family_names, model_family
 from sit_vqa.modeling.loading import build_model
 from sit_vqa.modeling.threads import use_cpu_threads
 
@@ -79,19 +79,19 @@ class LoadedModel:
 # ---------------------------------------------------------------------------------------------- the model
 
 
-def load_model(config, options: EvalOptions, device: str, model_type: str,
+def load_model(config, options: EvalOptions, device: str, takes_images: bool,
                directory: Path | None = None) -> LoadedModel:
     """The checkpoint `directory` (--checkpoint resolved; its base model from --base-model when given), or
     the config's base model when None, of the kind the set needs."""
     if directory is None:
-        _require(model_type, config.model.model_type, config.source)
+        _require(takes_images, config.model.model_type, config.source)
         # build_model, not load_base_model: the Q-Former side gets the same dtype as in a trained checkpoint
         dtype = precision.frozen_dtype_for(config.model.model_dtype, config.training.bf16)
         model, processor = build_model(config.model, dtype=dtype, device=device, quiet=True)
         return LoadedModel(model.eval(), processor, TrainedSettings.zero_shot(config.model, config.data))
     loaded = load_checkpoint(directory, device=device, allow_partial=options.allow_partial_load,
                              base_model=options.base_model)
-    _require(model_type, loaded.trained.model_type, str(directory))
+    _require(takes_images, loaded.trained.model_type, str(directory))
     return LoadedModel(loaded.model, loaded.processor, loaded.trained, directory, loaded.manifest,
                        _partial_load(loaded, directory))
 
@@ -106,10 +106,10 @@ def _partial_load(loaded, directory: Path) -> dict | None:
     return {"missing": len(missing), "expected": loaded.expected_tensors, "examples": missing[:_SHOWN_NAMES]}
 
 
-def _require(needed: str, found: str | None, source: str) -> None:
-    images = model_family(needed).answers_images
-    if images != model_family(found).answers_images:
-        kind = f"an image model (model_type {needed})" if images else \
+def _require(takes_images: bool, found: str | None, source: str) -> None:
+    if takes_images != model_family(found).answers_images:
+        needed = family_names(lambda family: family.answers_images == takes_images)
+        kind = f"an image model (model_type {needed})" if takes_images else \
             f"a text model (model_type {needed}, e.g. --config text_sit.yaml)"
         raise EvaluationError(f"{source}: this set is answered by {kind}, got model_type {found!r}")
 
@@ -145,7 +145,7 @@ def run_evaluation(config, options: EvalOptions = EvalOptions(), task: TaskOptio
     name = options.name or run_name(checkpoint, config)
     out_dir = Path(options.out_dir or default_out_dir(name, evaluation_set.task, options))
     with sharded.exclusive(out_dir, ranks):  # one evaluation at a time writes into out_dir
-        loaded = load_model(config, options, device, evaluation_set.model_type, checkpoint)
+        loaded = load_model(config, options, device, evaluation_set.takes_images, checkpoint)
         use_cpu_threads(loaded.model, device, config.model.cpu_threads)
         prompt = evaluation_set.prompt(options.prompt, loaded.trained)
         records = evaluation_set.records(prompt, loaded.trained, config)

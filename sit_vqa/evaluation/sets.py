@@ -104,7 +104,7 @@ def language_files(folder: Path, pattern: str, languages: Sequence[str] | None, 
 class GqaSet(EvaluationSet):
     """GQA test-dev (any balanced split): VQA prompts, official exact-match accuracy, per type."""
 
-    task, model_type, score_name = "gqa", "instructblip", "GQA accuracy"
+    task, takes_images, score_name = "gqa", True, "GQA accuracy"
     reads = frozenset({"image_dir", "gqa_normalize"})
     translate_first = False
 
@@ -263,7 +263,7 @@ class XgqaSet(GqaSet):
 class XquadSet(EvaluationSet):
     """XQuAD (SQuAD v1.1 format, a file per language): context and question as a text instruction's input."""
 
-    task, model_type, metric = "xquad", "causal_lm", SQUAD_METRIC
+    task, takes_images, metric = "xquad", False, SQUAD_METRIC
     score_name = "XQuAD F1 (mean over the non-English languages)"
     reads = frozenset({"languages", "translate_first"})
 

@@ -42,7 +42,7 @@ TEXT_METRIC = "text-sit/1: sequence markers, chrF (sacrebleu), ROUGE-L (rouge-sc
 class TextSet(EvaluationSet):
     """The held-out Alpaca records of the config (eval_text_data), asked as the model was trained."""
 
-    task, model_type, metric = "text", "causal_lm", TEXT_METRIC
+    task, takes_images, metric = "text", False, TEXT_METRIC
     score_name = "text SIT: answer ROUGE-L"
 
     def __init__(self, options: TaskOptions, eval_options: EvalOptions, config):

@@ -209,7 +209,7 @@ def score_generations(records, generations: Sequence[str], legacy: bool = False)
 class VqaSet(EvaluationSet):
     """VQAv2 (the config's eval_* or train_* data, --split) or OK-VQA (its two files as the eval data)."""
 
-    model_type, score_name = "instructblip", "VQA accuracy"
+    takes_images, score_name = True, "VQA accuracy"
     reads = frozenset({"split", "legacy_metric", "prompt_variant"})
 
     def __init__(self, task: TaskOptions, options: EvalOptions, config):

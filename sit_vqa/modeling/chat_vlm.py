@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sit_vqa.errors import ConfigError, ModelLoadError
+from sit_vqa.modeling.generation import align_generation_config
 from sit_vqa.modeling.collate import IGNORE_INDEX, SampleError, image_file, record_name, text_field, with_record_image
 from sit_vqa.modeling.model_dirs import load_pretrained
 
@@ -48,10 +49,7 @@ def load_chat_vlm(name_or_path: str | os.PathLike, *, dtype: torch.dtype | None 
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise ModelLoadError(f"{source!r}: its processor ({type(processor).__name__}) has no image processor and "
                              "tokenizer; model_type image_text_to_text needs a multimodal processor")
-    tokenizer = processor.tokenizer  # generation stops at the end-of-turn token the answers were trained with
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = (tokenizer.eos_token_id if tokenizer.pad_token_id is None
-                                            else tokenizer.pad_token_id)
+    align_generation_config(model, processor.tokenizer)  # stops at the end-of-turn token the answers end with
     return model.eval(), processor
 
 

@@ -22,7 +22,7 @@ IMAGES = sorted((REPO / "data" / "sample" / "val2014").glob("*.jpg"))[:3]
 class ToySet(EvaluationSet):
     """Three bundled images, asked what they show; an answer scores when it is not empty."""
 
-    task, model_type, metric, score_name = "toy", "instructblip", "toy-non-empty/1", "toy: non-empty answers (%)"
+    task, takes_images, metric, score_name = "toy", True, "toy-non-empty/1", "toy: non-empty answers (%)"
     reads = frozenset({"translate_first"})  # it takes the flag (and ignores it): any other set-specific one is refused
 
     def __init__(self, task, options, config):

@@ -375,7 +375,7 @@ BAD_INPUT = {
                                                        str(DATA / "alpaca_sample" / "alpaca_eval_en.json")],
                                    ["model_type causal_lm"]),
     "GQA on a text model": (TEXT_CONFIG, ["--task", "gqa", "--task-data", str(GQA), "--image-dir",
-                                              str(GQA_IMAGES)], ["an image model (model_type instructblip)"]),
+                                              str(GQA_IMAGES)], ["an image model (model_type instructblip or image_text_to_text)"]),
     "no held-out text": ("{bad}/no_eval.yaml", [], ["no_eval.yaml", "set eval_text_data"]),
     "option of another set": (IMAGE_CONFIG, ["--translate-first"], ["--translate-first applies to"]),
 }
