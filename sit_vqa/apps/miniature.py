@@ -311,6 +311,27 @@ def world_results(out: Path, budget: Budget, name: str, runs: list[dict]) -> dic
     }
 
 
+def code_version() -> dict:
+    """Which code made the figures: the package version and, from a git checkout, the commit and whether files
+    differed from it (a table is only comparable with another made by the same code)."""
+    import subprocess
+
+    from sit_vqa import __version__
+
+    checkout = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, timeout=30)
+        except OSError:  # no git
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") if (checkout / ".git").exists() else None  # not a site-packages' parent
+    changed = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"version": __version__, "commit": commit, "modified": bool(changed) if commit else None}
+
+
 def plan_jobs(budget: Budget, worlds: Sequence[str], seeds: Sequence[int], arms: Sequence[str]) -> list[Job]:
     """World by world, seed by seed (every arm of a seed before the next seed: a cut-off experiment still has
     paired arms), the pool row's runs after the arms; neighbours differ in arm, so two workers never prepare
@@ -341,7 +362,7 @@ def run_experiment(
         "budget": {**asdict(budget), "worlds": list(worlds), "seeds": list(seeds)}, "quick": quick,
         "seeds": list(seeds), "workers": workers, "arms": list(dict.fromkeys(job.arm for job in jobs)),
         "run_settings": {**RUN_SETTINGS, **(extra or {})}, "extra_settings": extra or {},
-        "margin_over_prior": MARGIN_OVER_PRIOR,
+        "margin_over_prior": MARGIN_OVER_PRIOR, "code": code_version(),
         "worlds": [world_results(out, budget, world, [r for r in runs if r["world"] == world]) for world in worlds],
         "wall_seconds": round(time.perf_counter() - started, 1),
         "run_seconds": round(sum(r["train_seconds"] + r["eval_seconds"] for r in runs), 1),

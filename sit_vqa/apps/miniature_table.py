@@ -143,6 +143,14 @@ def world_table(world: dict, arms: list[str], margin: float) -> list[str]:
     return lines + [""]
 
 
+def _code(code: dict | None) -> str:
+    if not code:
+        return "not recorded"
+    if not code["commit"]:
+        return f"sit-vqa {code['version']} (not a git checkout)"
+    return f"sit-vqa {code['version']} at {code['commit'][:10]}" + (" with local changes" if code["modified"] else "")
+
+
 def table_markdown(results: dict) -> str:
     lines = []
     for world in results["worlds"]:
@@ -152,5 +160,6 @@ def table_markdown(results: dict) -> str:
         lines += [f"**Runs that did not learn to look** (below the best image-blind reference + "
                   f"{results['margin_over_prior']:g}): " + "; ".join(failures) + ".", ""]
     lines.append(f"Budget: {results['budget']}; settings changed from the defaults: {results['extra_settings'] or 'none'}; "
-                 f"wall time {results['wall_seconds'] / 60:.1f} min ({results['workers']} runs at a time, one thread each).")
+                 f"wall time {results['wall_seconds'] / 60:.1f} min ({results['workers']} runs at a time, one thread each); "
+                 f"code: {_code(results.get('code'))}.")
     return "\n".join(lines) + "\n"

@@ -135,6 +135,16 @@ def test_one_seed_gives_no_verdict():
     assert miniature_table.learning_failures(_results([0], baseline_overall=70.0)) == []
 
 
+def test_results_name_the_code_that_made_them():
+    """results.json and the table say which commit ran (CI and the README run from a git checkout)."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    code = miniature.code_version()
+    assert code["commit"] == head.stdout.strip() and isinstance(code["modified"], bool)
+    results = {**_results([0], baseline_overall=70.0), "code": code}
+    assert f"at {code['commit'][:10]}" in miniature_table.table_markdown(results)
+
+
 def test_a_killed_harness_leaves_no_run_training_behind(tmp_path):
     """The harness's workers end with it, SIGKILL included: an orphaned run would go on writing into OUT beside
     the same run started by the next invocation (two processes, one run directory, interleaved log rows)."""
