@@ -199,7 +199,9 @@ def _train_in(run_dir: RunDirectory, config: RunConfig, callbacks: list[TrainerC
     refuse_unknown_layer_classes(config, model)
     use_cpu_threads(model, args.device, config.model.cpu_threads)
 
-    records, data_report = load_training_records(config.data, config.model.model_type)
+    # one process per node joins the raw files into prepared_cache_dir; the others then reuse its result
+    with args.main_process_first(desc="preparing the training records"):
+        records, data_report = load_training_records(config.data, config.model.model_type)
     train_dataset, transform = training_dataset(config, model, processor, records, run_dir.unreadable_images)
     if args.should_save:
         run_dir.root.mkdir(parents=True, exist_ok=True)
