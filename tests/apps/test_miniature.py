@@ -195,14 +195,15 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path, capfd):
-    """The quick variant (seed 0 of the full table's named world) end to end: every arm answers far above the
-    majority answer, the two arms trained on the captions (SIT, multitask) look at the image -- 10 points over
-    the best image-blind reference (measured at seed 0: SIT +13.6, multitask +24.7) --, SIT writes
-    "Description: ... Answer: ..." with descriptions close to the reference captions, and the table carries the
-    paired differences per question type and the own-description split. Not asserted, because the full table
-    does not support it (docs/MINIATURE.md): that the baseline looks (seed 0: +2.9 over the best image-blind
-    reference, flagged) or that SIT beats the multitask control; SIT above the baseline is (the full table's one
-    clear interval)."""
+    """The quick variant (seed 0 of the full table's named world) end to end, asserting what the full table
+    (docs/MINIATURE.md: named world, 3 seeds, PyTorch's init) supports and nothing more: every arm clears the
+    question prior by 10 points (it did on every seed: the lowest run, baseline seed 1, by 10.7; seed 0: 24 or
+    more); SIT writes "Description: ... Answer: ..." with descriptions close to the reference captions; and
+    the one per-question-type direction the full table found with a clear interval against both arms and by a
+    wide margin on every seed: SIT above the baseline and the multitask control on "what shape is the ..."
+    (3 seeds: +12.2 [+5.3, +19.3] and +11.0 [+2.5, +19.5]; seed 0: +14.8 and +16.6). Not asserted: SIT above
+    the baseline overall (+6.5 [-0.6, +16.3], not separated), the clear but thin per-seed intervals (counts vs
+    the baseline, +2.6 at seed 0; yes/no below the control, -3.6 at seed 0)."""
     results = miniature.run_experiment(tmp_path, quick=True, workers=2)
     table = miniature.table_markdown(results)
     progress = capfd.readouterr().err  # the workers' progress lines: which run, step, minutes
@@ -212,21 +213,17 @@ def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path,
     (world,) = results["worlds"]
     assert world["world"] == "named"
     assert sorted(run["arm"] for run in world["runs"]) == sorted(miniature.ARMS)
-    majority = world["references"]["majority"]["overall"]
-    blind = miniature_table.best_image_blind(world["references"])
+    prior = world["references"]["question prior"]["overall"]
     for run in world["runs"]:
-        assert run["overall"] >= majority + 20, table  # measured: +31 or more in every run
-        if run["arm"] != "baseline":
-            assert run["overall"] >= blind + 10, table
+        assert run["overall"] >= prior + 10, table
     sit = next(run for run in world["runs"] if run["arm"] == "sit")
     assert sit["answer_marker_rate"] > 0.95
     assert sit["description"]["description_token_f1"] > 50, table
     assert sit["own_description"]["readable_share"] > 50, table  # its descriptions state facts
     baseline = next(run for run in world["runs"] if run["arm"] == "baseline")
     assert baseline["own_description"]["readable_share"] < 5, table  # never trained to describe
-    # the one direction the full table found with a clear interval: SIT - baseline overall +14.5 [+10.3, +17.9]
-    # over 3 seeds (seed 0: +10.8); SIT - multitask was not separated anywhere, so nothing is asserted of it
-    assert sit["overall"] > baseline["overall"], table
+    for other in ("baseline", "multitask"):
+        assert world["differences"][other]["what shape is the"]["mean"] > 0, table
     assert set(world["differences"]) == {"baseline", "multitask"}
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["worlds"][0]["runs"][0]["name"] == world["runs"][0]["name"]
