@@ -290,7 +290,7 @@ def run_all(out: Path, budget: Budget, jobs: Sequence[Job], workers: int, extra:
             _progress(f"{job.name}: {run['overall']:.2f} (train {run['train_seconds']:.0f} s, evaluation "
                       f"{run['eval_seconds']:.0f} s); {count} of {len(todo)} done, "
                       f"{(time.perf_counter() - started) / 60:.1f} min elapsed")
-    return [done[job] for job in jobs]
+    return [{**done[job], "reused": job not in todo} for job in jobs]
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -364,7 +364,7 @@ def run_experiment(
         "run_settings": {**RUN_SETTINGS, **(extra or {})}, "extra_settings": extra or {},
         "margin_over_prior": MARGIN_OVER_PRIOR, "code": code_version(),
         "worlds": [world_results(out, budget, world, [r for r in runs if r["world"] == world]) for world in worlds],
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1), "runs_reused": sum(run.get("reused", False) for run in runs),
         "run_seconds": round(sum(r["train_seconds"] + r["eval_seconds"] for r in runs), 1),
     }
     write_json_atomically(out / "results.json", results)

@@ -110,7 +110,7 @@ def _results(seeds: list[int], baseline_overall: float) -> dict:
              "differences": {other: miniature_stats.paired_differences(runs, other) for other in ("baseline", "multitask")},
              "pool": {}}
     return {"worlds": [world], "arms": list(miniature.ARMS), "margin_over_prior": 3.0, "budget": {},
-            "extra_settings": {}, "wall_seconds": 60, "workers": 2}
+            "extra_settings": {}, "wall_seconds": 60, "run_seconds": 120, "workers": 2}
 
 
 def test_the_table_reads_per_question_type_and_flags_runs_that_do_not_look():
@@ -237,6 +237,7 @@ def test_quick_miniature_trains_every_arm_and_reports_the_paired_table(tmp_path,
     assert [run["overall"] for run in again["worlds"][0]["runs"]] == [run["overall"] for run in world["runs"]]
     assert [path.stat().st_mtime_ns for path in checkpoints] == stamps and checkpoints
     assert again["run_seconds"] == results["run_seconds"]
+    assert (results["runs_reused"], again["runs_reused"]) == (0, 3)
 
 
 def test_set_takes_any_config_key_and_a_saved_model_drops_the_tiny_settings(tmp_path):
