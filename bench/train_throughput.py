@@ -7,8 +7,8 @@
 (Replaces the earlier GPU training benchmark.) Full-size models are built from their published architectures
 (EVA ViT-g/14: 1408 hidden, 39 layers, 224 px; Q-Former: BERT-base, 12 layers, cross-attention every
 2nd, 32 queries; Vicuna-7B: LLaMA 4096 x 32 layers, MLP 11008, vocab 32064 (the hub config's: 32003
-tokens, padded); Flan-T5-XL: 2048 x 24+24, gated-GELU 5120, vocab 32128) with random weights created directly on the GPU in bf16: no download, no fp32
-copy. They are prepared as train.py prepares them (frozen weights bf16, Q-Former, query tokens and projection
+tokens, padded); Flan-T5-XL: 2048 x 24+24, gated-GELU 5120, vocab 32128) with random weights created directly
+on the GPU in bf16: no download, no fp32 copy. They are prepared as train.py prepares them (frozen weights bf16, Q-Former, query tokens and projection
 fp32) and each step is forward + backward + AdamW under bf16 autocast on synthetic SIT-length batches
 (32 image tokens + instruction + "Description: ... Answer: ..." target).
 

@@ -105,8 +105,8 @@ MARGIN_OVER_PRIOR = 3.0
 RUN_SETTINGS = {
     "model_type": "instructblip", "tiny_model": "decoder", "tiny_hidden_size": 128, "tiny_num_layers": 2,
     "tiny_image_size": 64, "tiny_patch_size": 8, "tiny_num_query_tokens": 8, "tiny_num_heads": 4,
-    "tiny_dropout": 0.0, "tiny_random_query_tokens": True, "tiny_init": "pytorch", "train_all": True, "caption_policy": "random",
-    "use_cpu": True, "learning_rate": 1e-3, "weight_decay": 0.01,
+    "tiny_dropout": 0.0, "tiny_random_query_tokens": True, "tiny_init": "pytorch", "train_all": True,
+    "caption_policy": "random", "use_cpu": True, "learning_rate": 1e-3, "weight_decay": 0.01,
     "warmup_steps": 50, "lr_scheduler_type": "cosine", "max_grad_norm": 1.0, "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64, "logging_steps": 50, "save_strategy": "no", "report_to": "none",
     "disable_tqdm": True, "dataloader_num_workers": 0, "overwrite_output_dir": True, "cpu_threads": 1,
@@ -323,7 +323,7 @@ def code_version() -> dict:
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, timeout=30)
-        except OSError:  # no git
+        except (OSError, subprocess.SubprocessError):  # no git, or a git that hangs: the figures still get written
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
@@ -364,7 +364,8 @@ def run_experiment(
         "run_settings": {**RUN_SETTINGS, **(extra or {})}, "extra_settings": extra or {},
         "margin_over_prior": MARGIN_OVER_PRIOR, "code": code_version(),
         "worlds": [world_results(out, budget, world, [r for r in runs if r["world"] == world]) for world in worlds],
-        "wall_seconds": round(time.perf_counter() - started, 1), "runs_reused": sum(run.get("reused", False) for run in runs),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "runs_reused": sum(run.get("reused", False) for run in runs),
         "run_seconds": round(sum(r["train_seconds"] + r["eval_seconds"] for r in runs), 1),
     }
     write_json_atomically(out / "results.json", results)

@@ -161,7 +161,8 @@ def table_markdown(results: dict) -> str:
                   f"{results['margin_over_prior']:g}): " + "; ".join(failures) + ".", ""]
     lines.append(f"Budget: {results['budget']}; settings changed from the defaults: {results['extra_settings'] or 'none'}; "
                  f"run time {results['run_seconds'] / 60:.1f} min summed over the runs; this invocation: wall time "
-                 f"{results['wall_seconds'] / 60:.1f} min, {results.get('runs_reused', 'n/a')} runs reused from earlier ones "
+                 f"{results['wall_seconds'] / 60:.1f} min, {results.get('runs_reused', 'n/a')} runs reused from "
+                 "earlier ones "
                  f"({results['workers']} runs at a time, one thread each); "
                  f"code: {_code(results.get('code'))}.")
     return "\n".join(lines) + "\n"

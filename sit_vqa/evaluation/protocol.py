@@ -4,8 +4,9 @@ runner (`sit_vqa.evaluation.runner`) evaluates them all the same way.
 A set is built from the options, `SetClass(task, options, config)` (its files read and checked there, before any
 model loads; `sit_vqa.evaluation.registry.SETS` lists the sets by --task name), and answers:
 
-- `task`, `takes_images` (answered by an image model, a family that `answers_images`, or a text one), `metric`, `score_name` (what `overall` is), `reads`
-  (the set-specific options it takes: any other one given is refused);
+- `task`, `takes_images` (answered by an image model, a family that `answers_images`, or by a text one),
+  `metric`, `score_name` (what `overall` is), `reads` (the set-specific options it takes: any other one given
+  is refused);
 - `prompt(requested, trained)`: the prompt to ask with, from --prompt and what the model was trained with
   (a `TrainedSettings`);
 - `records(prompt, trained, config)`: the records to generate for, each with "instruction" (and "image_path"
